@@ -1,0 +1,47 @@
+# Every command a person runs. `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test test-fast test-browser lint format migrate superuser clean
+
+$(BIN)/daphne: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $@
+
+# The site on http://127.0.0.1:8000: SQLite, one process, in-memory channel layer.
+run: export DJANGO_DEBUG ?= 1
+run: $(BIN)/daphne
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
+
+migrate: export DJANGO_DEBUG ?= 1
+migrate: $(BIN)/daphne
+	$(BIN)/python manage.py migrate --noinput
+
+superuser: export DJANGO_DEBUG ?= 1
+superuser: $(BIN)/daphne
+	$(BIN)/python manage.py createsuperuser
+
+# All the tests: real Redis, real daphne processes, real Chromium. Browser tests run in their
+# own pytest process (Playwright's event loop must not meet pytest-asyncio's).
+test: export DJANGO_SECRET_KEY ?= $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(40))')
+test: $(BIN)/daphne
+	$(BIN)/pytest -m "not browser" $(PYTEST_ARGS)
+	$(BIN)/pytest -m browser $(PYTEST_ARGS)
+
+lint: $(BIN)/daphne
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(BIN)/daphne
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) staticfiles test-db.sqlite3*
