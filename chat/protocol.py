@@ -1,0 +1,216 @@
+"""The wire format of PROTOCOL.md §2: one parser for client frames, one builder per server frame.
+
+Nothing else in the project builds a frame's JSON shape.
+"""
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+
+from .models import Message
+
+
+class ChatError(Exception):
+    """A refused frame: answered with an `error` frame, the connection stays open."""
+
+    def __init__(
+        self, code: str, detail: str, *, ref: Any = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.ref = ref
+        self.retry_after = retry_after
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, ensure_ascii=False, separators=(",", ":"))
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def message_object(message: Message) -> dict[str, Any]:
+    """The Message object; a tombstone never carries its text."""
+    deleted = message.deleted_at is not None
+    return {
+        "id": message.pk,
+        "author": message.author.username,
+        "body": "" if deleted else message.body,
+        "created": iso(message.created),
+        "edited": iso(message.edited),
+        "deleted": deleted,
+        "deleted_by": message.deleted_by.username if deleted and message.deleted_by else None,
+    }
+
+
+def message_frame(message: Message, cursor: int, client_id: str | None) -> str:
+    return encode(
+        {
+            "type": "message",
+            "message": message_object(message),
+            "cursor": cursor,
+            "client_id": client_id or None,
+        }
+    )
+
+
+def ready_frame(
+    *,
+    room: dict[str, str],
+    username: str,
+    messages: list[Message],
+    has_more: bool,
+    cursor: int,
+    online: list[str],
+    reset: bool,
+) -> str:
+    return encode(
+        {
+            "type": "ready",
+            "room": room,
+            "user": {"username": username},
+            "messages": [message_object(m) for m in messages],
+            "has_more": has_more,
+            "cursor": cursor,
+            "online": online,
+            "reset": reset,
+        }
+    )
+
+
+def history_frame(messages: list[Message], has_more: bool) -> str:
+    return encode(
+        {"type": "history", "messages": [message_object(m) for m in messages], "has_more": has_more}
+    )
+
+
+def ack_frame(client_id: str, message_id: int) -> str:
+    return encode({"type": "ack", "client_id": client_id, "id": message_id})
+
+
+def presence_frame(online: list[str], joined: str | None = None, left: str | None = None) -> str:
+    return encode({"type": "presence", "online": online, "joined": joined, "left": left})
+
+
+def typing_frame(username: str) -> str:
+    return encode({"type": "typing", "user": username})
+
+
+def error_frame(error: ChatError) -> str:
+    frame: dict[str, Any] = {
+        "type": "error",
+        "code": error.code,
+        "detail": error.detail,
+        "ref": error.ref,
+    }
+    if error.retry_after is not None:
+        frame["retry_after"] = error.retry_after
+    return encode(frame)
+
+
+# --- client frames -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Post:
+    body: str
+    client_id: str | None
+
+
+@dataclass(frozen=True)
+class Edit:
+    id: int
+    body: str
+
+
+@dataclass(frozen=True)
+class Delete:
+    id: int
+
+
+@dataclass(frozen=True)
+class History:
+    before: int
+    limit: int
+
+
+@dataclass(frozen=True)
+class Typing:
+    pass
+
+
+ClientFrame = Post | Edit | Delete | History | Typing
+
+MAX_ID = 2**63 - 1
+
+
+def _invalid(detail: str, ref: Any = None) -> ChatError:
+    return ChatError("invalid", detail, ref=ref)
+
+
+def _string(data: dict[str, Any], field: str, ref: Any) -> str:
+    value = data.get(field)
+    if not isinstance(value, str):
+        raise _invalid(f"`{field}` must be a string.", ref)
+    return value
+
+
+def _message_id(data: dict[str, Any], field: str) -> int:
+    value = data.get(field)
+    # bool is an int in Python; JSON true is not an id.
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_ID:
+        raise _invalid(f"`{field}` must be a positive integer message id.")
+    return value
+
+
+def _client_id(data: dict[str, Any]) -> str | None:
+    value = data.get("client_id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= 64:
+        raise _invalid("`client_id` must be a string of 1 to 64 characters.")
+    return value
+
+
+def parse(text: str) -> ClientFrame:
+    """Turn one text frame into a typed client frame, or raise ChatError('invalid'|'too_long')."""
+    if len(text.encode("utf-8", "surrogatepass")) > settings.CHAT_MAX_FRAME_BYTES:
+        raise ChatError(
+            "too_long", f"A frame may be at most {settings.CHAT_MAX_FRAME_BYTES} bytes."
+        )
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise _invalid("The frame is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise _invalid("A frame must be a JSON object.")
+    kind = data.get("type")
+    if kind == "post":
+        client_id = _client_id(data)
+        return Post(body=_string(data, "body", client_id), client_id=client_id)
+    if kind == "edit":
+        message_id = _message_id(data, "id")
+        return Edit(id=message_id, body=_string(data, "body", message_id))
+    if kind == "delete":
+        return Delete(id=_message_id(data, "id"))
+    if kind == "history":
+        limit = data.get("limit", settings.CHAT_HISTORY_PAGE)
+        if (
+            not isinstance(limit, int)
+            or isinstance(limit, bool)
+            or not 1 <= limit <= settings.CHAT_HISTORY_MAX
+        ):
+            raise _invalid(f"`limit` must be an integer from 1 to {settings.CHAT_HISTORY_MAX}.")
+        return History(before=_message_id(data, "before"), limit=limit)
+    if kind == "typing":
+        return Typing()
+    if isinstance(kind, str) and len(kind) <= 32:
+        raise _invalid(f"Unknown frame type {kind!r}.")
+    raise _invalid("A frame needs a string `type`.")

@@ -1,0 +1,89 @@
+"""Reads: history pages, replays since a cursor, and the changes that fill a gap."""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from . import protocol
+from .models import Change, Message, Room
+
+
+def _messages():
+    return Message.objects.select_related("author", "deleted_by")
+
+
+def room_by_slug(slug: str) -> Room | None:
+    return Room.objects.filter(slug=slug).first()
+
+
+def room_cursor(room_id: int) -> int:
+    return Room.objects.values_list("cursor", flat=True).get(pk=room_id)
+
+
+def room_cursors(room_ids: list[int]) -> dict[int, int]:
+    return dict(Room.objects.filter(pk__in=room_ids).values_list("pk", "cursor"))
+
+
+def post_by_client_id(room: Room, author, client_id: str) -> Message | None:
+    return Message.objects.filter(room=room, author=author, client_id=client_id).first()
+
+
+def latest_messages(room: Room, limit: int) -> tuple[list[Message], bool]:
+    """The newest `limit` messages, oldest first, and whether older ones exist."""
+    rows = list(_messages().filter(room=room).order_by("-id")[: limit + 1])
+    return rows[:limit][::-1], len(rows) > limit
+
+
+def messages_before(room: Room, before: int, limit: int) -> tuple[list[Message], bool]:
+    rows = list(_messages().filter(room=room, id__lt=before).order_by("-id")[: limit + 1])
+    return rows[:limit][::-1], len(rows) > limit
+
+
+def messages_changed_since(room: Room, since: int) -> list[Message]:
+    """Every message whose latest change is after `since`, in change order."""
+    return list(_messages().filter(room=room, cursor__gt=since).order_by("cursor"))
+
+
+@dataclass(frozen=True)
+class Ready:
+    messages: list[Message]
+    has_more: bool
+    cursor: int
+    reset: bool
+
+
+def ready_state(room: Room, since: int | None) -> Ready:
+    """What a new connection is told first: a replay since its cursor, or the latest page."""
+    # The cursor is read before the messages, so the replay can only be ahead of it, never behind:
+    # a change the replay misses is one the live stream will still send.
+    cursor = room_cursor(room.pk)
+    servable = (
+        since is not None
+        and 0 <= since <= cursor
+        and cursor - since <= settings.CHAT_RESUME_MAX_CHANGES
+    )
+    if servable:
+        older = Message.objects.filter(room=room, cursor__lte=since).exists()
+        return Ready(messages_changed_since(room, since), older, cursor, reset=False)
+    messages, has_more = latest_messages(room, settings.CHAT_HISTORY_PAGE)
+    return Ready(messages, has_more, cursor, reset=True)
+
+
+def change_frames(room_id: int, after: int, upto: int) -> list[tuple[int, str]]:
+    """The `message` frames for cursors after..upto, each message in its current state."""
+    changes = (
+        Change.objects.filter(room_id=room_id, cursor__gt=after, cursor__lte=upto)
+        .select_related("message__author", "message__deleted_by")
+        .order_by("cursor")
+    )
+    return [
+        (
+            change.cursor,
+            protocol.message_frame(
+                change.message,
+                change.cursor,
+                change.message.client_id if change.kind == Change.Kind.CREATE else None,
+            ),
+        )
+        for change in changes
+    ]

@@ -1,0 +1,131 @@
+"""Every change to chat state: validate, commit, then ring the room's doorbell.
+
+The consumer, the views and the admin call these functions and nothing else, so a change made
+from any door reaches every open socket. Each function is synchronous and runs in one
+transaction; async callers wrap it in `database_sync_to_async`.
+"""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from . import protocol, selectors
+from .broadcast import publish_change
+from .models import Change, Message, Room
+from .protocol import ChatError
+
+
+@dataclass(frozen=True)
+class Posted:
+    message: Message
+    created: bool
+
+
+def clean_body(body: str, *, ref: object = None) -> str:
+    body = body.strip()
+    if not body:
+        raise ChatError("empty", "A message needs some text.", ref=ref)
+    if len(body) > settings.CHAT_MAX_BODY:
+        raise ChatError(
+            "too_long",
+            f"A message may be at most {settings.CHAT_MAX_BODY} characters.",
+            ref=ref,
+        )
+    return body
+
+
+def create_room(*, name: str, created_by) -> Room:
+    return Room.objects.create(name=name.strip(), slug=slugify(name), created_by=created_by)
+
+
+def _lock_room(room_id: int) -> Room:
+    """Take the room's row lock for the rest of the transaction (writers queue here)."""
+    return Room.objects.select_for_update().only("id", "cursor").get(pk=room_id)
+
+
+def _record(room: Room, message: Message, kind: str, client_id: str | None = None) -> None:
+    """Move the room's cursor by one for this change, log it, and broadcast after commit."""
+    room.cursor += 1
+    Room.objects.filter(pk=room.pk).update(cursor=room.cursor)
+    message.cursor = room.cursor
+    if message.pk is None:
+        message.save()
+    else:
+        message.save(update_fields=["body", "edited", "deleted_at", "deleted_by", "cursor"])
+    Change.objects.create(room=room, cursor=room.cursor, message=message, kind=kind)
+    frame = protocol.message_frame(message, room.cursor, client_id)
+    cursor = room.cursor
+    transaction.on_commit(lambda: publish_change(room.pk, cursor, frame))
+
+
+def _get_message(room: Room, message_id: int) -> Message:
+    queryset = Message.objects.select_related("author", "deleted_by")
+    try:
+        return queryset.get(pk=message_id, room_id=room.pk)
+    except Message.DoesNotExist:
+        raise ChatError(
+            "not_found", "There is no such message in this room.", ref=message_id
+        ) from None
+
+
+def post_message(*, room: Room, author, body: str, client_id: str | None = None) -> Posted:
+    body = clean_body(body, ref=client_id)
+    with transaction.atomic():
+        locked = _lock_room(room.pk)
+        if client_id:
+            existing = selectors.post_by_client_id(room, author, client_id)
+            if existing is not None:
+                return Posted(existing, created=False)
+        message = Message(room_id=room.pk, author=author, body=body, client_id=client_id or "")
+        _record(locked, message, Change.Kind.CREATE, client_id)
+    return Posted(message, created=True)
+
+
+def edit_message(*, room: Room, message_id: int, by, body: str) -> Message:
+    body = clean_body(body, ref=message_id)
+    with transaction.atomic():
+        locked = _lock_room(room.pk)
+        message = _get_message(room, message_id)
+        if message.author_id != by.pk:
+            raise ChatError("forbidden", "You can only edit your own messages.", ref=message_id)
+        if message.is_deleted:
+            raise ChatError("forbidden", "A deleted message cannot be edited.", ref=message_id)
+        message.body = body
+        message.edited = timezone.now()
+        _record(locked, message, Change.Kind.EDIT)
+    return message
+
+
+def delete_message(*, room: Room, message_id: int, by, moderator: bool = False) -> Message:
+    """Soft-delete: the message stays as a tombstone naming who deleted it.
+
+    Authors delete their own messages; `moderator=True` (the admin) deletes anyone's.
+    Deleting a tombstone again changes nothing.
+    """
+    with transaction.atomic():
+        locked = _lock_room(room.pk)
+        message = _get_message(room, message_id)
+        if not moderator and message.author_id != by.pk:
+            raise ChatError("forbidden", "You can only delete your own messages.", ref=message_id)
+        if message.is_deleted:
+            return message
+        message.deleted_at = timezone.now()
+        message.deleted_by = by
+        _record(locked, message, Change.Kind.DELETE)
+    return message
+
+
+def restore_message(*, room: Room, message_id: int, by) -> Message:
+    """Undo a deletion (moderators, from the admin): live clients get the message back."""
+    with transaction.atomic():
+        locked = _lock_room(room.pk)
+        message = _get_message(room, message_id)
+        if not message.is_deleted:
+            return message
+        message.deleted_at = None
+        message.deleted_by = None
+        _record(locked, message, Change.Kind.RESTORE)
+    return message
