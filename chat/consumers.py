@@ -1,0 +1,253 @@
+"""The room WebSocket (PROTOCOL.md §2): an adapter between frames and the services."""
+
+import logging
+import uuid
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from . import protocol, selectors, services
+from .broadcast import publish
+from .hub import Feed, get_hub
+from .models import Room
+from .protocol import ChatError
+from .shared_state import shared_state
+
+logger = logging.getLogger(__name__)
+
+db = database_sync_to_async
+
+
+class Close:
+    NOT_LOGGED_IN = 4401
+    BANNED = 4403
+    NO_SUCH_ROOM = 4404
+
+
+def parse_since(query_string: bytes) -> int | None:
+    values = parse_qs(query_string.decode("latin-1")).get("since")
+    if not values:
+        return None
+    try:
+        return int(values[0])
+    except ValueError:
+        return None
+
+
+class RoomConsumer(AsyncWebsocketConsumer):
+    # No channel of its own: the process's hub is the room group's member and hands frames to
+    # its sockets, so a broadcast costs one channel-layer message per process, not per socket.
+    channel_layer_alias = None
+
+    room: Room | None = None
+    feed: Feed | None = None
+    # The cursor of the last change frame sent; None until `ready` has gone out.
+    sent: int | None = None
+    delivering = False
+    present = False
+
+    async def connect(self) -> None:
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=Close.NOT_LOGGED_IN)
+            return
+        room = await db(selectors.room_by_slug)(self.scope["url_route"]["kwargs"]["slug"])
+        if room is None:
+            await self.close(code=Close.NO_SUCH_ROOM)
+            return
+        self.user = user
+        self.username = user.get_username()
+        self.conn_id = uuid.uuid4().hex
+        self.room = room
+        self.state = shared_state()
+
+        self.feed = await get_hub().attach(room.pk, self)
+        joined = await self._join_presence()
+        online = await self._online()
+        ready = await db(selectors.ready_state)(room, parse_since(self.scope["query_string"]))
+        await self.send(
+            text_data=protocol.ready_frame(
+                room={"slug": room.slug, "name": room.name},
+                username=self.username,
+                messages=ready.messages,
+                has_more=ready.has_more,
+                cursor=ready.cursor,
+                online=online,
+                reset=ready.reset,
+            )
+        )
+        self.sent = ready.cursor
+        await self.deliver()
+        if joined:
+            await self._announce(protocol.presence_frame(online, joined=self.username))
+
+    async def disconnect(self, code: int) -> None:
+        self.sent = None
+        if self.room is None:
+            return
+        if self.feed is not None:
+            await get_hub().detach(self.room.pk, self)
+        if self.present:
+            self.present = False
+            try:
+                last = await self.state.leave(self.room.pk, self.username, self.conn_id)
+                if last:
+                    online = await self.state.online(self.room.pk)
+                    await self._announce(protocol.presence_frame(online, left=self.username))
+            except Exception:
+                logger.warning(
+                    "presence: could not record %s leaving", self.username, exc_info=True
+                )
+
+    # --- frames from the client ----------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.sent is None:
+            return
+        try:
+            if text_data is None:
+                raise ChatError("invalid", "Frames must be JSON text, not binary.")
+            frame = protocol.parse(text_data)
+            await self.handlers[type(frame)](self, frame)
+        except ChatError as error:
+            await self.send(text_data=protocol.error_frame(error))
+
+    async def on_post(self, frame: protocol.Post) -> None:
+        services.clean_body(frame.body, ref=frame.client_id)
+        try:
+            await self._limit(
+                f"post:{self.room.pk}:{self.user.pk}",
+                settings.CHAT_RATE_LIMIT_POSTS,
+                settings.CHAT_RATE_LIMIT_WINDOW,
+                ref=frame.client_id,
+            )
+        except ChatError:
+            # A retry of a stored post is answered with its ack, limit or not.
+            stored = frame.client_id and await db(selectors.post_by_client_id)(
+                self.room, self.user, frame.client_id
+            )
+            if not stored:
+                raise
+            await self.send(text_data=protocol.ack_frame(frame.client_id, stored.pk))
+            return
+        posted = await db(services.post_message)(
+            room=self.room, author=self.user, body=frame.body, client_id=frame.client_id
+        )
+        if not posted.created:
+            await self.send(text_data=protocol.ack_frame(frame.client_id, posted.message.pk))
+        # A new message's `message` frame reaches this socket through the hub: that is its ack.
+
+    async def on_edit(self, frame: protocol.Edit) -> None:
+        await db(services.edit_message)(
+            room=self.room, message_id=frame.id, by=self.user, body=frame.body
+        )
+
+    async def on_delete(self, frame: protocol.Delete) -> None:
+        await db(services.delete_message)(room=self.room, message_id=frame.id, by=self.user)
+
+    async def on_history(self, frame: protocol.History) -> None:
+        messages, has_more = await db(selectors.messages_before)(
+            self.room, frame.before, frame.limit
+        )
+        await self.send(text_data=protocol.history_frame(messages, has_more))
+
+    async def on_typing(self, frame: protocol.Typing) -> None:
+        key = f"typing:{self.room.pk}:{self.user.pk}"
+        if await self._shared(self.state.once_per(key, settings.CHAT_TYPING_INTERVAL)):
+            await publish(
+                self.room.pk,
+                {
+                    "type": "room.typing",
+                    "user": self.username,
+                    "frame": protocol.typing_frame(self.username),
+                },
+            )
+
+    handlers = {
+        protocol.Post: on_post,
+        protocol.Edit: on_edit,
+        protocol.Delete: on_delete,
+        protocol.History: on_history,
+        protocol.Typing: on_typing,
+    }
+
+    # --- frames to the client (called by the hub) ----------------------------------------
+
+    async def deliver(self) -> None:
+        """Send every change after `sent` up to the feed's cursor, strictly in cursor order."""
+        if self.sent is None or self.delivering:
+            return
+        self.delivering = True
+        try:
+            while self.sent is not None and self.sent < self.feed.cursor:
+                frames = self.feed.frames_after(self.sent)
+                if frames is None:
+                    # Behind the hub's buffer (a resume from an old cursor): read the gap.
+                    frames = await db(selectors.change_frames)(
+                        self.room.pk, self.sent, self.feed.cursor
+                    )
+                progressed = False
+                for cursor, text in frames:
+                    if self.sent is None or cursor != self.sent + 1:
+                        break
+                    self.sent = cursor
+                    progressed = True
+                    await self.send(text_data=text)
+                if not progressed:
+                    logger.error("room %s: no progress past cursor %s", self.room.pk, self.sent)
+                    break
+        finally:
+            self.delivering = False
+
+    async def send_live(self, text: str) -> None:
+        """Presence and typing: frames outside the change stream, for ready sockets only."""
+        if self.sent is not None:
+            await self.send(text_data=text)
+
+    # --- helpers -------------------------------------------------------------------------
+
+    async def _shared(self, call, *, ref=None):
+        try:
+            return await call
+        except Exception:
+            logger.warning("shared state unavailable", exc_info=True)
+            raise ChatError(
+                "unavailable",
+                "The chat service is briefly unavailable; try again in a moment.",
+                ref=ref,
+                retry_after=1,
+            ) from None
+
+    async def _limit(self, key: str, limit: int, window: float, *, ref=None) -> None:
+        wait = await self._shared(self.state.hit(key, limit, window), ref=ref)
+        if wait:
+            raise ChatError(
+                "rate_limited",
+                f"Slow down: at most {limit} messages in {window:g} seconds.",
+                ref=ref,
+                retry_after=wait,
+            )
+
+    async def _join_presence(self) -> bool:
+        try:
+            joined = await self.state.join(self.room.pk, self.username, self.conn_id)
+        except Exception:
+            logger.warning("presence unavailable for %s", self.username, exc_info=True)
+            return False
+        self.present = True
+        return joined
+
+    async def _online(self) -> list[str]:
+        try:
+            return await self.state.online(self.room.pk)
+        except Exception:
+            return [self.username]
+
+    async def _announce(self, frame: str) -> None:
+        try:
+            await publish(self.room.pk, {"type": "room.presence", "frame": frame})
+        except Exception:
+            logger.warning("presence: channel layer unavailable", exc_info=True)
