@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import views
+
+app_name = "chat"
+
+urlpatterns = [
+    path("", views.lobby, name="lobby"),
+    path("rooms/", views.create_room, name="create_room"),
+    path("rooms/<slug:slug>/", views.room, name="room"),
+    path("accounts/signup/", views.signup, name="signup"),
+    path("healthz", views.healthz, name="healthz"),
+]
