@@ -1,0 +1,809 @@
+// The room page: one WebSocket speaking the frames of PROTOCOL.md §2.
+//
+// The server is the record. This page keeps a view of it: messages keyed by id (upserted, never
+// duplicated), the highest change cursor seen (handed back as ?since= on reconnect), and the
+// posts the user has written that the server has not confirmed yet ("pending", keyed by
+// client_id, re-sent with the same client_id after every reconnect so a post lands exactly once).
+//
+// User text only ever reaches the DOM through textContent / text nodes.
+
+const root = document.getElementById("chat");
+const slug = root.dataset.roomSlug;
+const MAX_BODY = Number(root.dataset.maxBody) || 4000;
+// Show the counter once the text is this close to the limit.
+const COUNTER_FROM = MAX_BODY - 400;
+// A frame over 64 KiB is refused without saying which post it was (or closes the socket), so a
+// post that large would be re-sent after every reconnect forever: refuse it here instead.
+const MAX_FRAME_BYTES = 60 * 1024;
+const FATAL_CLOSES = new Set([4401, 4403, 4404]);
+const TYPING_SEND_EVERY = 2000;
+const TYPING_SHOW_FOR = 4000;
+// Scroll distances in px: "at the bottom" tolerance, and how near the top loads older messages.
+const BOTTOM_SLACK = 48;
+const TOP_LOAD_AT = 200;
+
+const $ = (id) => document.getElementById(id);
+const list = $("messages");
+const composer = $("composer");
+const input = $("composer-input");
+const sendButton = composer.querySelector('button[type="submit"]');
+const counter = $("char-count");
+const onlineList = $("online");
+const onlineCount = $("online-count");
+const presencePanel = onlineList.closest(".presence");
+const typingLine = $("typing");
+const alerts = $("alerts");
+const connState = $("conn-state");
+const jumpButton = $("jump");
+const historyStatus = $("history-status");
+
+// --- state ------------------------------------------------------------------------------------
+
+let ws = null;
+let socketGen = 0; // bumped for every new socket; events of older sockets are ignored
+let isReady = false; // `ready` received on the current socket
+let everReady = false;
+let fatal = false; // closed with 4401/4403/4404: never reconnect
+let attempts = 0; // failed connection attempts since the last `ready` (for the backoff)
+let reconnectTimer = null;
+let me = root.dataset.username || null;
+let cursor = null; // highest change cursor seen, or null before the first `ready`
+let hasMore = false;
+let historyInFlight = false;
+let lastTypingSent = 0;
+let pausedUntil = 0; // posts wait until then after a rate_limited answer
+let flushTimer = null;
+let editingId = null;
+let unseen = 0; // messages that arrived while the tab was hidden
+
+const shown = new Map(); // message id -> { msg, li }
+const pending = new Map(); // client_id -> { clientId, body, li, sentGen }
+const typers = new Map(); // username -> timeout handle
+const baseTitle = document.title;
+
+// --- small DOM helpers ------------------------------------------------------------------------
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function button(className, text, onClick, label) {
+  const b = el("button", className, text);
+  b.type = "button";
+  if (label) b.setAttribute("aria-label", label);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2-digit" });
+const dayFmt = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short" });
+const yearFmt = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", year: "numeric" });
+const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
+
+function shortDate(date) {
+  const now = new Date();
+  if (date.toDateString() === now.toDateString()) return timeFmt.format(date);
+  const day = date.getFullYear() === now.getFullYear() ? dayFmt : yearFmt;
+  return `${day.format(date)}, ${timeFmt.format(date)}`;
+}
+
+function timeEl(iso) {
+  const date = new Date(iso);
+  const t = el("time", "time", shortDate(date));
+  t.dateTime = iso;
+  t.title = fullFmt.format(date);
+  return t;
+}
+
+// http(s) URLs become links; trailing sentence punctuation is left out of the link.
+const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+
+function appendLinkified(parent, text) {
+  let last = 0;
+  for (const match of text.matchAll(URL_RE)) {
+    let url = match[0].replace(/[.,;:!?'")\]}]+$/, "");
+    // Keep a closing parenthesis that balances one inside the URL (Wikipedia-style links).
+    const rest = match[0].slice(url.length);
+    if (rest.startsWith(")") && url.split("(").length > url.split(")").length) url += ")";
+    let href;
+    try {
+      href = new URL(url);
+    } catch {
+      continue;
+    }
+    if (href.protocol !== "http:" && href.protocol !== "https:") continue;
+    parent.append(document.createTextNode(text.slice(last, match.index)));
+    const a = el("a", null, url);
+    a.href = href.href;
+    a.rel = "noopener noreferrer";
+    a.target = "_blank";
+    parent.append(a);
+    last = match.index + url.length;
+  }
+  parent.append(document.createTextNode(text.slice(last)));
+}
+
+function uuid() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  // randomUUID needs a secure context; plain http on a LAN address is not one.
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+// --- scrolling --------------------------------------------------------------------------------
+
+function atBottom() {
+  return list.scrollHeight - list.scrollTop - list.clientHeight < BOTTOM_SLACK;
+}
+
+function scrollToBottom() {
+  list.scrollTop = list.scrollHeight;
+  jumpButton.hidden = true;
+}
+
+// Run a DOM change and keep the view stuck to the bottom only if it already was there.
+// `live`: the change brought new messages; if the reader is scrolled up, offer a jump button.
+function mutate(change, { forceBottom = false, live = false } = {}) {
+  const wasAtBottom = atBottom();
+  change();
+  if (forceBottom || wasAtBottom) scrollToBottom();
+  else if (live) jumpButton.hidden = false;
+}
+
+// Run a DOM change above the viewport without the view moving (history pages).
+function mutateAbove(change) {
+  const fromBottom = list.scrollHeight - list.scrollTop;
+  change();
+  list.scrollTop = list.scrollHeight - fromBottom;
+}
+
+// --- messages ---------------------------------------------------------------------------------
+
+function sameMessage(a, b) {
+  return a.body === b.body && a.edited === b.edited && a.deleted === b.deleted &&
+    a.deleted_by === b.deleted_by && a.author === b.author;
+}
+
+function renderMessage(msg) {
+  const li = el("li", "message");
+  li.dataset.id = String(msg.id);
+  li.tabIndex = -1; // focus target when its buttons disappear (delete, edit done)
+  const own = msg.author === me;
+  if (own) li.classList.add("own");
+
+  const meta = el("div", "meta");
+  meta.append(el("span", "author", msg.author), timeEl(msg.created));
+  if (msg.edited && !msg.deleted) {
+    const edited = el("span", "edited", "(edited)");
+    edited.title = `Edited ${fullFmt.format(new Date(msg.edited))}`;
+    meta.append(edited);
+  }
+  meta.append(el("span", "msg-id", `Id${msg.id}`));
+  li.append(meta);
+
+  if (msg.deleted) {
+    li.classList.add("tombstone");
+    li.append(el("p", "tombstone-note", `Message deleted by ${msg.deleted_by || "a moderator"}`));
+    return li;
+  }
+
+  const body = el("div", "body");
+  appendLinkified(body, msg.body);
+  li.append(body);
+
+  if (own) {
+    const actions = el("div", "actions");
+    actions.append(
+      button("edit", "Edit", () => startEdit(msg.id), `Edit message Id${msg.id}`),
+      button("delete", "Delete", () => deleteMessage(msg.id), `Delete message Id${msg.id}`),
+    );
+    li.append(actions);
+  }
+  return li;
+}
+
+// Where new rows at the end go: before the user's own unconfirmed posts, which stay last.
+function tailAnchor() {
+  return list.querySelector(":scope > li.pending, :scope > li.failed");
+}
+
+function insertOrdered(li, id) {
+  const rows = list.querySelectorAll(":scope > li.message[data-id]");
+  const lastRow = rows[rows.length - 1];
+  if (!lastRow || Number(lastRow.dataset.id) < id) {
+    list.insertBefore(li, tailAnchor());
+    return;
+  }
+  for (const row of rows) {
+    if (Number(row.dataset.id) > id) {
+      list.insertBefore(li, row);
+      return;
+    }
+  }
+}
+
+function replaceRow(entry, li) {
+  const hadFocus = entry.li.contains(document.activeElement);
+  entry.li.replaceWith(li);
+  entry.li = li;
+  if (hadFocus) li.focus({ preventScroll: true });
+}
+
+// Insert or update one message by id; returns true if it was new.
+function upsert(msg) {
+  const entry = shown.get(msg.id);
+  if (!entry) {
+    const li = renderMessage(msg);
+    shown.set(msg.id, { msg, li });
+    insertOrdered(li, msg.id);
+    return true;
+  }
+  if (sameMessage(entry.msg, msg) && !entry.optimistic) return false;
+  entry.msg = msg;
+  entry.optimistic = false;
+  // An update while the author is editing keeps the editor open; Cancel shows the latest text.
+  if (editingId === msg.id && !msg.deleted) return false;
+  if (editingId === msg.id) editingId = null;
+  replaceRow(entry, renderMessage(msg));
+  return false;
+}
+
+function rerender(id) {
+  const entry = shown.get(id);
+  if (!entry) return;
+  entry.optimistic = false;
+  replaceRow(entry, renderMessage(entry.msg));
+}
+
+function smallestId() {
+  const first = list.querySelector(":scope > li.message[data-id]");
+  return first ? Number(first.dataset.id) : null;
+}
+
+function resetMessages(messages) {
+  editingId = null;
+  shown.clear();
+  for (const row of [...list.children]) {
+    if (!row.matches(".pending, .failed")) row.remove();
+  }
+  for (const msg of messages) upsert(msg);
+}
+
+function systemLine(text) {
+  const li = el("li", "system", text);
+  li.title = fullFmt.format(new Date());
+  mutate(() => list.insertBefore(li, tailAnchor()));
+}
+
+// --- editing and deleting your own messages ---------------------------------------------------
+
+function startEdit(id) {
+  if (editingId !== null && editingId !== id) cancelEdit();
+  const entry = shown.get(id);
+  if (!entry || entry.msg.deleted || entry.msg.author !== me) return;
+  editingId = id;
+  const li = entry.li;
+  li.classList.add("editing");
+  li.querySelector(".actions")?.remove();
+
+  const box = el("div", "edit-box");
+  const area = el("textarea", "edit-input");
+  area.value = entry.msg.body;
+  area.rows = Math.min(8, entry.msg.body.split("\n").length + 1);
+  area.setAttribute("aria-label", `Edit message Id${id}`);
+  const foot = el("div", "edit-foot");
+  foot.append(
+    el("span", "hint", "Enter to save · Esc to cancel"),
+    button("save", "Save", () => saveEdit(id, area.value)),
+    button("cancel", "Cancel", () => cancelEdit()),
+  );
+  box.append(area, foot);
+  area.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      saveEdit(id, area.value);
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      cancelEdit();
+    }
+  });
+  mutate(() => li.querySelector(".body").replaceWith(box));
+  area.focus();
+  area.setSelectionRange(area.value.length, area.value.length);
+}
+
+function cancelEdit() {
+  if (editingId === null) return;
+  const id = editingId;
+  editingId = null;
+  mutate(() => rerender(id));
+  shown.get(id)?.li.focus({ preventScroll: true });
+}
+
+function saveEdit(id, body) {
+  const entry = shown.get(id);
+  if (!entry) return;
+  if (!body.trim()) {
+    showAlert("A message needs some text. To remove it, use Delete.", { key: "edit-empty" });
+    return;
+  }
+  if (body.trim() === entry.msg.body) {
+    cancelEdit();
+    return;
+  }
+  if (!sendFrame({ type: "edit", id, body })) {
+    showAlert("Not connected: your edit was not saved. Try again once connected.", { key: "offline-action" });
+    return;
+  }
+  editingId = null;
+  // Show the new text at once, marked as saving; the `message` frame (or an error) settles it.
+  const shownMsg = { ...entry.msg, body: body.trim() };
+  const li = renderMessage(shownMsg);
+  li.classList.add("saving");
+  entry.optimistic = true;
+  mutate(() => replaceRow(entry, li));
+  li.focus({ preventScroll: true });
+  settleLater(id);
+}
+
+function deleteMessage(id) {
+  const entry = shown.get(id);
+  if (!entry || entry.msg.deleted) return;
+  if (!sendFrame({ type: "delete", id })) {
+    showAlert("Not connected: the message was not deleted. Try again once connected.", { key: "offline-action" });
+    return;
+  }
+  entry.li.classList.add("saving");
+  entry.optimistic = true;
+  settleLater(id);
+}
+
+// If neither a `message` frame nor an error settles an edit/delete, show the server's state again.
+function settleLater(id) {
+  setTimeout(() => {
+    const entry = shown.get(id);
+    if (entry?.optimistic && editingId !== id) mutate(() => rerender(id));
+  }, 8000);
+}
+
+// --- posting ----------------------------------------------------------------------------------
+
+function renderPending(body) {
+  const li = el("li", "message own pending");
+  const meta = el("div", "meta");
+  meta.append(el("span", "author", me || "you"), el("span", "status", "sending…"));
+  const text = el("div", "body");
+  appendLinkified(text, body.trim());
+  li.append(meta, text);
+  return li;
+}
+
+function post(body) {
+  const entry = { clientId: uuid(), body, li: renderPending(body), sentGen: 0 };
+  pending.set(entry.clientId, entry);
+  mutate(() => list.append(entry.li), { forceBottom: true });
+  if (new TextEncoder().encode(body).length > MAX_FRAME_BYTES) {
+    failPending(entry, `A message may be at most ${MAX_BODY} characters.`);
+    return;
+  }
+  sendPost(entry);
+}
+
+function sendPost(entry) {
+  if (!isReady || entry.sentGen === socketGen || Date.now() < pausedUntil) return;
+  if (sendFrame({ type: "post", body: entry.body, client_id: entry.clientId })) {
+    entry.sentGen = socketGen;
+  }
+}
+
+function flushPending() {
+  for (const entry of pending.values()) sendPost(entry);
+}
+
+// Posts wait `seconds`, then every pending post not yet sent on this socket goes (in order).
+function pausePosts(seconds) {
+  pausedUntil = Math.max(pausedUntil, Date.now() + Math.max(0.2, Number(seconds) || 1) * 1000);
+  clearTimeout(flushTimer);
+  flushTimer = setTimeout(flushPending, pausedUntil - Date.now() + 50);
+}
+
+function removePending(clientId) {
+  const entry = pending.get(clientId);
+  if (!entry) return;
+  pending.delete(clientId);
+  entry.li.remove();
+}
+
+function failPending(entry, detail) {
+  pending.delete(entry.clientId);
+  const li = entry.li;
+  li.classList.remove("pending");
+  li.classList.add("failed");
+  li.querySelector(".status").textContent = "not sent";
+  const why = el("p", "failure", detail);
+  const actions = el("div", "actions");
+  actions.append(
+    button("restore", "Edit again", () => {
+      // Put the text back in the composer, after anything already typed there.
+      input.value = input.value.trim() ? `${input.value}\n${entry.body}` : entry.body;
+      li.remove();
+      composerChanged();
+      input.focus();
+    }),
+    button("discard", "Discard", () => {
+      li.remove();
+      input.focus();
+    }),
+  );
+  mutate(() => li.append(why, actions));
+}
+
+// --- the composer -----------------------------------------------------------------------------
+
+function autosize() {
+  input.style.height = "auto";
+  input.style.height = `${Math.min(input.scrollHeight + 2, window.innerHeight * 0.4)}px`;
+}
+
+function updateCounter() {
+  const length = [...input.value].length; // code points, as the server counts
+  counter.hidden = length < COUNTER_FROM;
+  counter.classList.toggle("over", length > MAX_BODY);
+  counter.textContent =
+    length > MAX_BODY ? `${length} / ${MAX_BODY} — too long` : `${length} / ${MAX_BODY}`;
+}
+
+function composerChanged() {
+  autosize();
+  updateCounter();
+}
+
+composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (fatal) return;
+  const body = input.value;
+  if (!body.trim()) return;
+  input.value = "";
+  composerChanged();
+  post(body);
+  input.focus(); // after a click on Send, keep typing (and keep a phone's keyboard open)
+});
+
+input.addEventListener("keydown", (event) => {
+  // isComposing: Enter that confirms an IME composition must not send.
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    composer.requestSubmit();
+  } else if (event.key === "ArrowUp" && !input.value) {
+    // As in most chat apps: Up in an empty composer edits your latest message.
+    const own = [...shown.values()].filter((e) => e.msg.author === me && !e.msg.deleted);
+    if (own.length) {
+      event.preventDefault();
+      startEdit(own.reduce((a, b) => (a.msg.id > b.msg.id ? a : b)).msg.id);
+    }
+  }
+});
+
+input.addEventListener("input", () => {
+  composerChanged();
+  const now = Date.now();
+  if (input.value.trim() && now - lastTypingSent >= TYPING_SEND_EVERY) {
+    if (sendFrame({ type: "typing" })) lastTypingSent = now;
+  }
+});
+
+// --- presence and typing ----------------------------------------------------------------------
+
+function renderOnline(names) {
+  const unique = [...new Set(names)].sort((a, b) => a.localeCompare(b));
+  onlineList.replaceChildren(
+    ...unique.map((name) => {
+      const li = el("li", name === me ? "me" : null, name);
+      if (name === me) li.title = "You";
+      return li;
+    }),
+  );
+  onlineCount.textContent = String(unique.length);
+}
+
+function renderTyping() {
+  const names = [...typers.keys()];
+  let text = "";
+  if (names.length === 1) text = `${names[0]} is typing…`;
+  else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+  else if (names.length > 2) text = "Several people are typing…";
+  typingLine.textContent = text;
+}
+
+function setTyping(user, on) {
+  clearTimeout(typers.get(user));
+  if (on) typers.set(user, setTimeout(() => setTyping(user, false), TYPING_SHOW_FOR));
+  else typers.delete(user);
+  renderTyping();
+}
+
+// --- alerts -----------------------------------------------------------------------------------
+
+// One alert per key (repeats replace the text rather than pile up). `parts`: strings and nodes.
+function showAlert(parts, { key, fatal: isFatal = false } = {}) {
+  const k = key || String(parts);
+  let box = [...alerts.children].find((node) => node.dataset.key === k);
+  if (!box) {
+    box = el("div", isFatal ? "alert fatal" : "alert");
+    box.dataset.key = k;
+    alerts.append(box);
+  }
+  const text = el("p", "alert-text");
+  text.append(...[].concat(parts));
+  box.replaceChildren(text);
+  if (!isFatal) {
+    box.append(button("dismiss", "×", () => box.remove(), "Dismiss"));
+  }
+}
+
+function showFatal(code) {
+  const link = (href, text) => {
+    const a = el("a", null, text);
+    a.href = href;
+    return a;
+  };
+  if (code === 4401) {
+    showAlert(["Your session has ended — ", link(root.dataset.loginUrl, "log in again")], { key: "fatal", fatal: true });
+  } else if (code === 4404) {
+    showAlert(["No such room — ", link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
+  } else {
+    showAlert(["You are banned from this room"], { key: "fatal", fatal: true });
+  }
+  sendButton.disabled = true;
+  for (const entry of [...pending.values()]) failPending(entry, "The connection was closed.");
+}
+
+// --- connection -------------------------------------------------------------------------------
+
+function renderConn() {
+  // Who is online is only known while connected.
+  presencePanel.classList.toggle("stale", !isReady);
+  let state;
+  if (fatal || !navigator.onLine) state = "offline";
+  else if (isReady) state = "connected";
+  else state = everReady || attempts > 0 ? "reconnecting" : "connecting";
+  connState.dataset.state = state;
+  connState.textContent = state;
+}
+
+function sendFrame(frame) {
+  if (!isReady || !ws || ws.readyState !== WebSocket.OPEN) return false;
+  ws.send(JSON.stringify(frame));
+  return true;
+}
+
+function connect() {
+  clearTimeout(reconnectTimer);
+  reconnectTimer = null;
+  if (fatal) return;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  let url = `${scheme}://${location.host}/ws/rooms/${encodeURIComponent(slug)}/`;
+  if (cursor !== null) url += `?since=${cursor}`;
+  const gen = ++socketGen;
+  const socket = new WebSocket(url);
+  ws = socket;
+  renderConn();
+  socket.addEventListener("message", (event) => {
+    if (gen === socketGen) onFrame(event.data);
+  });
+  socket.addEventListener("close", (event) => {
+    if (gen === socketGen) onClose(event);
+  });
+}
+
+function onClose(event) {
+  ws = null;
+  isReady = false;
+  historyInFlight = false;
+  historyStatus.hidden = true;
+  for (const user of [...typers.keys()]) setTyping(user, false);
+  if (FATAL_CLOSES.has(event.code)) {
+    fatal = true;
+    renderConn();
+    showFatal(event.code);
+    return;
+  }
+  attempts += 1;
+  renderConn();
+  scheduleReconnect();
+}
+
+function scheduleReconnect() {
+  clearTimeout(reconnectTimer);
+  // Offline: wait for the browser's `online` event instead of burning attempts.
+  if (!navigator.onLine) return;
+  // Exponential backoff from 0.5 s, capped at 10 s, with jitter so a restarted server is not
+  // hit by every client in the same instant.
+  const ceiling = Math.min(10000, 500 * 2 ** Math.min(attempts - 1, 10));
+  const delay = ceiling / 2 + Math.random() * (ceiling / 2);
+  reconnectTimer = setTimeout(connect, delay);
+}
+
+window.addEventListener("offline", () => {
+  // The socket is usually dead already but may take minutes to notice: drop it now, so posts
+  // wait as pending and are replayed after reconnecting.
+  if (ws) ws.close(1000, "offline");
+  renderConn();
+});
+
+window.addEventListener("online", () => {
+  if (fatal) return;
+  renderConn();
+  if (!ws) {
+    attempts = Math.max(attempts, 1);
+    connect();
+  }
+});
+
+// --- frames from the server -------------------------------------------------------------------
+
+function seeCursor(value) {
+  if (typeof value === "number" && (cursor === null || value > cursor)) cursor = value;
+}
+
+function onFrame(text) {
+  let frame;
+  try {
+    frame = JSON.parse(text);
+  } catch {
+    return;
+  }
+  const handler = handlers[frame?.type];
+  if (handler) handler(frame);
+}
+
+const handlers = {
+  ready(frame) {
+    const previousMe = me;
+    me = frame.user.username;
+    isReady = true;
+    everReady = true;
+    attempts = 0;
+    if (frame.reset) {
+      // A reset is the server's whole current view: its cursor replaces ours, even if ours was
+      // higher (ours may come from a database that no longer exists).
+      cursor = frame.cursor;
+      hasMore = frame.has_more;
+      mutate(() => resetMessages(frame.messages), { forceBottom: true });
+    } else {
+      seeCursor(frame.cursor);
+      // Here has_more speaks of messages we already hold: keep our own idea of it.
+      mutate(() => {
+        if (previousMe !== me) resetMessages([...shown.values()].map((e) => e.msg));
+        for (const msg of frame.messages) upsert(msg);
+      }, { live: frame.messages.length > 0 });
+    }
+    list.classList.toggle("complete", !hasMore);
+    renderOnline(frame.online);
+    renderConn();
+    // Posts not yet confirmed go again with the same client_id: the server creates each once.
+    clearTimeout(flushTimer);
+    flushPending();
+    if (Date.now() < pausedUntil) pausePosts((pausedUntil - Date.now()) / 1000);
+    fillViewport();
+  },
+
+  message(frame) {
+    seeCursor(frame.cursor);
+    const msg = frame.message;
+    const isNew = !shown.has(msg.id);
+    mutate(() => {
+      if (frame.client_id && msg.author === me) removePending(frame.client_id);
+      upsert(msg);
+    }, { live: isNew });
+    if (msg.author !== me && typers.has(msg.author)) setTyping(msg.author, false);
+    if (isNew && msg.author !== me && document.hidden) {
+      unseen += 1;
+      document.title = `(${unseen}) ${baseTitle}`;
+    }
+  },
+
+  ack(frame) {
+    // The post already exists; its message is shown or its `message` frame is on the way.
+    mutate(() => removePending(frame.client_id));
+  },
+
+  history(frame) {
+    historyInFlight = false;
+    historyStatus.hidden = true;
+    hasMore = frame.has_more;
+    list.classList.toggle("complete", !hasMore);
+    mutateAbove(() => {
+      for (const msg of frame.messages) upsert(msg);
+    });
+    fillViewport();
+  },
+
+  presence(frame) {
+    renderOnline(frame.online);
+    if (frame.joined && frame.joined !== me) systemLine(`${frame.joined} joined`);
+    if (frame.left && frame.left !== me) {
+      systemLine(`${frame.left} left`);
+      setTyping(frame.left, false);
+    }
+  },
+
+  typing(frame) {
+    if (frame.user && frame.user !== me) setTyping(frame.user, true);
+  },
+
+  error(frame) {
+    const entry = typeof frame.ref === "string" ? pending.get(frame.ref) : undefined;
+    const retry = frame.retry_after !== undefined && frame.retry_after !== null;
+    if (entry && retry) {
+      // rate_limited: the post stays pending and goes again after retry_after.
+      entry.sentGen = 0;
+      pausePosts(frame.retry_after);
+    } else if (entry) {
+      failPending(entry, frame.detail);
+    } else if (retry && pending.size) {
+      // A retryable refusal that names no post: re-send them all later (repeats answer `ack`).
+      for (const p of pending.values()) p.sentGen = 0;
+      pausePosts(frame.retry_after);
+    } else if (typeof frame.ref === "number" && shown.get(frame.ref)?.optimistic) {
+      // A refused edit or delete: show the message as the server has it.
+      mutate(() => rerender(frame.ref));
+    }
+    showAlert(frame.detail || "Something went wrong.", { key: frame.code });
+  },
+};
+
+// --- older messages ---------------------------------------------------------------------------
+
+function loadOlder() {
+  if (!isReady || !hasMore || historyInFlight) return;
+  const before = smallestId();
+  if (before === null) return;
+  if (sendFrame({ type: "history", before })) {
+    historyInFlight = true;
+    historyStatus.textContent = "Loading older messages…";
+    historyStatus.hidden = false;
+  }
+}
+
+// With few messages there is nothing to scroll, so no scroll event would ever ask for more.
+function fillViewport() {
+  if (list.scrollHeight <= list.clientHeight + TOP_LOAD_AT) loadOlder();
+}
+
+list.addEventListener("scroll", () => {
+  if (list.scrollTop < TOP_LOAD_AT) loadOlder();
+  if (atBottom()) jumpButton.hidden = true;
+}, { passive: true });
+
+jumpButton.addEventListener("click", () => {
+  scrollToBottom();
+  input.focus();
+});
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) {
+    unseen = 0;
+    document.title = baseTitle;
+  }
+});
+
+// A resized window (phone keyboard opening) should not lose the bottom of the conversation.
+let wasAtBottom = true;
+list.addEventListener("scroll", () => { wasAtBottom = atBottom(); }, { passive: true });
+new ResizeObserver(() => {
+  if (wasAtBottom) list.scrollTop = list.scrollHeight;
+}).observe(list);
+
+// For the browser tests.
+window.chatDebug = { cursor: () => cursor };
+
+composerChanged();
+renderConn();
+connect();
