@@ -1,0 +1,254 @@
+"""Shared test set-up: a real Redis server, logged-in WebSocket clients, daphne subprocesses."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.test.utils import override_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def need(binary: str, package: str) -> str:
+    path = shutil.which(binary) or (
+        f"/usr/sbin/{binary}" if Path(f"/usr/sbin/{binary}").exists() else None
+    )
+    if path is None:
+        pytest.fail(
+            f"`{binary}` is not installed: install Debian's `{package}` package "
+            f"(apt-get install {package}); these tests use the real thing and do not skip."
+        )
+    return path
+
+
+class RedisServer:
+    """A throw-away redis-server on a free loopback port, restartable mid-test."""
+
+    def __init__(self) -> None:
+        self.binary = need("redis-server", "redis-server")
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="chat-redis-")
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def restart(self) -> None:
+        """Stop and start again: without persistence, every group and key is gone."""
+        self.stop()
+        self.start()
+
+    def flush(self) -> None:
+        client = redis.Redis(port=self.port)
+        client.flushall()
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _redis_channel_layer(redis_server: RedisServer) -> Iterator[None]:
+    """Every test runs on the Redis channel layer and Redis shared state, never in memory."""
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                **settings.CHANNEL_LAYERS["default"].get("CONFIG", {}),
+                "hosts": [redis_server.url],
+            }
+            if "redis" in settings.CHANNEL_LAYERS["default"]["BACKEND"]
+            else {"hosts": [redis_server.url], "capacity": 5000, "expiry": 30},
+        }
+    }
+    with override_settings(REDIS_URL=redis_server.url, CHANNEL_LAYERS=layers):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis(redis_server: RedisServer) -> None:
+    """Empty Redis, and drop layer instances bound to an earlier test's event loop."""
+    from channels.layers import channel_layers
+
+    redis_server.flush()
+    channel_layers.backends.clear()
+
+
+def database_url() -> str:
+    """The test database as a DATABASE_URL, for server subprocesses to share it."""
+    from django.db import connection
+
+    params = connection.settings_dict
+    if params["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{params['NAME']}"
+    user = params.get("USER") or ""
+    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    host = params.get("HOST") or "localhost"
+    port = f":{params['PORT']}" if params.get("PORT") else ""
+    return f"postgres://{auth}{host}{port}/{params['NAME']}"
+
+
+class Daphne:
+    """A real daphne server process on a free port, sharing the test database and Redis."""
+
+    def __init__(self, redis_url: str, port: int | None = None, **extra_env: str) -> None:
+        self.port = port or free_port()
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": redis_url,
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DJANGO_LOG_LEVEL": "WARNING",
+            **extra_env,
+        }
+        self.process: subprocess.Popen | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "chatsite.asgi:application",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"daphne exited:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"daphne did not answer /healthz:\n{self.output()}")
+            time.sleep(0.1)
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is not None:
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+            self.process = None
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+
+@pytest.fixture
+def daphne_factory(redis_server: RedisServer, transactional_db) -> Iterator:
+    started: list[Daphne] = []
+
+    def start(**env: str) -> Daphne:
+        server = Daphne(redis_server.url, **env)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+        os.unlink(server.log.name)
+
+
+@contextmanager
+def settings_env(**values: str) -> Iterator[None]:
+    old = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

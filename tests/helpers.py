@@ -1,0 +1,116 @@
+"""Building blocks for the tests: users, rooms, logged-in WebSocket clients."""
+
+import asyncio
+import json
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from chat import services
+from chat.models import Room
+
+ORIGIN = b"http://localhost"
+
+
+def password_for(username: str) -> str:
+    return f"pw-{username}-Secret-123"
+
+
+def create_user(username: str, **extra: Any):
+    return get_user_model().objects.create_user(username, password=password_for(username), **extra)
+
+
+def session_cookie_for(user) -> str:
+    client = Client()
+    client.force_login(user)
+    return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+def create_room(name: str, by) -> Room:
+    return services.create_room(name=name, created_by=by)
+
+
+make_user = database_sync_to_async(create_user)
+make_room = database_sync_to_async(create_room)
+session_cookie = database_sync_to_async(session_cookie_for)
+
+
+OPEN: list["Socket"] = []
+
+
+class Socket:
+    """A WebsocketCommunicator speaking JSON, for one user in one room."""
+
+    def __init__(self, communicator: WebsocketCommunicator) -> None:
+        self.communicator = communicator
+        self.ready: dict[str, Any] | None = None
+        OPEN.append(self)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.communicator.send_to(text_data=json.dumps(frame))
+
+    async def send_text(self, text: str) -> None:
+        await self.communicator.send_to(text_data=text)
+
+    async def receive(self, timeout: float = 5) -> dict[str, Any]:
+        return json.loads(await self.communicator.receive_from(timeout=timeout))
+
+    async def receive_type(self, *types: str, timeout: float = 5) -> dict[str, Any]:
+        """The next frame of one of `types`, skipping presence and typing chatter."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            frame = await self.receive(timeout=max(0.01, deadline - loop.time()))
+            if frame["type"] in types:
+                return frame
+
+    async def drain(self, timeout: float = 0.3) -> list[dict[str, Any]]:
+        """Every frame that arrives until the socket has been quiet for `timeout`."""
+        frames = []
+        while not await self.communicator.receive_nothing(timeout=timeout):
+            frames.append(await self.receive())
+        return frames
+
+    async def nothing(self, timeout: float = 0.3) -> bool:
+        return await self.communicator.receive_nothing(timeout=timeout)
+
+    async def close(self) -> None:
+        if self in OPEN:
+            OPEN.remove(self)
+            await self.communicator.disconnect()
+
+
+async def close_all() -> None:
+    """Close what a failed test left open, so its event loop can end."""
+    for socket in list(OPEN):
+        await socket.close()
+
+
+async def open_socket(
+    user, slug: str, *, since: int | None = None, origin: bytes | None = ORIGIN
+) -> tuple[WebsocketCommunicator, list[tuple[bytes, bytes]]]:
+    from chatsite.asgi import application
+
+    headers = []
+    if origin is not None:
+        headers.append((b"origin", origin))
+    if user is not None:
+        cookie = await session_cookie(user)
+        headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
+    path = f"/ws/rooms/{slug}/" + (f"?since={since}" if since is not None else "")
+    return WebsocketCommunicator(application, path, headers=headers), headers
+
+
+async def join(user, slug: str, *, since: int | None = None) -> Socket:
+    """Connect and read `ready`."""
+    communicator, _ = await open_socket(user, slug, since=since)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    socket = Socket(communicator)
+    socket.ready = await socket.receive()
+    assert socket.ready["type"] == "ready", socket.ready
+    return socket
