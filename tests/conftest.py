@@ -121,7 +121,12 @@ def _redis_channel_layer(redis_server: RedisServer) -> Iterator[None]:
             else {"hosts": [redis_server.url], "capacity": 5000, "expiry": 30},
         }
     }
-    with override_settings(REDIS_URL=redis_server.url, CHANNEL_LAYERS=layers):
+    # In-process page tests render templates without a collectstatic manifest.
+    storages = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    with override_settings(REDIS_URL=redis_server.url, CHANNEL_LAYERS=layers, STORAGES=storages):
         yield
 
 
