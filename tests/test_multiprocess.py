@@ -1,0 +1,51 @@
+"""Two daphne processes sharing one Redis and one database: one chat."""
+
+import pytest
+from channels.db import database_sync_to_async
+
+from tests.helpers import create_room, create_user, session_cookie_for
+from tests.wsclient import Client
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@database_sync_to_async
+def setup_room():
+    alice, bob = create_user("alice"), create_user("bob")
+    room = create_room("General Chat", alice)
+    return room.slug, session_cookie_for(alice), session_cookie_for(bob)
+
+
+async def test_messages_and_presence_cross_two_server_processes(daphne_factory):
+    one, two = daphne_factory(), daphne_factory()
+    slug, alice_cookie, bob_cookie = await setup_room()
+
+    alice = await Client.open(one.url, alice_cookie, slug)
+    assert alice.ready["online"] == ["alice"]
+    assert (await alice.receive_type("presence"))["joined"] == "alice"
+    bob = await Client.open(two.url, bob_cookie, slug)
+    assert bob.ready["online"] == ["alice", "bob"]
+    joined = await alice.receive_type("presence")
+    assert joined == {"type": "presence", "online": ["alice", "bob"], "joined": "bob", "left": None}
+
+    await alice.send({"type": "post", "body": "from process one", "client_id": "a1"})
+    for client in (alice, bob):
+        frame = await client.receive_type("message")
+        assert frame["message"]["body"] == "from process one"
+        assert frame["cursor"] == 1
+    await bob.send({"type": "post", "body": "from process two"})
+    for client in (alice, bob):
+        frame = await client.receive_type("message")
+        assert frame["message"]["body"] == "from process two"
+        assert frame["cursor"] == 2
+
+    # Bob's second tab, on the other process, does not join him twice ...
+    bob_tab = await Client.open(one.url, bob_cookie, slug)
+    assert bob_tab.ready["online"] == ["alice", "bob"]
+    await bob.close()
+    assert [f for f in await alice.drain(1.0) if f["type"] == "presence"] == []
+    # ... and he leaves when his last tab closes, wherever it was.
+    await bob_tab.close()
+    left = await alice.receive_type("presence")
+    assert left == {"type": "presence", "online": ["alice"], "joined": None, "left": "bob"}
+    await alice.close()
