@@ -8,6 +8,7 @@ fills any gap from the database, so a lost or late event costs latency, never a 
 import logging
 from typing import Any
 
+import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
@@ -24,10 +25,15 @@ def change_event(room_id: int, cursor: int, frame: str) -> dict[str, Any]:
 
 def publish_change(room_id: int, cursor: int, frame: str) -> None:
     """Called after the commit that stored the change (synchronous callers: services, admin)."""
+    send = async_to_sync(get_channel_layer().group_send)
+    event = change_event(room_id, cursor, frame)
     try:
-        async_to_sync(get_channel_layer().group_send)(
-            group_name(room_id), change_event(room_id, cursor, frame)
-        )
+        try:
+            send(group_name(room_id), event)
+        except (ConnectionError, redis.ConnectionError):
+            # After a Redis restart the first pooled connection is stale; a second try
+            # usually gets a fresh one.
+            send(group_name(room_id), event)
     except Exception:
         # The change is stored; hubs find it on their next resync with the database.
         logger.warning(

@@ -7,6 +7,7 @@ defaults are safe for a local run (SQLite file, in-memory channel layer, DEBUG o
 import logging
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -116,8 +117,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    # ChannelsLiveServerTestCase and daphne subprocesses in tests need a file, not :memory:.
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "test-db.sqlite3")}
+    # Server subprocesses in tests share the test database, so it must be a file, not :memory:;
+    # one per test run, so two runs at once do not trample each other.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"chatsite-test-{os.getpid()}.sqlite3")
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -130,7 +134,8 @@ if REDIS_URL:
             "CONFIG": {
                 "hosts": [REDIS_URL],
                 # Only one reader per process (the room hub) takes from the layer; give it room.
-                "capacity": 5000,
+                # Overflow loses doorbells, not messages: hubs fill gaps from the database.
+                "capacity": env_int("CHANNEL_LAYER_CAPACITY", 5000),
                 "expiry": 30,
                 "group_expiry": 86400,
             },
