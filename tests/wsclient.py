@@ -57,3 +57,52 @@ class Client:
 
     async def close(self) -> None:
         await self.connection.close()
+
+
+class Resilient:
+    """A client that behaves like the browser page: reconnects with `since`, never double-shows.
+
+    Tracks the highest cursor seen and checks, on every connection, that change frames arrive
+    as cursor +1, +2, ... after `ready`.
+    """
+
+    def __init__(self, server_url: str, cookie: str, slug: str) -> None:
+        self.server_url, self.cookie, self.slug = server_url, cookie, slug
+        self.client: Client | None = None
+        self.cursor: int | None = None
+        self.messages: dict[int, dict[str, Any]] = {}
+        self.reconnects = -1
+
+    async def connect(self, deadline: float) -> Client:
+        delay = 0.1
+        while True:
+            try:
+                self.client = await Client.open(
+                    self.server_url, self.cookie, self.slug, since=self.cursor
+                )
+                break
+            except (OSError, EOFError, TimeoutError, AssertionError) as error:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError("could not reconnect") from error
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except Exception as error:  # websockets' handshake errors while the server starts
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError("could not reconnect") from error
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        self.reconnects += 1
+        ready = self.client.ready
+        if ready["reset"]:
+            self.messages.clear()
+        for message in ready["messages"]:
+            self.messages[message["id"]] = message
+        self.cursor = ready["cursor"]
+        return self.client
+
+    def take(self, frame: dict[str, Any]) -> None:
+        """Account for one frame from the server (message frames must be contiguous)."""
+        if frame["type"] == "message":
+            assert frame["cursor"] == self.cursor + 1, (frame["cursor"], self.cursor)
+            self.cursor = frame["cursor"]
+            self.messages[frame["message"]["id"]] = frame["message"]
