@@ -1,6 +1,7 @@
 """Building blocks for the tests: users, rooms, logged-in WebSocket clients."""
 
 import asyncio
+import functools
 import json
 from typing import Any
 
@@ -8,6 +9,7 @@ from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.test import Client
 
 from chat import services
@@ -17,11 +19,20 @@ ORIGIN = b"http://localhost"
 
 
 def password_for(username: str) -> str:
-    return f"pw-{username}-Secret-123"
+    return "Test-Secret-Pass-123"
+
+
+@functools.cache
+def _password_hash() -> str:
+    # Hashing once per run keeps the suite fast with the real (slow) hasher that daphne
+    # subprocesses check logins with.
+    return make_password(password_for(""))
 
 
 def create_user(username: str, **extra: Any):
-    return get_user_model().objects.create_user(username, password=password_for(username), **extra)
+    user = get_user_model()(username=username, password=_password_hash(), **extra)
+    user.save()
+    return user
 
 
 def session_cookie_for(user) -> str:
