@@ -1,6 +1,15 @@
-from django.contrib import admin
+"""Moderation in the Django admin. Every change goes through chat.services, so it reaches live
+sockets on every server process; nothing is removed from the database behind their backs."""
 
-from .models import Message, Room
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from . import services
+from .models import Message, ModerationAction, Room, RoomRestriction
 
 
 @admin.register(Room)
@@ -9,23 +18,172 @@ class RoomAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     raw_id_fields = ["created_by"]
+    readonly_fields = ["cursor"]
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A room's messages are the record; rooms are not deleted from the admin.
+        return False
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("live", "live"), ("edited", "edited"), ("deleted", "deleted")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "live":
+            return queryset.filter(deleted_at__isnull=True, edited__isnull=True)
+        if self.value() == "edited":
+            return queryset.filter(deleted_at__isnull=True, edited__isnull=False)
+        if self.value() == "deleted":
+            return queryset.filter(deleted_at__isnull=False)
+        return queryset
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ["id", "room", "author", "short_body", "created", "edited", "deleted_by"]
+    list_display = ["id", "room", "author", "short_body", "created", "state", "restrict_author"]
     list_select_related = ["room", "author", "deleted_by"]
-    list_filter = ["room"]
+    list_filter = [StateFilter, "room", "created"]
     search_fields = ["body", "author__username"]
-    readonly_fields = [f.name for f in Message._meta.fields]
     date_hierarchy = "created"
+    readonly_fields = [
+        "room",
+        "author",
+        "body",
+        "created",
+        "edited",
+        "deleted_at",
+        "deleted_by",
+        "cursor",
+    ]
+    actions = ["hide_messages", "restore_messages"]
+    show_full_result_count = False  # no COUNT(*) over 100,000 rows on every page
 
     @admin.display(description="body")
     def short_body(self, obj: Message) -> str:
-        return obj.body[:60]
+        return obj.body if len(obj.body) <= 80 else obj.body[:79] + "…"
 
-    # Moderation (hide/restore through the services, reaching live sockets) is its own issue;
-    # until then the admin reads messages but cannot change or remove them behind the sockets.
+    @admin.display(description="state")
+    def state(self, obj: Message) -> str:
+        if obj.deleted_at:
+            return f"deleted by {obj.deleted_by.username if obj.deleted_by else '?'}"
+        return "edited" if obj.edited else "live"
+
+    @admin.display(description="author in this room")
+    def restrict_author(self, obj: Message) -> str:
+        url = reverse("admin:chat_roomrestriction_add")
+        return format_html(
+            '<a href="{}?room={}&user={}&kind=ban">ban</a> · '
+            '<a href="{}?room={}&user={}&kind=mute">mute</a>',
+            url,
+            obj.room_id,
+            obj.author_id,
+            url,
+            obj.room_id,
+            obj.author_id,
+        )
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # The change view is a read-only page for moderators (they may read hidden text).
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Deleting is replaced by hiding: a row never vanishes without live sockets learning.
+        return False
+
+    def has_moderate_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("chat.moderate_message")
+
+    @admin.action(description="Hide selected messages", permissions=["moderate"])
+    def hide_messages(self, request: HttpRequest, queryset: QuerySet) -> None:
+        changed = sum(
+            services.hide_message(message=message, by=request.user)
+            for message in queryset.select_related("room", "author")
+        )
+        self.message_user(request, f"Hid {changed} message(s).", messages.SUCCESS)
+
+    @admin.action(description="Restore selected hidden messages", permissions=["moderate"])
+    def restore_messages(self, request: HttpRequest, queryset: QuerySet) -> None:
+        changed = sum(
+            services.unhide_message(message=message, by=request.user)
+            for message in queryset.select_related("room", "author")
+        )
+        self.message_user(request, f"Restored {changed} message(s).", messages.SUCCESS)
+
+
+class ActiveFilter(admin.SimpleListFilter):
+    title = "in force"
+    parameter_name = "active"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "in force"), ("no", "expired or lifted")]
+
+    def queryset(self, request, queryset):
+        active = RoomRestriction.objects.active().values("pk")
+        if self.value() == "yes":
+            return queryset.filter(pk__in=active)
+        if self.value() == "no":
+            return queryset.exclude(pk__in=active)
+        return queryset
+
+
+@admin.register(RoomRestriction)
+class RoomRestrictionAdmin(admin.ModelAdmin):
+    list_display = ["user", "room", "kind", "until", "in_force", "reason", "created_by", "created"]
+    list_select_related = ["user", "room", "created_by"]
+    list_filter = [ActiveFilter, "kind", "room"]
+    search_fields = ["user__username", "reason"]
+    autocomplete_fields = ["user", "room"]
+    fields = ["room", "user", "kind", "until", "reason"]
+    actions = ["lift"]
+
+    @admin.display(boolean=True, description="in force")
+    def in_force(self, obj: RoomRestriction) -> bool:
+        return obj.lifted_at is None and (obj.until is None or obj.until > timezone.now())
+
+    def get_readonly_fields(self, request, obj=None):
+        # Once made, a restriction is only lifted (an audited action), never rewritten.
+        return self.fields if obj is not None else []
+
+    def save_model(self, request, obj: RoomRestriction, form, change: bool) -> None:
+        if change:
+            return
+        restriction = services.restrict_user(
+            room=obj.room,
+            user=obj.user,
+            kind=obj.kind,
+            until=obj.until,
+            reason=obj.reason,
+            by=request.user,
+        )
+        obj.pk = restriction.pk
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Lift selected restrictions", permissions=["change"])
+    def lift(self, request: HttpRequest, queryset: QuerySet) -> None:
+        lifted = sum(
+            services.lift_restriction(restriction=r, by=request.user)
+            for r in queryset.select_related("room", "user")
+        )
+        self.message_user(request, f"Lifted {lifted} restriction(s).", messages.SUCCESS)
+
+
+@admin.register(ModerationAction)
+class ModerationActionAdmin(admin.ModelAdmin):
+    list_display = ["at", "actor", "action", "room", "target", "message", "reason"]
+    list_select_related = ["actor", "room", "target", "message"]
+    list_filter = ["action", "room"]
+    search_fields = ["actor__username", "target__username", "reason"]
+    date_hierarchy = "at"
+
     def has_add_permission(self, request) -> bool:
         return False
 

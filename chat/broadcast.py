@@ -25,8 +25,13 @@ def change_event(room_id: int, cursor: int, frame: str) -> dict[str, Any]:
 
 def publish_change(room_id: int, cursor: int, frame: str) -> None:
     """Called after the commit that stored the change (synchronous callers: services, admin)."""
+    publish_now(room_id, change_event(room_id, cursor, frame))
+
+
+def publish_now(room_id: int, event: dict[str, Any]) -> None:
+    """Send an event to the room's group from synchronous code; failures are logged."""
     send = async_to_sync(get_channel_layer().group_send)
-    event = change_event(room_id, cursor, frame)
+    event = {**event, "room": room_id}
     try:
         try:
             send(group_name(room_id), event)
@@ -37,9 +42,9 @@ def publish_change(room_id: int, cursor: int, frame: str) -> None:
     except Exception:
         # The change is stored; hubs find it on their next resync with the database.
         logger.warning(
-            "channel layer unavailable: room %s cursor %s will be delivered by resync",
+            "channel layer unavailable: %s for room %s not sent (changes arrive by resync)",
+            event["type"],
             room_id,
-            cursor,
             exc_info=True,
         )
 

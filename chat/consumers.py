@@ -58,6 +58,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if room is None:
             await self.close(code=Close.NO_SUCH_ROOM)
             return
+        if await db(services.is_banned)(room, user):
+            await self.close(code=Close.BANNED)
+            return
         self.user = user
         self.username = user.get_username()
         self.conn_id = uuid.uuid4().hex

@@ -47,6 +47,7 @@ class Message(models.Model):
 
     class Meta:
         ordering = ["id"]
+        permissions = [("moderate_message", "Can hide and restore messages")]
         indexes = [
             # History pages: newest first within a room, paged by id.
             models.Index(fields=["room", "-id"], name="message_room_id_desc"),
@@ -95,3 +96,77 @@ class Change(models.Model):
 
     def __str__(self) -> str:
         return f"{self.room_id}#{self.cursor} {self.kind} {self.message_id}"
+
+
+class RestrictionQuerySet(models.QuerySet):
+    def active(self, now=None):
+        from django.utils import timezone
+
+        now = now or timezone.now()
+        return self.filter(lifted_at__isnull=True).filter(Q(until__isnull=True) | Q(until__gt=now))
+
+
+class RoomRestriction(models.Model):
+    """A ban (no entry) or mute (no posting) of one user in one room, until a time or for good."""
+
+    class Kind(models.TextChoices):
+        BAN = "ban", "ban"
+        MUTE = "mute", "mute"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="restrictions")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="restrictions"
+    )
+    kind = models.CharField(max_length=4, choices=Kind.choices)
+    until = models.DateTimeField(
+        null=True, blank=True, help_text="Leave empty for a restriction without end."
+    )
+    reason = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", editable=False
+    )
+    created = models.DateTimeField(auto_now_add=True)
+    lifted_at = models.DateTimeField(null=True, blank=True, editable=False)
+    lifted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
+
+    objects = RestrictionQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["room", "user", "kind"], name="restriction_lookup")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.user} in {self.room}"
+
+
+class ModerationAction(models.Model):
+    """The audit log: who did what to whom, when, and why. Written only by the services."""
+
+    class Action(models.TextChoices):
+        HIDE = "hide"
+        RESTORE = "restore"
+        BAN = "ban"
+        MUTE = "mute"
+        LIFT = "lift"
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    room = models.ForeignKey(Room, on_delete=models.PROTECT, related_name="+")
+    target = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True
+    )
+    message = models.ForeignKey(Message, on_delete=models.PROTECT, related_name="+", null=True)
+    reason = models.CharField(max_length=200, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} {self.target or self.message_id}"

@@ -13,8 +13,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from . import protocol, selectors
-from .broadcast import publish_change
-from .models import Change, Message, Room
+from .broadcast import publish_change, publish_now
+from .models import Change, Message, ModerationAction, Room, RoomRestriction
 from .protocol import ChatError
 
 
@@ -71,6 +71,24 @@ def _get_message(room: Room, message_id: int) -> Message:
         ) from None
 
 
+def check_can_post(room: Room, user, *, ref: object = None) -> None:
+    kinds = set(
+        RoomRestriction.objects.active().filter(room=room, user=user).values_list("kind", flat=True)
+    )
+    if RoomRestriction.Kind.BAN in kinds:
+        raise ChatError("forbidden", "You are banned from this room.", ref=ref)
+    if RoomRestriction.Kind.MUTE in kinds:
+        raise ChatError("muted", "A moderator has muted you in this room.", ref=ref)
+
+
+def is_banned(room: Room, user) -> bool:
+    return (
+        RoomRestriction.objects.active()
+        .filter(room=room, user=user, kind=RoomRestriction.Kind.BAN)
+        .exists()
+    )
+
+
 def post_message(*, room: Room, author, body: str, client_id: str | None = None) -> Posted:
     body = clean_body(body, ref=client_id)
     with transaction.atomic():
@@ -79,6 +97,7 @@ def post_message(*, room: Room, author, body: str, client_id: str | None = None)
             existing = selectors.post_by_client_id(room, author, client_id)
             if existing is not None:
                 return Posted(existing, created=False)
+        check_can_post(room, author, ref=client_id)
         message = Message(room_id=room.pk, author=author, body=body, client_id=client_id or "")
         _record(locked, message, Change.Kind.CREATE, client_id)
     return Posted(message, created=True)
@@ -91,6 +110,8 @@ def edit_message(*, room: Room, message_id: int, by, body: str) -> Message:
         message = _get_message(room, message_id)
         if message.author_id != by.pk:
             raise ChatError("forbidden", "You can only edit your own messages.", ref=message_id)
+        if is_banned(room, by):
+            raise ChatError("forbidden", "You are banned from this room.", ref=message_id)
         if message.is_deleted:
             raise ChatError("forbidden", "A deleted message cannot be edited.", ref=message_id)
         message.body = body
@@ -129,3 +150,84 @@ def restore_message(*, room: Room, message_id: int, by) -> Message:
         message.deleted_by = None
         _record(locked, message, Change.Kind.RESTORE)
     return message
+
+
+# --- moderation (the admin) ------------------------------------------------------------------
+
+
+def _audit(*, actor, action: str, room: Room, target=None, message=None, reason: str = "") -> None:
+    ModerationAction.objects.create(
+        actor=actor, action=action, room=room, target=target, message=message, reason=reason
+    )
+
+
+def hide_message(*, message: Message, by, reason: str = "") -> bool:
+    """A moderator soft-deletes a message: live sockets get the tombstone naming them.
+
+    Returns whether anything changed (hiding a hidden message does nothing).
+    """
+    with transaction.atomic():
+        _lock_room(message.room_id)
+        if Message.objects.filter(pk=message.pk, deleted_at__isnull=False).exists():
+            return False
+        delete_message(room=message.room, message_id=message.pk, by=by, moderator=True)
+        _audit(
+            actor=by,
+            action="hide",
+            room=message.room,
+            target=message.author,
+            message=message,
+            reason=reason,
+        )
+    return True
+
+
+def unhide_message(*, message: Message, by, reason: str = "") -> bool:
+    """A moderator restores a hidden message: live sockets get it back."""
+    with transaction.atomic():
+        _lock_room(message.room_id)
+        if Message.objects.filter(pk=message.pk, deleted_at__isnull=True).exists():
+            return False
+        restore_message(room=message.room, message_id=message.pk, by=by)
+        _audit(
+            actor=by,
+            action="restore",
+            room=message.room,
+            target=message.author,
+            message=message,
+            reason=reason,
+        )
+    return True
+
+
+def restrict_user(
+    *, room: Room, user, kind: str, by, until=None, reason: str = ""
+) -> RoomRestriction:
+    """Ban or mute a user in a room. A ban closes their open sockets there (4403) at once."""
+    with transaction.atomic():
+        restriction = RoomRestriction.objects.create(
+            room=room, user=user, kind=kind, until=until, reason=reason, created_by=by
+        )
+        _audit(actor=by, action=kind, room=room, target=user, reason=reason)
+    if kind == RoomRestriction.Kind.BAN:
+        username = user.get_username()
+        transaction.on_commit(
+            lambda: publish_now(room.pk, {"type": "room.kick", "user": username, "code": 4403})
+        )
+    return restriction
+
+
+def lift_restriction(*, restriction: RoomRestriction, by, reason: str = "") -> bool:
+    with transaction.atomic():
+        updated = RoomRestriction.objects.filter(pk=restriction.pk, lifted_at__isnull=True).update(
+            lifted_at=timezone.now(), lifted_by=by
+        )
+        if updated:
+            _audit(
+                actor=by,
+                action="lift",
+                room=restriction.room,
+                target=restriction.user,
+                reason=reason or f"lifted {restriction.kind}",
+            )
+    return bool(updated)

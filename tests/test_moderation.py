@@ -1,0 +1,252 @@
+"""Moderation in the admin reaches live sockets (real Redis), and only moderators can do it."""
+
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from chat import services
+from chat.models import Message, ModerationAction, RoomRestriction
+from tests.helpers import close_all, create_room, create_user, join, open_socket
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+async def _close_sockets():
+    yield
+    await close_all()
+
+
+def moderators_group() -> Group:
+    """The group the data migration made (transactional tests flush it; make it again)."""
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("chat.migrations.0003_moderators_group")
+    if not Group.objects.filter(name="Moderators").exists():
+        migration.create_group(apps, None)
+    return Group.objects.get(name="Moderators")
+
+
+def make_moderator(username: str = "mod"):
+    moderators_group()
+    user = create_user(username, is_staff=True)
+    user.groups.add(Group.objects.get(name="Moderators"))
+    return user
+
+
+def admin_client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@database_sync_to_async
+def scene():
+    alice, bob = create_user("alice"), create_user("bob")
+    room = create_room("General Chat", alice)
+    mod = make_moderator()
+    message = services.post_message(room=room, author=alice, body="rude words").message
+    return alice, bob, room, admin_client(mod), message
+
+
+def changelist_action(client: Client, model: str, action: str, ids: list[int]):
+    return client.post(
+        f"/admin/chat/{model}/",
+        {"action": action, "_selected_action": [str(i) for i in ids], "index": "0"},
+    )
+
+
+async def test_hide_and_restore_from_the_admin_reach_live_sockets():
+    alice, bob, room, mod_client, message = await scene()
+    b = await join(bob, room.slug)
+    start = b.ready["cursor"]
+
+    response = await sync_to_async(changelist_action)(
+        mod_client, "message", "hide_messages", [message.pk]
+    )
+    assert response.status_code == 302
+    frame = await b.receive_type("message")
+    assert frame["cursor"] == start + 1
+    assert frame["message"] == {
+        **frame["message"],
+        "id": message.pk,
+        "deleted": True,
+        "deleted_by": "mod",
+        "body": "",
+    }
+
+    # Moderators still read the hidden text in the admin; clients never get it again.
+    page = await sync_to_async(mod_client.get)(f"/admin/chat/message/{message.pk}/change/")
+    assert b"rude words" in page.content
+    late = await join(alice, room.slug)
+    assert "rude words" not in str(late.ready)
+
+    response = await sync_to_async(changelist_action)(
+        mod_client, "message", "restore_messages", [message.pk]
+    )
+    assert response.status_code == 302
+    frame = await b.receive_type("message")
+    assert frame["cursor"] == start + 2
+    assert frame["message"]["deleted"] is False
+    assert frame["message"]["body"] == "rude words"
+
+    actions = await database_sync_to_async(
+        lambda: list(
+            ModerationAction.objects.order_by("at").values_list("action", "actor__username")
+        )
+    )()
+    assert actions == [("hide", "mod"), ("restore", "mod")]
+
+
+async def test_ban_closes_the_users_open_sockets_with_4403_and_refuses_new_ones():
+    alice, bob, room, mod_client, _ = await scene()
+    a = await join(alice, room.slug)
+    b = await join(bob, room.slug)
+    response = await sync_to_async(mod_client.post)(
+        "/admin/chat/roomrestriction/add/",
+        {"room": room.pk, "user": alice.pk, "kind": "ban", "until": "", "reason": "spam"},
+    )
+    assert response.status_code == 302, response.content[:2000]
+    closed = await a.communicator.receive_output(timeout=5)
+    while closed["type"] != "websocket.close":
+        closed = await a.communicator.receive_output(timeout=5)
+    assert closed["code"] == 4403
+    # Bob stays.
+    await b.send({"type": "post", "body": "still here"})
+    assert (await b.receive_type("message"))["message"]["body"] == "still here"
+
+    communicator, _ = await open_socket(alice, room.slug)
+    assert (await communicator.connect())[0]
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4403}
+    record = await database_sync_to_async(ModerationAction.objects.get)()
+    assert (record.action, record.reason) == ("ban", "spam")
+
+
+async def test_mute_answers_posts_with_muted_and_stores_nothing():
+    alice, _, room, mod_client, _ = await scene()
+    a = await join(alice, room.slug)
+    response = await sync_to_async(mod_client.post)(
+        "/admin/chat/roomrestriction/add/",
+        {"room": room.pk, "user": alice.pk, "kind": "mute", "until": "", "reason": ""},
+    )
+    assert response.status_code == 302
+    await a.send({"type": "post", "body": "can I talk?", "client_id": "m-1"})
+    error = await a.receive_type("error")
+    assert (error["code"], error["ref"]) == ("muted", "m-1")
+    assert await database_sync_to_async(Message.objects.count)() == 1
+
+
+async def test_expired_and_lifted_restrictions_stop_applying():
+    alice, bob, room, mod_client, _ = await scene()
+    mod = await database_sync_to_async(lambda: mod_client.session["_auth_user_id"])()
+    await database_sync_to_async(RoomRestriction.objects.create)(
+        room=room,
+        user=alice,
+        kind="mute",
+        until=timezone.now() - timedelta(seconds=1),
+        created_by_id=mod,
+    )
+    ban = await database_sync_to_async(services.restrict_user)(
+        room=room, user=bob, kind="ban", by=alice
+    )
+    a = await join(alice, room.slug)
+    await a.send({"type": "post", "body": "free again"})
+    assert (await a.receive_type("message"))["message"]["body"] == "free again"
+
+    response = await sync_to_async(changelist_action)(
+        mod_client, "roomrestriction", "lift", [ban.pk]
+    )
+    assert response.status_code == 302
+    b = await join(bob, room.slug)  # no longer banned
+    assert b.ready["type"] == "ready"
+
+
+def test_the_admin_cannot_delete_messages_only_hide_them():
+    alice = create_user("alice")
+    room = create_room("General Chat", alice)
+    message = services.post_message(room=room, author=alice, body="keep me").message
+    client = admin_client(make_moderator())
+    response = changelist_action(client, "message", "delete_selected", [message.pk])
+    assert Message.objects.filter(pk=message.pk, deleted_at__isnull=True).exists()
+    assert client.post(f"/admin/chat/message/{message.pk}/delete/").status_code == 403
+    superuser = create_user("root", is_staff=True, is_superuser=True)
+    response = changelist_action(
+        admin_client(superuser), "message", "delete_selected", [message.pk]
+    )
+    assert response.status_code in (200, 302)
+    assert Message.objects.filter(pk=message.pk).exists()
+
+
+def test_staff_outside_moderators_cannot_moderate_and_users_cannot_reach_the_admin():
+    alice = create_user("alice")
+    room = create_room("General Chat", alice)
+    message = services.post_message(room=room, author=alice, body="hello").message
+    staff = create_user("staff", is_staff=True)
+    assert admin_client(staff).get("/admin/chat/message/").status_code == 403
+    changelist_action(admin_client(staff), "message", "hide_messages", [message.pk])
+    response = admin_client(alice).get("/admin/chat/message/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    changelist_action(admin_client(alice), "message", "hide_messages", [message.pk])
+    assert not Message.objects.get(pk=message.pk).deleted_at
+    assert not ModerationAction.objects.exists()
+
+
+def test_moderators_group_has_exactly_the_moderation_permissions():
+    group = moderators_group()
+    assert sorted(f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()) == [
+        "auth.view_user",
+        "chat.add_roomrestriction",
+        "chat.change_roomrestriction",
+        "chat.moderate_message",
+        "chat.view_message",
+        "chat.view_moderationaction",
+        "chat.view_room",
+        "chat.view_roomrestriction",
+    ]
+
+
+def test_audit_log_is_readable_not_editable():
+    alice = create_user("alice")
+    room = create_room("General Chat", alice)
+    message = services.post_message(room=room, author=alice, body="hello").message
+    mod = make_moderator()
+    services.hide_message(message=message, by=mod, reason="test")
+    record = ModerationAction.objects.get()
+    client = admin_client(mod)
+    assert client.get("/admin/chat/moderationaction/").status_code == 200
+    page = client.get(f"/admin/chat/moderationaction/{record.pk}/change/")
+    assert page.status_code == 200
+    client.post(f"/admin/chat/moderationaction/{record.pk}/change/", {"reason": "rewritten"})
+    assert ModerationAction.objects.get().reason == "test"
+    assert client.post(f"/admin/chat/moderationaction/{record.pk}/delete/").status_code == 403
+
+
+@pytest.mark.parametrize("url", ["/admin/chat/message/", "/admin/chat/roomrestriction/"])
+def test_changelists_make_no_query_per_row(url):
+    alice = create_user("alice")
+    mod = make_moderator()
+    client = admin_client(mod)
+
+    def queries_for_rows(count: int) -> int:
+        for i in range(count):
+            author = create_user(f"user-{url.count('/')}-{count}-{i}")
+            room = create_room(f"Room {count}-{i}", alice)
+            message = services.post_message(room=room, author=author, body=f"m{i}").message
+            services.hide_message(message=message, by=mod)
+            services.restrict_user(room=room, user=author, kind="mute", by=mod)
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(url).status_code == 200
+        return len(captured)
+
+    few = queries_for_rows(3)
+    many = queries_for_rows(40)
+    assert many == few, f"{few} queries for 3 rows, {many} for 43"
