@@ -186,7 +186,7 @@ def test_the_admin_cannot_delete_messages_only_hide_them():
     assert Message.objects.filter(pk=message.pk).exists()
 
 
-def test_staff_outside_moderators_cannot_moderate_and_users_cannot_reach_the_admin():
+def test_staff_outside_moderators_users_and_anonymous_visitors_cannot_moderate():
     alice = create_user("alice")
     room = create_room("General Chat", alice)
     message = services.post_message(room=room, author=alice, body="hello").message
@@ -196,6 +196,10 @@ def test_staff_outside_moderators_cannot_moderate_and_users_cannot_reach_the_adm
     response = admin_client(alice).get("/admin/chat/message/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
     changelist_action(admin_client(alice), "message", "hide_messages", [message.pk])
+    anonymous = Client()
+    response = anonymous.get("/admin/chat/message/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    changelist_action(anonymous, "message", "hide_messages", [message.pk])
     assert not Message.objects.get(pk=message.pk).deleted_at
     assert not ModerationAction.objects.exists()
 

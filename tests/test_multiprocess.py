@@ -49,3 +49,35 @@ async def test_messages_and_presence_cross_two_server_processes(daphne_factory):
     left = await alice.receive_type("presence")
     assert left == {"type": "presence", "online": ["alice"], "joined": None, "left": "bob"}
     await alice.close()
+
+
+async def test_a_ban_closes_the_users_socket_on_another_server_process(daphne_factory):
+    from django.contrib.auth import get_user_model
+    from websockets.exceptions import ConnectionClosed
+
+    from chat import services
+    from chat.models import Room
+
+    server = daphne_factory()
+    slug, alice_cookie, _ = await setup_room()
+    alice = await Client.open(server.url, alice_cookie, slug)
+
+    @database_sync_to_async
+    def ban():
+        users = get_user_model().objects
+        services.restrict_user(
+            room=Room.objects.get(slug=slug),
+            user=users.get(username="alice"),
+            kind="ban",
+            by=users.get(username="bob"),
+        )
+
+    await ban()  # from this process (as the admin would be), over Redis to the daphne one
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await alice.receive(timeout=5)
+    assert closed.value.rcvd.code == 4403
+    with pytest.raises(ConnectionClosed) as refused:
+        again = await Client.open(server.url, alice_cookie, slug)
+        await again.receive(timeout=5)
+    assert refused.value.rcvd.code == 4403
