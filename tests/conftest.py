@@ -20,6 +20,14 @@ from django.test.utils import override_settings
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_sessionstart(session) -> None:
+    # A crashed run with the same pid may have left SQLite side files beside the test database.
+    name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if name and settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        for suffix in ("-wal", "-shm", "-journal"):
+            Path(f"{name}{suffix}").unlink(missing_ok=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
