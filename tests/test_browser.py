@@ -1,0 +1,512 @@
+"""The room page in a real browser: Debian's Chromium through Playwright, against real daphne
+processes sharing the test database and a real Redis.
+
+Playwright's sync API leaves its event loop "running" in this thread while a test body runs, so
+Django refuses ORM calls made here (SynchronousOnlyOperation). Rather than setting
+DJANGO_ALLOW_ASYNC_UNSAFE (the daphne subprocesses copy os.environ, and the flag would hide real
+async-safety bugs in the server), ORM work runs in a worker thread (`orm`), and Playwright is
+started per test by a fixture that depends on the server, so it has stopped before the
+transactional database is flushed.
+"""
+
+import filecmp
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connections
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+from chat import services
+from chat.models import Message, Room
+from tests.helpers import create_room, create_user, password_for
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+ROOT = Path(__file__).resolve().parent.parent
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+WAIT = 5_000  # ms: how long a page may take to show what the server sent
+# After a server restart the page reconnects with exponential backoff (up to 10 s between tries).
+RECONNECT_WAIT = 25_000
+DESKTOP = {"viewport": {"width": 1280, "height": 800}}
+PHONE = {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True}
+
+MESSAGES = "#messages li.message[data-id]"
+
+T = TypeVar("T")
+
+
+def orm(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run database code in a worker thread, which has no running event loop."""
+
+    def call() -> T:
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(call).result()
+
+
+# --- fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: install Debian's `chromium` package "
+            "(apt-get install chromium); the browser tests use it and do not skip."
+        )
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def static_files() -> dict[str, str]:
+    """Collect static files once, as the daphne subprocesses (DEBUG off) serve STATIC_ROOT."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"collectstatic failed:\n{result.stdout}\n{result.stderr}")
+    static_root = Path(settings.STATIC_ROOT)
+    for name in ("chat/room.js", "chat/chat.css"):
+        assert filecmp.cmp(ROOT / "chat/static" / name, static_root / name, shallow=False), (
+            f"{static_root / name} is not a fresh copy of the source"
+        )
+    return json.loads((static_root / "staticfiles.json").read_text())["paths"]
+
+
+@pytest.fixture
+def server(static_files, daphne_factory) -> Iterator:
+    server = daphne_factory()
+    # The page loads the hashed name from the manifest; both names must be served.
+    for name in ("chat/room.js", static_files["chat/room.js"]):
+        with urllib.request.urlopen(f"{server.url}{settings.STATIC_URL}{name}", timeout=5) as r:
+            assert r.status == 200, name
+            assert b"window.chatDebug" in r.read(), name
+    yield server
+    # Shown by pytest only when the test fails.
+    print(f"--- daphne log ({server.url}) ---\n{server.output()}")
+
+
+@pytest.fixture
+def browser(chromium, server) -> Iterator[Browser]:
+    """One Chromium per test. Depends on `server` (so on the transactional database): it is
+    closed, and Playwright's event loop with it, before the database is flushed."""
+    expect.set_options(timeout=WAIT)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@dataclass
+class Person:
+    """One user, logged in through the login page in their own browser context."""
+
+    name: str
+    page: Page
+    base_url: str
+    dialogs: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)
+
+    def goto(self, path: str) -> None:
+        self.page.goto(f"{self.base_url}{path}")
+
+    def open_room(self, slug: str) -> None:
+        self.goto(f"/rooms/{slug}/")
+        self.expect_connected()
+
+    def expect_connected(self, timeout: float = WAIT) -> None:
+        state = self.page.locator("#conn-state")
+        expect(state).to_have_attribute("data-state", "connected", timeout=timeout)
+        expect(state).to_have_text("connected")
+
+    def send(self, text: str) -> None:
+        box = self.page.locator("#composer-input")
+        box.fill(text)
+        box.press("Enter")
+        expect(box).to_have_value("")
+
+    @property
+    def messages(self) -> Locator:
+        """Every stored message shown (tombstones included), not pending posts."""
+        return self.page.locator(MESSAGES)
+
+    def message(self, body: str) -> Locator:
+        """The stored message(s) whose body is exactly `body`."""
+        return self.messages.filter(
+            has=self.page.locator(".body", has_text=re.compile(f"^{re.escape(body)}$"))
+        )
+
+    def shown(self) -> list[dict[str, Any]]:
+        """The rows of the message list as the user sees them, in page order."""
+        return self.messages.evaluate_all(
+            """rows => rows.map(li => ({
+                id: Number(li.dataset.id),
+                author: li.querySelector('.author')?.textContent,
+                body: li.querySelector('.body')?.textContent ?? null,
+                tombstone: li.classList.contains('tombstone'),
+            }))"""
+        )
+
+    def cursor(self) -> int | None:
+        return self.page.evaluate("window.chatDebug.cursor()")
+
+
+@pytest.fixture
+def people(browser, server) -> Iterator[Callable[..., Person]]:
+    """`people("alice", next="/rooms/x/", **context_options)`: log in, land on `next`."""
+    made: list[Person] = []
+
+    def login(username: str, next: str = "/", **context_options: Any) -> Person:
+        context = browser.new_context(**{**DESKTOP, **context_options})
+        context.set_default_timeout(WAIT)
+        page = context.new_page()
+        person = Person(username, page, server.url)
+        made.append(person)
+
+        def on_dialog(dialog) -> None:
+            person.dialogs.append(f"{dialog.type}: {dialog.message}")
+            dialog.dismiss()
+
+        page.on("dialog", on_dialog)
+        page.on("pageerror", lambda error: person.page_errors.append(str(error)))
+        page.on("console", lambda msg: person.console.append(f"{msg.type}: {msg.text}"))
+
+        person.goto(f"/accounts/login/?next={quote(next)}")
+        page.locator("input[name=username]").fill(username)
+        page.locator("input[name=password]").fill(password_for(username))
+        page.get_by_role("button", name="Log in").click()
+        expect(page).to_have_url(f"{server.url}{next}")
+        expect(page.locator(".whoami .username")).to_have_text(username)
+        if next.startswith("/rooms/"):
+            person.expect_connected()
+        return person
+
+    yield login
+    for person in made:
+        print(f"--- {person.name}'s console ---", *person.console, sep="\n")
+        person.page.context.close()
+    problems = {
+        person.name: person.dialogs + person.page_errors
+        for person in made
+        if person.dialogs or person.page_errors
+    }
+    assert not problems, f"dialogs or uncaught page errors: {problems}"
+
+
+@pytest.fixture
+def alice():
+    return orm(create_user, "alice")
+
+
+@pytest.fixture
+def bob():
+    return orm(create_user, "bob")
+
+
+@pytest.fixture
+def room(alice) -> Room:
+    return orm(create_room, "General Chat", alice)
+
+
+def room_state(slug: str) -> tuple[int, list[tuple[int, str, str, bool]]]:
+    """The room's cursor and its messages as the database has them: (id, author, body, deleted)."""
+    room = Room.objects.get(slug=slug)
+    rows = [
+        (m.id, m.author.username, m.body, m.deleted_at is not None)
+        for m in Message.objects.filter(room=room).select_related("author").order_by("id")
+    ]
+    return room.cursor, rows
+
+
+def load_all_history(person: Person) -> None:
+    """Scroll to the top until the page says it holds the beginning of the room."""
+    log = person.page.locator("#messages")
+    for _ in range(10):
+        if "complete" in (log.get_attribute("class") or "").split():
+            return
+        before = person.messages.count()
+        log.evaluate("el => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); }")
+        person.page.wait_for_function(
+            """([selector, before]) => document.querySelectorAll(selector).length > before
+                || document.getElementById('messages').classList.contains('complete')""",
+            arg=[MESSAGES, before],
+            timeout=WAIT,
+        )
+    raise AssertionError("the page never reached the beginning of the room")
+
+
+# --- tests -----------------------------------------------------------------------------------
+
+
+def test_two_users_chat_delete_and_script_stays_text(people, alice, bob):
+    # Alice starts a room from the lobby form; Bob finds it in the lobby's list.
+    a = people("alice")
+    a.page.locator("form#create-room input[name=name]").fill("General Chat")
+    a.page.locator("form#create-room button[type=submit]").click()
+    expect(a.page).to_have_url(f"{a.base_url}/rooms/general-chat/")
+    a.expect_connected()
+
+    b = people("bob")
+    b.page.locator("#rooms a", has_text="General Chat").click()
+    expect(b.page).to_have_url(f"{b.base_url}/rooms/general-chat/")
+    b.expect_connected()
+    expect(a.page.locator("#online li")).to_have_text(["alice", "bob"])
+
+    a.send("Hello bob")
+    expect(b.message("Hello bob").locator(".author")).to_have_text("alice")
+    b.send("Hi alice, got it")
+    expect(a.message("Hi alice, got it").locator(".author")).to_have_text("bob")
+
+    # Markup in a message is text, never markup.
+    img = "<img src=x onerror=alert(1)>"
+    script = "<script>window.pwned=1</script>"
+    a.send(img)
+    a.send(script)
+    bodies = ["Hello bob", "Hi alice, got it", img, script]
+    for person in (a, b):
+        expect(person.messages.locator(".body")).to_have_text(bodies)
+        assert [row["body"] for row in person.shown()] == bodies
+        expect(person.page.locator("#messages img")).to_have_count(0)
+        expect(person.page.locator("#messages script")).to_have_count(0)
+        assert person.page.evaluate("typeof window.pwned") == "undefined"
+        assert person.dialogs == []
+
+    # Only your own messages carry edit and delete buttons.
+    expect(b.message("Hello bob").locator("button.edit, button.delete")).to_have_count(0)
+    expect(b.message("Hi alice, got it").locator("button.delete")).to_have_count(1)
+
+    # A URL becomes a link that neither leaks the referrer nor hands over window.opener.
+    a.send("Docs at https://example.com/a?b=1.")
+    link = b.message("Docs at https://example.com/a?b=1.").locator(".body a")
+    expect(link).to_have_count(1)
+    expect(link).to_have_text("https://example.com/a?b=1")
+    expect(link).to_have_attribute("href", "https://example.com/a?b=1")
+    rel = link.evaluate("a => [...a.relList]")
+    assert "noopener" in rel and "noreferrer" in rel, rel
+
+    # Alice deletes "Hello bob": Bob sees a tombstone, and the text is gone from his page.
+    hello = a.message("Hello bob")
+    hello_id = hello.get_attribute("data-id")
+    hello.locator("button.delete").click()
+    for person in (a, b):
+        tombstone = person.page.locator(f'#messages li.message.tombstone[data-id="{hello_id}"]')
+        expect(tombstone).to_contain_text("deleted by alice")
+        expect(tombstone.locator(".body")).to_have_count(0)
+        expect(person.page.locator("#messages")).not_to_contain_text("Hello bob")
+        assert "Hello bob" not in person.page.locator("#messages").inner_html()
+    expect(b.messages).to_have_count(5)
+    _, rows = orm(room_state, "general-chat")
+    assert [(author, deleted) for _, author, _, deleted in rows] == [
+        ("alice", True),
+        ("bob", False),
+        ("alice", False),
+        ("alice", False),
+        ("alice", False),
+    ]
+
+
+def test_edit_reaches_the_other_user(people, alice, bob, room):
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    b = people("bob", next=f"/rooms/{room.slug}/")
+    a.send("Meet at 5")
+    expect(b.message("Meet at 5")).to_have_count(1)
+    message_id = a.message("Meet at 5").get_attribute("data-id")
+
+    mine = a.page.locator(f'{MESSAGES}[data-id="{message_id}"]')
+    mine.locator("button.edit").click()
+    editor = mine.locator("textarea")
+    expect(editor).to_be_focused()
+    expect(editor).to_have_value("Meet at 5")
+    editor.fill("Meet at 6 instead")
+    editor.press("Enter")
+
+    for person in (b, a):
+        row = person.page.locator(f'{MESSAGES}[data-id="{message_id}"]')
+        expect(row.locator(".body")).to_have_text("Meet at 6 instead")
+        expect(row.locator(".edited")).to_have_text("(edited)")
+        expect(row).not_to_have_class(re.compile(r"\bsaving\b"))
+        expect(person.messages).to_have_count(1)
+        expect(person.page.locator("#messages")).not_to_contain_text("Meet at 5")
+    expect(a.page.locator("#messages textarea")).to_have_count(0)
+
+    _, rows = orm(room_state, room.slug)
+    assert rows == [(int(message_id), "alice", "Meet at 6 instead", False)]
+
+
+def test_history_comes_back_after_reload(people, alice, bob, room):
+    # More than one page of history (the server sends the latest 50), with a tombstone in it.
+    def seed() -> None:
+        for n in range(1, 61):
+            posted = services.post_message(room=room, author=alice, body=f"old message {n}")
+            if n == 7:
+                services.delete_message(room=room, message_id=posted.message.id, by=alice)
+
+    orm(seed)
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    b = people("bob", next=f"/rooms/{room.slug}/")
+    a.send("fresh one")
+    a.send("fresh two")
+    b.send("fresh three")
+    expect(b.messages.last.locator(".body")).to_have_text("fresh three")
+    expect(b.message("fresh one")).to_have_count(1)
+
+    load_all_history(b)
+    before = b.shown()
+
+    b.page.reload()
+    b.expect_connected()
+    load_all_history(b)
+    after = b.shown()
+
+    ids = [row["id"] for row in after]
+    assert len(ids) == len(set(ids)), "a message is shown twice"
+    assert ids == sorted(ids), "messages are out of order"
+    assert after == before
+    _, rows = orm(room_state, room.slug)
+    assert len(rows) == 63
+    assert after == [
+        {
+            "id": id_,
+            "author": author,
+            "body": None if deleted else body,
+            "tombstone": deleted,
+        }
+        for id_, author, body, deleted in rows
+    ]
+    expect(b.message("old message 7")).to_have_count(0)
+    tombstones = b.page.locator("#messages li.message.tombstone")
+    expect(tombstones).to_have_count(1)
+    expect(tombstones).to_contain_text("deleted by alice")
+
+
+def test_page_reconnects_after_server_restart(server, people, alice, bob, room):
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    b = people("bob", next=f"/rooms/{room.slug}/")
+    a.send("before the restart")
+    expect(b.message("before the restart")).to_have_count(1)
+
+    server.stop(kill=True)
+    state = a.page.locator("#conn-state")
+    expect(state).to_have_attribute("data-state", "reconnecting")
+    expect(state).to_have_text("reconnecting")
+
+    a.send("sent while down")
+    pending = a.page.locator("#messages li.message.pending")
+    expect(pending).to_have_count(1)
+    expect(pending.locator(".body")).to_have_text("sent while down")
+    expect(a.message("sent while down")).to_have_count(0)
+
+    server.start()
+    for person in (a, b):
+        person.expect_connected(timeout=RECONNECT_WAIT)
+        expect(person.message("sent while down")).to_have_count(1)
+    expect(pending).to_have_count(0)
+    assert orm(Message.objects.filter(body="sent while down").count) == 1
+
+    # A fresh page load shows it once too, and nothing was replayed twice on the live pages.
+    b.page.reload()
+    b.expect_connected()
+    cursor, rows = orm(room_state, room.slug)
+    expected = [body for _, _, body, _ in rows]
+    assert expected == ["before the restart", "sent while down"]
+    for person in (a, b):
+        expect(person.messages.locator(".body")).to_have_text(expected)
+        assert person.cursor() == cursor
+    assert orm(Message.objects.filter(body="sent while down").count) == 1
+
+
+def test_screenshots(people, alice, bob):
+    def seed() -> None:
+        general = create_room("General Chat", alice)
+        create_room("Random", bob)
+        create_room("Release planning for the spring launch", alice)
+        services.post_message(room=general, author=alice, body="Morning all! Coffee's on.")
+        services.post_message(
+            room=general,
+            author=bob,
+            body="Morning. The notes from yesterday are at https://example.com/notes/42",
+        )
+        gone = services.post_message(room=general, author=bob, body="oops, wrong room")
+        services.delete_message(room=general, message_id=gone.message.id, by=bob)
+        edited = services.post_message(room=general, author=alice, body="Standup at 9:30?")
+        services.edit_message(
+            room=general, message_id=edited.message.id, by=alice, body="Standup at 9:45?"
+        )
+        services.post_message(
+            room=general,
+            author=bob,
+            body="Works for me.\nI'll bring the release checklist and the numbers.",
+        )
+
+    orm(seed)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    b = people("bob", next="/rooms/general-chat/")
+
+    for size, options in (("desktop", DESKTOP), ("phone", PHONE)):
+        width = options["viewport"]["width"]
+        a = people("alice", **options)
+        expect(a.page.locator("#rooms a")).to_have_count(3)
+        a.page.mouse.move(0, 0)
+        a.page.screenshot(path=SCREENSHOTS / f"lobby-{size}.png")
+        assert a.page.evaluate("document.documentElement.scrollWidth") <= width, (
+            f"the lobby scrolls sideways at {width}px"
+        )
+
+        a.open_room("general-chat")
+        expect(a.messages).to_have_count(5)
+        expect(a.page.locator("#online li")).to_have_text(["alice", "bob"])
+        a.page.mouse.move(0, 0)
+        a.page.evaluate("document.activeElement?.blur()")
+        a.page.screenshot(path=SCREENSHOTS / f"room-{size}.png")
+        assert a.page.evaluate("document.documentElement.scrollWidth") <= width, (
+            f"the room scrolls sideways at {width}px"
+        )
+        composer = a.page.locator("#composer-input").bounding_box()
+        assert composer is not None
+        assert composer["y"] + composer["height"] <= options["viewport"]["height"]
+
+    for name in ("lobby-desktop", "room-desktop", "lobby-phone", "room-phone"):
+        data = (SCREENSHOTS / f"{name}.png").read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n"), name
+    assert b.dialogs == []
