@@ -131,3 +131,36 @@ async def test_sockets_open_through_a_redis_restart_hear_new_messages(daphne_fac
     assert time.monotonic() - started < 0.9
     await alice.close()
     await bob.close()
+
+
+async def test_while_redis_is_down_posts_get_a_clear_error_and_nothing_is_stored(
+    daphne_factory, redis_server
+):
+    server = daphne_factory(**FAST)
+    slug, (alice_cookie, bob_cookie) = await make_people("alice", "bob")
+    alice = await Client.open(server.url, alice_cookie, slug)
+    bob = await Client.open(server.url, bob_cookie, slug)
+
+    redis_server.stop()
+    try:
+        await alice.send({"type": "post", "body": "into the void", "client_id": "v-1"})
+        error = await alice.receive_type("error", timeout=15)
+        assert (error["code"], error["ref"]) == ("unavailable", "v-1")
+        assert error["retry_after"] > 0
+        assert await stored_bodies() == []
+        # The server stays up: pages and health answer, the health check names Redis.
+        import urllib.error
+        import urllib.request
+
+        with pytest.raises(urllib.error.HTTPError) as unhealthy:
+            await asyncio.to_thread(urllib.request.urlopen, f"{server.url}/healthz", timeout=10)
+        assert unhealthy.value.code == 503
+        assert b'"channel_layer": "unavailable"' in unhealthy.value.read()
+    finally:
+        redis_server.start()
+
+    await post_until_stored(alice, "back again", "v-2")
+    frame = await bob.receive_type("message", timeout=15)
+    assert (frame["cursor"], frame["message"]["body"]) == (1, "back again")
+    await alice.close()
+    await bob.close()
