@@ -106,7 +106,7 @@ async def open_socket(
 ) -> tuple[WebsocketCommunicator, list[tuple[bytes, bytes]]]:
     from chatsite.asgi import application
 
-    headers = []
+    headers = [(b"host", b"localhost")]
     if origin is not None:
         headers.append((b"origin", origin))
     if user is not None:

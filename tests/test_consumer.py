@@ -216,11 +216,34 @@ async def test_unknown_room_is_closed_with_4404(alice):
     assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
 
 
-@pytest.mark.parametrize("origin", [b"http://evil.example", None])
-async def test_foreign_or_missing_origin_is_refused(alice, room, origin):
+@pytest.mark.parametrize(
+    "origin",
+    [
+        b"http://evil.example",  # foreign site
+        b"http://localhost:9999",  # right host, wrong port
+        b"https://localhost",  # right host, wrong scheme
+        b"http://localhost.evil.example",
+        b"null",  # sandboxed frames and file: pages
+        b"",
+        None,  # no Origin at all
+    ],
+)
+async def test_cross_site_or_missing_origin_is_refused(alice, room, origin):
     communicator, _ = await open_socket(alice, room.slug, origin=origin)
     connected, _ = await communicator.connect()
     assert not connected
+
+
+@pytest.mark.parametrize(
+    ("origin", "host"),
+    [(b"http://localhost", b"localhost"), (b"http://127.0.0.1:8000", b"127.0.0.1:8000")],
+)
+async def test_the_sites_own_origin_is_accepted(alice, room, origin, host):
+    communicator, headers = await open_socket(alice, room.slug, origin=origin)
+    communicator.scope["headers"] = [(b"host", host)] + [h for h in headers if h[0] != b"host"]
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.disconnect()
 
 
 async def test_history_pages_back_through_older_messages(alice, room):
