@@ -47,6 +47,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     sent: int | None = None
     delivering = False
     present = False
+    session_key: str | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -62,6 +63,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.close(code=Close.BANNED)
             return
         self.user = user
+        self.session_key = self.scope["session"].session_key
         self.username = user.get_username()
         self.conn_id = uuid.uuid4().hex
         self.room = room

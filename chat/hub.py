@@ -84,6 +84,7 @@ class Hub:
                     self.tasks = [
                         asyncio.create_task(self._read(), name="hub-read"),
                         asyncio.create_task(self._tick(), name="hub-tick"),
+                        asyncio.create_task(self._watch_sessions(), name="hub-sessions"),
                     ]
                 await self._subscribe(room_id)
                 # Read after joining the group: any change after this cursor rings our bell.
@@ -216,6 +217,28 @@ class Hub:
                     "room %s: filling %s..%s from the database", room_id, feed.cursor, cursor
                 )
                 await self.advance(feed, cursor)
+
+    async def _watch_sessions(self) -> None:
+        """Channels checks the session only at connect: close sockets whose session ended."""
+        while True:
+            await asyncio.sleep(settings.CHAT_SESSION_CHECK_INTERVAL)
+            try:
+                await self.close_revoked_sessions()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("session check failed", exc_info=True)
+
+    async def close_revoked_sessions(self) -> None:
+        sockets = [s for feed in self.feeds.values() for s in feed.sockets if s.session_key]
+        if not sockets:
+            return
+        revoked = await database_sync_to_async(selectors.revoked_sessions)(
+            [(s.session_key, s.user.pk) for s in sockets]
+        )
+        for socket in sockets:
+            if socket.session_key in revoked:
+                await socket.close(code=4401)
 
     async def keep_presence(self) -> None:
         state = shared_state()

@@ -87,3 +87,34 @@ def change_frames(room_id: int, after: int, upto: int) -> list[tuple[int, str]]:
         )
         for change in changes
     ]
+
+
+def revoked_sessions(pairs: list[tuple[str, int]]) -> set[str]:
+    """Which of these (session key, user id) pairs no longer stand for a logged-in user.
+
+    A session is revoked when it is gone (logout), expired, belongs to someone else, was made
+    before a password change (Django's session auth hash), or its user was deactivated.
+    """
+    from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+    from django.utils.crypto import constant_time_compare
+
+    keys = {key for key, _ in pairs}
+    sessions = {
+        s.session_key: s
+        for s in Session.objects.filter(session_key__in=keys, expire_date__gt=timezone.now())
+    }
+    users = get_user_model().objects.in_bulk({user_id for _, user_id in pairs})
+    revoked = set()
+    for key, user_id in pairs:
+        session, user = sessions.get(key), users.get(user_id)
+        if session is None or user is None or not user.is_active:
+            revoked.add(key)
+            continue
+        data = session.get_decoded()
+        if str(data.get(SESSION_KEY)) != str(user_id) or not constant_time_compare(
+            data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
+        ):
+            revoked.add(key)
+    return revoked

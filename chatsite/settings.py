@@ -206,6 +206,10 @@ CHAT_PRESENCE_TTL = env_int("CHAT_PRESENCE_TTL", 45)
 # layer lost a doorbell (slow reader, Redis restart).
 CHAT_RESYNC_INTERVAL = float(os.environ.get("CHAT_RESYNC_INTERVAL", "2"))
 
+# How often each process checks that its sockets' sessions still stand (logout, password
+# change, expiry, deactivation close them with 4401).
+CHAT_SESSION_CHECK_INTERVAL = float(os.environ.get("CHAT_SESSION_CHECK_INTERVAL", "3"))
+
 LOG_LEVEL = os.environ.get("DJANGO_LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
