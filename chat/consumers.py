@@ -24,6 +24,7 @@ class Close:
     NOT_LOGGED_IN = 4401
     BANNED = 4403
     NO_SUCH_ROOM = 4404
+    TOO_MANY_SOCKETS = 4429
 
 
 def parse_since(query_string: bytes) -> int | None:
@@ -48,6 +49,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     delivering = False
     present = False
     session_key: str | None = None
+    counted = False
 
     async def connect(self) -> None:
         await self.accept()
@@ -68,6 +70,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.conn_id = uuid.uuid4().hex
         self.room = room
         self.state = shared_state()
+        if not await self._open_slot():
+            await self.close(code=Close.TOO_MANY_SOCKETS)
+            return
 
         self.feed = await get_hub().attach(room.pk, self)
         joined = await self._join_presence()
@@ -93,6 +98,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.sent = None
         if self.room is None:
             return
+        if self.counted:
+            self.counted = False
+            try:
+                await self.state.close_socket(self.user.pk, self.conn_id)
+            except Exception:
+                logger.warning("socket count: could not record a close", exc_info=True)
         if self.feed is not None:
             await get_hub().detach(self.room.pk, self)
         if self.present:
@@ -154,6 +165,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await db(services.delete_message)(room=self.room, message_id=frame.id, by=self.user)
 
     async def on_history(self, frame: protocol.History) -> None:
+        await self._limit(
+            f"history:{self.user.pk}",
+            settings.CHAT_RATE_LIMIT_HISTORY,
+            settings.CHAT_RATE_LIMIT_HISTORY_WINDOW,
+        )
+        await self._check_not_banned()
         messages, has_more = await db(selectors.messages_before)(
             self.room, frame.before, frame.limit
         )
@@ -162,6 +179,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def on_typing(self, frame: protocol.Typing) -> None:
         key = f"typing:{self.room.pk}:{self.user.pk}"
         if await self._shared(self.state.once_per(key, settings.CHAT_TYPING_INTERVAL)):
+            await self._check_not_banned()
             await publish(
                 self.room.pk,
                 {
@@ -226,6 +244,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 retry_after=1,
             ) from None
 
+    async def _check_not_banned(self) -> None:
+        """Reads and typing re-check the ban too (writes check it in the services)."""
+        if await db(services.is_banned)(self.room, self.user):
+            await self.close(code=Close.BANNED)
+            raise ChatError("forbidden", "You are banned from this room.")
+
     async def _limit(self, key: str, limit: int, window: float, *, ref=None) -> None:
         wait = await self._shared(self.state.hit(key, limit, window), ref=ref)
         if wait:
@@ -235,6 +259,18 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 ref=ref,
                 retry_after=wait,
             )
+
+    async def _open_slot(self) -> bool:
+        """Count this socket against the user's cap (all rooms, all processes)."""
+        try:
+            allowed = await self.state.open_socket(
+                self.user.pk, self.conn_id, settings.CHAT_MAX_SOCKETS_PER_USER
+            )
+        except Exception:
+            logger.warning("socket count unavailable", exc_info=True)
+            return True  # degrade open: Redis being down must not lock everyone out
+        self.counted = allowed
+        return allowed
 
     async def _join_presence(self) -> bool:
         try:

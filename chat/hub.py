@@ -243,7 +243,7 @@ class Hub:
     async def keep_presence(self) -> None:
         state = shared_state()
         entries = [
-            (feed.room_id, socket.username, socket.conn_id)
+            (feed.room_id, socket.username, socket.conn_id, socket.user.pk)
             for feed in self.feeds.values()
             for socket in feed.sockets
             if socket.present

@@ -4,6 +4,7 @@ Nothing else in the project builds a frame's JSON shape.
 """
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -149,6 +150,7 @@ class Typing:
 ClientFrame = Post | Edit | Delete | History | Typing
 
 MAX_ID = 2**63 - 1
+CLIENT_ID = re.compile(r"[!-~]+")
 
 
 def _invalid(detail: str, ref: Any = None) -> ChatError:
@@ -174,8 +176,9 @@ def _client_id(data: dict[str, Any]) -> str | None:
     value = data.get("client_id")
     if value is None:
         return None
-    if not isinstance(value, str) or not 0 < len(value) <= 64:
-        raise _invalid("`client_id` must be a string of 1 to 64 characters.")
+    # Printable ASCII only: it is echoed to every client and used in keys.
+    if not isinstance(value, str) or not 0 < len(value) <= 64 or not CLIENT_ID.fullmatch(value):
+        raise _invalid("`client_id` must be 1 to 64 printable ASCII characters.")
     return value
 
 

@@ -56,6 +56,20 @@ return 0
 """
 
 
+# Per-user socket cap. KEYS: the user's socket set. ARGV: connection, now, expiry, cap, key ttl.
+_OPEN = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+def _sockets_key(user_id: int) -> str:
+    return f"chat:sockets:{user_id}"
+
+
 def _room_key(room_id: int) -> str:
     return f"chat:presence:{room_id}"
 
@@ -72,6 +86,19 @@ class RedisState:
         self._join = self.client.register_script(_JOIN)
         self._leave = self.client.register_script(_LEAVE)
         self._hit = self.client.register_script(_HIT)
+        self._open = self.client.register_script(_OPEN)
+
+    async def open_socket(self, user_id: int, conn_id: str, cap: int) -> bool:
+        now = time.time()
+        ttl = settings.CHAT_PRESENCE_TTL
+        return bool(
+            await self._open(
+                keys=[_sockets_key(user_id)], args=[conn_id, now, now + ttl, cap, ttl * 4]
+            )
+        )
+
+    async def close_socket(self, user_id: int, conn_id: str) -> None:
+        await self.client.zrem(_sockets_key(user_id), conn_id)
 
     async def join(self, room_id: int, username: str, conn_id: str) -> bool:
         now = time.time()
@@ -89,11 +116,14 @@ class RedisState:
         )
         return bool(last)
 
-    async def heartbeat(self, entries: list[tuple[int, str, str]]) -> None:
+    async def heartbeat(self, entries: list[tuple[int, str, str, int]]) -> None:
+        """Keep this process's connections alive (a dead process's ones expire)."""
         expiry = time.time() + settings.CHAT_PRESENCE_TTL
         ttl = settings.CHAT_PRESENCE_TTL * 4
         async with self.client.pipeline(transaction=False) as pipe:
-            for room_id, username, conn_id in entries:
+            for room_id, username, conn_id, user_id in entries:
+                pipe.zadd(_sockets_key(user_id), {conn_id: expiry})
+                pipe.expire(_sockets_key(user_id), ttl)
                 pipe.zadd(_user_key(room_id, username), {conn_id: expiry})
                 pipe.expire(_user_key(room_id, username), ttl)
                 pipe.zadd(_room_key(room_id), {username: expiry}, gt=True)
@@ -138,6 +168,16 @@ class LocalState:
         self.connections: dict[int, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         self.hits: dict[str, deque[float]] = defaultdict(deque)
         self.until: dict[str, float] = {}
+        self.sockets: dict[int, set[str]] = defaultdict(set)
+
+    async def open_socket(self, user_id: int, conn_id: str, cap: int) -> bool:
+        if len(self.sockets[user_id]) >= cap:
+            return False
+        self.sockets[user_id].add(conn_id)
+        return True
+
+    async def close_socket(self, user_id: int, conn_id: str) -> None:
+        self.sockets[user_id].discard(conn_id)
 
     async def join(self, room_id: int, username: str, conn_id: str) -> bool:
         conns = self.connections[room_id][username]
@@ -155,7 +195,7 @@ class LocalState:
         del users[username]
         return True
 
-    async def heartbeat(self, entries: list[tuple[int, str, str]]) -> None:
+    async def heartbeat(self, entries: list[tuple[int, str, str, int]]) -> None:
         return None
 
     async def sweep(self, room_id: int) -> list[str]:
