@@ -129,3 +129,33 @@ def test_healthz_names_the_failing_part(client, settings):
     response = client.get("/healthz")
     assert response.status_code == 503
     assert response.json() == {"database": "ok", "channel_layer": "unavailable"}
+
+
+def test_failed_logins_are_throttled_per_account(client, alice, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.CHAT_LOGIN_FAILURES_PER_USER = 3
+    for _ in range(3):
+        response = client.post("/accounts/login/", {"username": "alice", "password": "wrong"})
+        assert response.status_code == 200
+        assert b"Too many failed logins" not in response.content
+    # Even the right password is refused now, with a clear message.
+    response = client.post(
+        "/accounts/login/", {"username": "alice", "password": password_for("alice")}
+    )
+    assert b"Too many failed logins" in response.content
+    assert client.get("/").status_code == 302
+    cache.clear()
+
+
+def test_failed_logins_are_throttled_per_address(client, settings):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.CHAT_LOGIN_FAILURES_PER_ADDRESS = 4
+    for i in range(4):
+        client.post("/accounts/login/", {"username": f"guess{i}", "password": "wrong"})
+    response = client.post("/accounts/login/", {"username": "another", "password": "wrong"})
+    assert b"Too many failed logins" in response.content
+    cache.clear()
