@@ -29,8 +29,9 @@ from django.db import connections
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from chat import services
-from chat.models import Message, Room
+from chat.models import Message, ModerationAction, Room
 from tests.helpers import create_room, create_user, password_for
+from tests.test_moderation import make_moderator
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -194,10 +195,13 @@ class Person:
 
 @pytest.fixture
 def people(browser, server) -> Iterator[Callable[..., Person]]:
-    """`people("alice", next="/rooms/x/", **context_options)`: log in, land on `next`."""
+    """`people("alice", next="/rooms/x/", **context_options)`: log in, land on `next`.
+    `people("mod", next="/admin/", admin=True)` logs in through the admin's own login form."""
     made: list[Person] = []
 
-    def login(username: str, next: str = "/", **context_options: Any) -> Person:
+    def login(
+        username: str, next: str = "/", admin: bool = False, **context_options: Any
+    ) -> Person:
         context = browser.new_context(**{**DESKTOP, **context_options})
         context.set_default_timeout(WAIT)
         page = context.new_page()
@@ -212,11 +216,19 @@ def people(browser, server) -> Iterator[Callable[..., Person]]:
         page.on("pageerror", lambda error: person.page_errors.append(str(error)))
         page.on("console", lambda msg: person.console.append(f"{msg.type}: {msg.text}"))
 
-        person.goto(f"/accounts/login/?next={quote(next)}")
+        if admin:
+            # The admin sends an anonymous visitor to its own login form.
+            person.goto(next)
+            expect(page).to_have_url(f"{server.url}/admin/login/?next={quote(next)}")
+        else:
+            person.goto(f"/accounts/login/?next={quote(next)}")
         page.locator("input[name=username]").fill(username)
         page.locator("input[name=password]").fill(password_for(username))
         page.get_by_role("button", name="Log in").click()
         expect(page).to_have_url(f"{server.url}{next}")
+        if admin:
+            expect(page.locator("#user-tools strong")).to_have_text(username)
+            return person
         expect(page.locator(".whoami .username")).to_have_text(username)
         if next.startswith("/rooms/"):
             person.expect_connected()
@@ -245,6 +257,12 @@ def bob():
 
 
 @pytest.fixture
+def mod():
+    """A moderator: staff, in the Moderators group (made again after each flush)."""
+    return orm(make_moderator, "mod")
+
+
+@pytest.fixture
 def room(alice) -> Room:
     return orm(create_room, "General Chat", alice)
 
@@ -257,6 +275,21 @@ def room_state(slug: str) -> tuple[int, list[tuple[int, str, str, bool]]]:
         for m in Message.objects.filter(room=room).select_related("author").order_by("id")
     ]
     return room.cursor, rows
+
+
+def admin_row(person: Person, message_id: int | str) -> Locator:
+    """The admin changelist's row for one message."""
+    return person.page.locator(
+        "#result_list tbody tr",
+        has=person.page.locator(f'input.action-select[value="{message_id}"]'),
+    )
+
+
+def run_admin_action(person: Person, message_id: int | str, action: str) -> None:
+    """On the changelist: tick the message, pick the action by its label, press Go."""
+    admin_row(person, message_id).locator("input.action-select").check()
+    person.page.locator("select[name=action]").select_option(label=action)
+    person.page.get_by_role("button", name="Go").click()
 
 
 def load_all_history(person: Person) -> None:
@@ -510,3 +543,110 @@ def test_screenshots(people, alice, bob):
         data = (SCREENSHOTS / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n"), name
     assert b.dialogs == []
+
+
+def test_moderator_hides_a_message_in_the_admin_and_the_open_page_shows_the_tombstone(
+    people, alice, mod, room
+):
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    a.send("something rude")
+    rude = a.message("something rude")
+    expect(rude).to_have_count(1)
+    message_id = rude.get_attribute("data-id")
+    assert message_id
+    # Set on this page only: still there at the end means the page was never reloaded.
+    a.page.evaluate("window.notReloaded = true")
+
+    # The moderator, in a second browser context, logs in through the admin's login form and
+    # goes from the admin index to the message changelist.
+    m = people("mod", next="/admin/", admin=True)
+    m.page.locator("#content-main a", has_text=re.compile("^Messages$")).click()
+    expect(m.page).to_have_url(f"{m.base_url}/admin/chat/message/")
+    row = admin_row(m, message_id)
+    expect(row.locator("td.field-state")).to_have_text("live")
+
+    run_admin_action(m, message_id, "Hide selected messages")
+    expect(m.page.locator("ul.messagelist li.success")).to_have_text("Hid 1 message(s).")
+    expect(row.locator("td.field-state")).to_have_text("deleted by mod")
+
+    log = a.page.locator("#messages")
+    tombstone = a.page.locator(f'#messages li.message.tombstone[data-id="{message_id}"]')
+    expect(tombstone).to_contain_text("deleted by mod")
+    expect(tombstone.locator(".body")).to_have_count(0)
+    expect(log).not_to_contain_text("something rude")
+    assert "something rude" not in log.inner_html()
+    expect(a.messages).to_have_count(1)
+    _, rows = orm(room_state, room.slug)
+    assert rows == [(int(message_id), "alice", "something rude", True)]
+
+    run_admin_action(m, message_id, "Restore selected hidden messages")
+    expect(m.page.locator("ul.messagelist li.success")).to_have_text("Restored 1 message(s).")
+    expect(row.locator("td.field-state")).to_have_text("live")
+
+    restored = a.page.locator(f'{MESSAGES}[data-id="{message_id}"]')
+    expect(restored.locator(".body")).to_have_text("something rude")
+    expect(restored).not_to_have_class(re.compile(r"\btombstone\b"))
+    expect(a.page.locator("#messages li.message.tombstone")).to_have_count(0)
+    expect(a.messages).to_have_count(1)
+    a.expect_connected()
+    assert a.page.evaluate("window.notReloaded") is True
+
+    _, rows = orm(room_state, room.slug)
+    assert rows == [(int(message_id), "alice", "something rude", False)]
+    audit = orm(
+        lambda: list(
+            ModerationAction.objects.order_by("id").values_list(
+                "actor__username", "action", "target__username", "message_id"
+            )
+        )
+    )
+    assert audit == [
+        ("mod", "hide", "alice", int(message_id)),
+        ("mod", "restore", "alice", int(message_id)),
+    ]
+
+
+def test_admin_screenshot(people, alice, bob, mod):
+    def seed() -> None:
+        general = create_room("General Chat", alice)
+        random = create_room("Random", bob)
+        services.post_message(room=general, author=alice, body="Morning all! Coffee's on.")
+        rude = services.post_message(room=general, author=bob, body="something rude")
+        services.hide_message(message=rude.message, by=mod)
+        edited = services.post_message(room=general, author=alice, body="Standup at 9:30?")
+        services.edit_message(
+            room=general, message_id=edited.message.id, by=alice, body="Standup at 9:45?"
+        )
+        services.post_message(room=random, author=bob, body="Anyone up for lunch at noon?")
+        spam = services.post_message(
+            room=random, author=alice, body="Cheap watches at https://spam.example/deal"
+        )
+        services.hide_message(message=spam.message, by=mod)
+        typo = services.post_message(room=random, author=bob, body="Thai place on Mian Street")
+        services.edit_message(
+            room=random, message_id=typo.message.id, by=bob, body="Thai place on Main Street"
+        )
+        services.post_message(room=general, author=bob, body="Works for me.")
+
+    orm(seed)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    m = people("mod", next="/admin/chat/message/", admin=True)
+    rows = m.page.locator("#result_list tbody tr")
+    expect(rows).to_have_count(7)
+    states = m.page.locator("#result_list tbody td.field-state")
+    # In id order (the model's ordering), which is the order they were posted in.
+    expect(states).to_have_text(
+        ["live", "deleted by mod", "edited", "live", "deleted by mod", "edited", "live"]
+    )
+    # At 1280 px the open navigation sidebar leaves the table too narrow: the state and
+    # ban/mute columns scroll out of sight inside it. Fold the sidebar away, as a moderator
+    # would, so the whole row shows.
+    m.page.locator("#toggle-nav-sidebar").click()
+    expect(m.page.locator("#nav-sidebar")).to_be_hidden()
+    results = m.page.locator("#changelist .results")
+    assert results.evaluate("el => el.scrollWidth <= el.clientWidth"), "the table is clipped"
+    m.page.mouse.move(0, 0)
+    m.page.screenshot(path=SCREENSHOTS / "admin-messages.png")
+    assert m.page.evaluate("document.documentElement.scrollWidth") <= DESKTOP["viewport"]["width"]
+    data = (SCREENSHOTS / "admin-messages.png").read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
