@@ -144,6 +144,15 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# The cache holds login-failure counters: shared through Redis when there is one.
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -201,6 +210,12 @@ CHAT_RESUME_MAX_CHANGES = 1000
 CHAT_RATE_LIMIT_POSTS = env_int("CHAT_RATE_LIMIT_POSTS", 10)
 CHAT_RATE_LIMIT_WINDOW = env_int("CHAT_RATE_LIMIT_WINDOW", 5)
 CHAT_TYPING_INTERVAL = 3
+CHAT_RATE_LIMIT_HISTORY = env_int("CHAT_RATE_LIMIT_HISTORY", 30)
+CHAT_RATE_LIMIT_HISTORY_WINDOW = env_int("CHAT_RATE_LIMIT_HISTORY_WINDOW", 10)
+CHAT_MAX_SOCKETS_PER_USER = env_int("CHAT_MAX_SOCKETS_PER_USER", 20)
+CHAT_LOGIN_FAILURES_PER_USER = env_int("CHAT_LOGIN_FAILURES_PER_USER", 5)
+CHAT_LOGIN_FAILURES_PER_ADDRESS = env_int("CHAT_LOGIN_FAILURES_PER_ADDRESS", 20)
+CHAT_LOGIN_FAILURE_WINDOW = env_int("CHAT_LOGIN_FAILURE_WINDOW", 300)
 CHAT_PRESENCE_TTL = env_int("CHAT_PRESENCE_TTL", 45)
 # How often a process compares each of its rooms' cursors with the database, in case the channel
 # layer lost a doorbell (slow reader, Redis restart).
