@@ -94,6 +94,7 @@ class Hub:
             return feed
 
     async def detach(self, room_id: int, socket: "RoomConsumer") -> None:
+        # Only bookkeeping under the lock: a new socket's attach must never wait on Redis here.
         async with self.lock:
             feed = self.feeds.get(room_id)
             if feed is None:
@@ -102,20 +103,24 @@ class Hub:
             if feed.sockets:
                 return
             del self.feeds[room_id]
-            if room_id in self.subscribed:
-                self.subscribed.discard(room_id)
-                try:
-                    await self.layer.group_discard(group_name(room_id), self.channel)
-                except Exception:
-                    logger.warning("could not leave group of room %s", room_id, exc_info=True)
-            if not self.feeds:
-                await self._stop()
+            subscribed = room_id in self.subscribed
+            self.subscribed.discard(room_id)
+            channel = self.channel
+            tasks = self._stop() if not self.feeds else []
+        if subscribed:
+            try:
+                await self.layer.group_discard(group_name(room_id), channel)
+            except Exception:
+                logger.warning("could not leave group of room %s", room_id, exc_info=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
 
-    async def _stop(self) -> None:
+    def _stop(self) -> list[asyncio.Task]:
+        """Cancel the hub's tasks (no room left here); the next attach starts fresh ones."""
         tasks, self.tasks = self.tasks, []
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        return tasks
 
     async def _subscribe(self, room_id: int) -> None:
         try:
