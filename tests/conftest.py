@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -147,6 +148,15 @@ def _clean_redis(redis_server: RedisServer) -> None:
     channel_layers.backends.clear()
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -> None:
+    """PostgreSQL: one test database per run (test_<name>_<pid>), as SQLite has one file per run,
+    so two runs on one cluster never drop each other's database."""
+    params = settings.DATABASES["default"]
+    if not params["ENGINE"].endswith("sqlite3"):
+        params.setdefault("TEST", {}).setdefault("NAME", f"test_{params['NAME']}_{os.getpid()}")
+
+
 def database_url() -> str:
     """The test database as a DATABASE_URL, for server subprocesses to share it."""
     from django.db import connection
@@ -154,12 +164,13 @@ def database_url() -> str:
     params = connection.settings_dict
     if params["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{params['NAME']}"
-    user = params.get("USER") or ""
-    password = f":{params['PASSWORD']}" if params.get("PASSWORD") else ""
+    # Quoted: a password may hold `@`, `/` or `:`, and a host may be a socket directory.
+    user = quote(params.get("USER") or "", safe="")
+    password = f":{quote(params['PASSWORD'], safe='')}" if params.get("PASSWORD") else ""
     auth = f"{user}{password}@" if user else ""
-    host = params.get("HOST") or "localhost"
+    host = quote(params.get("HOST") or "localhost", safe="")
     port = f":{params['PORT']}" if params.get("PORT") else ""
-    return f"postgres://{auth}{host}{port}/{params['NAME']}"
+    return f"postgres://{auth}{host}{port}/{quote(params['NAME'], safe='')}"
 
 
 class Daphne:
@@ -199,6 +210,9 @@ class Daphne:
                 "127.0.0.1",
                 "-p",
                 str(self.port),
+                # As deployed: frames over 64 KiB close the socket (1009) before Django sees them.
+                "--websocket-max-message-size",
+                "65536",
                 "chatsite.asgi:application",
             ],
             cwd=ROOT,
