@@ -1,0 +1,747 @@
+"""The terminal client: a chat room in a console.
+
+    chat-client http://127.0.0.1:8000 general --user omkar
+
+It speaks PROTOCOL.md the way the browser page does: it logs in through the HTTP login form,
+opens the room's WebSocket with the session cookie, prints the replayed history and then every
+live change, and after a dropped connection reconnects with `?since=` and re-sends the posts the
+server has not confirmed, with their `client_id`, so nothing is shown twice and nothing is lost.
+
+It needs only the standard library, `websockets` and (for the line editor on a terminal)
+`prompt_toolkit`, and never imports Django: it runs against any server speaking the contract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import html.parser
+import http.client
+import http.cookiejar
+import json
+import os
+import random
+import re
+import sys
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+# Exit statuses.
+EXIT_OK = 0
+EXIT_ERROR = 1  # bad usage, or the server broke the contract
+EXIT_LOGIN = 2
+EXIT_NO_ROOM = 3
+EXIT_UNREACHABLE = 4
+EXIT_BANNED = 5
+EXIT_INTERRUPTED = 130
+
+# Close codes of PROTOCOL.md §2.
+CLOSE_NOT_LOGGED_IN = 4401
+CLOSE_BANNED = 4403
+CLOSE_NO_SUCH_ROOM = 4404
+
+# A post larger than this could never be sent (the server refuses frames over 64 KiB without
+# saying which post it was, or closes the socket), so it would be re-sent forever: refuse it here.
+MAX_FRAME_BYTES = 60 * 1024
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 10.0
+TYPING_EVERY = 2.0
+USER_AGENT = "chat-client/1"
+
+HELP = """\
+Commands:
+  /delete ID        delete your message ID (e.g. /delete 3 or /delete Id3)
+  /edit ID text     replace the text of your message ID
+  /who              who is online
+  /history          print the page of messages before the oldest one shown
+  /help             this help
+  /quit             leave (Ctrl-D too)
+Anything else is sent as a message; start it with // to send a line beginning with /."""
+
+# Control characters (but tab and newline) would let a message drive the terminal: escape
+# sequences, carriage returns over earlier text. They are shown as "?".
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_MESSAGE_ID = re.compile(r"(?i)^(?:id)?(\d+)$")
+
+
+class Fatal(Exception):
+    """The client cannot go on: say `message` and exit with `status`."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+# --- output ---------------------------------------------------------------------------------
+
+
+def clean(text: Any) -> str:
+    """Text from the server made safe to print: no control characters, continuation lines
+    indented under the message."""
+    return _CONTROL.sub("?", str(text)).replace("\n", "\n    ")
+
+
+def clock(iso: str | None) -> str:
+    """`HH:MM` in local time for an ISO 8601 UTC timestamp."""
+    try:
+        return (
+            datetime.fromisoformat(str(iso).replace("Z", "+00:00")).astimezone().strftime("%H:%M")
+        )
+    except ValueError:
+        return "--:--"
+
+
+def deleter(message: dict[str, Any]) -> str:
+    return clean(message.get("deleted_by") or "a moderator")
+
+
+def message_line(message: dict[str, Any]) -> str:
+    """A message as first shown: `[12:01] Id3 omkar: How are you`, or its tombstone."""
+    head = f"[{clock(message.get('created'))}] Id{message['id']}"
+    if message.get("deleted"):
+        return f"{head} deleted by {deleter(message)}"
+    line = f"{head} {clean(message.get('author'))}: {clean(message.get('body', ''))}"
+    return line + " (edited)" if message.get("edited") else line
+
+
+def change_line(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """What to print when an already-shown message changes, or None if nothing visible did."""
+    fields = ("author", "body", "edited", "deleted", "deleted_by")
+    if all(old.get(f) == new.get(f) for f in fields):
+        return None
+    who, body = clean(new.get("author")), clean(new.get("body", ""))
+    if new.get("deleted"):
+        return None if old.get("deleted") else f"Id{new['id']} deleted by {deleter(new)}"
+    if old.get("deleted"):
+        return f"Id{new['id']} restored: {who}: {body}"
+    return f"Id{new['id']} edited by {who}: {body}"
+
+
+def say(line: str) -> None:
+    # Under prompt_toolkit's patch_stdout, this goes above the line being typed.
+    print(line, flush=True)
+
+
+# --- logging in over HTTP -------------------------------------------------------------------
+
+
+class _FormInputs(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: dict[str, str] = {}
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "input":
+            attributes = dict(attrs)
+            name = attributes.get("name")
+            if name:
+                self.values.setdefault(name, attributes.get("value") or "")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A successful login answers a redirect: keep it as the answer instead of following it."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def login(server: str, username: str, password: str, timeout: float = 10) -> str:
+    """Log in through the login form like a browser; return the `Cookie` header to send."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), _NoRedirect)
+    url = f"{server}/accounts/login/"
+    headers = {"User-Agent": USER_AGENT}
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers), timeout=timeout) as page:
+            form = _FormInputs()
+            form.feed(page.read().decode("utf-8", "replace"))
+    except urllib.error.HTTPError as error:
+        raise Fatal(
+            f"Cannot reach {server}: {url} answered HTTP {error.code}.", EXIT_UNREACHABLE
+        ) from None
+    except (OSError, ValueError, http.client.HTTPException):
+        raise Fatal(f"Cannot reach {server}", EXIT_UNREACHABLE) from None
+    token = form.values.get("csrfmiddlewaretoken")
+    if not token:
+        raise Fatal(f"{url} shows no login form (no csrfmiddlewaretoken).", EXIT_ERROR)
+
+    data = urllib.parse.urlencode(
+        {"username": username, "password": password, "csrfmiddlewaretoken": token}
+    ).encode()
+    request = urllib.request.Request(url, data=data, headers={**headers, "Referer": url})
+    try:
+        with opener.open(request, timeout=timeout):
+            # 200: the form again, with an error. A success is a redirect.
+            redirected = False
+    except urllib.error.HTTPError as error:
+        if error.code not in (301, 302, 303, 307, 308):
+            raise Fatal(
+                f"Login failed: the server answered HTTP {error.code}.", EXIT_LOGIN
+            ) from None
+        redirected = True
+    except (OSError, http.client.HTTPException):
+        raise Fatal(f"Cannot reach {server}", EXIT_UNREACHABLE) from None
+    cookies = {cookie.name: cookie.value for cookie in jar}
+    if not redirected or not set(cookies) - {"csrftoken"}:
+        raise Fatal("Login failed: wrong username or password.", EXIT_LOGIN)
+    return "; ".join(f"{name}={value}" for name, value in cookies.items())
+
+
+# --- the room -------------------------------------------------------------------------------
+
+
+@dataclass
+class Pending:
+    """A post the server has not confirmed yet (no `message` frame with its client_id, no ack)."""
+
+    body: str
+    sent_on: int | None = None  # the socket generation it was last sent on
+
+
+class ChatClient:
+    def __init__(self, server: str, slug: str, username: str, password: str) -> None:
+        self.server = server
+        self.slug = slug
+        self.username = username
+        self.password = password
+        parts = urllib.parse.urlsplit(server)
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        room = urllib.parse.quote(slug, safe="")
+        self.ws_base = f"{scheme}://{parts.netloc}{parts.path}/ws/rooms/{room}/"
+
+        self.cookie = ""
+        self.ws: ClientConnection | None = None
+        self.generation = 0  # bumped for every socket
+        self.ready = False  # `ready` received on the current socket
+        self.ever_ready = False
+        self.reconnecting = False
+        self.quitting = False
+        self.me = username
+        self.room_name = slug
+        self.cursor: int | None = None
+        self.shown: dict[int, dict[str, Any]] = {}
+        self.pending: dict[str, Pending] = {}
+        self.online: list[str] = []
+        self.has_more = False
+        self.history_wanted = False
+        self.paused_until = 0.0
+        self.flush_timer: asyncio.TimerHandle | None = None
+        self.last_typing = 0.0
+        self.first_ready = asyncio.Event()
+        self.all_sent = asyncio.Event()  # set whenever nothing is pending
+        self.all_sent.set()
+        self.background: set[asyncio.Future[Any]] = set()
+
+    # --- running --------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self.cookie = await asyncio.to_thread(login, self.server, self.username, self.password)
+        connection = asyncio.create_task(self.connection_loop())
+        joined = asyncio.create_task(self.first_ready.wait())
+        await asyncio.wait({connection, joined}, return_when=asyncio.FIRST_COMPLETED)
+        if connection.done():
+            joined.cancel()
+            connection.result()  # raises the Fatal that ended it
+            return EXIT_ERROR
+
+        interactive = sys.stdin.isatty() and sys.stdout.isatty()
+        typing_in = asyncio.create_task(self.read_terminal() if interactive else self.read_pipe())
+        await asyncio.wait({connection, typing_in}, return_when=asyncio.FIRST_COMPLETED)
+        if not typing_in.done():
+            # The connection ended for good (a Fatal): put the terminal back first.
+            typing_in.cancel()
+            await asyncio.gather(typing_in, return_exceptions=True)
+            connection.result()
+            return EXIT_ERROR
+        status = typing_in.result()
+        # A piped script expects its lines to be sent: wait through a reconnect for them.
+        await self.finish(wait=15 if not interactive else 5 if self.ready else 0)
+        self.quitting = True
+        if self.ws is not None:
+            await self.ws.close()
+        connection.cancel()
+        await asyncio.gather(connection, return_exceptions=True)
+        return status
+
+    async def finish(self, wait: float) -> None:
+        """Give unconfirmed posts a moment to be confirmed before leaving."""
+        try:
+            await asyncio.wait_for(self.all_sent.wait(), wait)
+        except TimeoutError:
+            pass
+        if self.pending:
+            count = len(self.pending)
+            say(f"* {count} message{'s' if count > 1 else ''} not sent")
+
+    async def read_terminal(self) -> int:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.patch_stdout import patch_stdout
+
+        session: PromptSession[str] = PromptSession(erase_when_done=True)
+        session.default_buffer.on_text_changed += self._typed
+        with patch_stdout():
+            while True:
+                try:
+                    line = await session.prompt_async(f"{self.slug}> ")
+                except EOFError:
+                    return EXIT_OK
+                except KeyboardInterrupt:
+                    return EXIT_INTERRUPTED
+                if not await self.handle_line(line):
+                    return EXIT_OK
+
+    async def read_pipe(self) -> int:
+        """Lines from a stdin that is not a terminal; its end is /quit."""
+        loop = asyncio.get_running_loop()
+        lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def put(line: str | None) -> None:
+            try:
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+            except RuntimeError:  # the loop has closed: the client is leaving
+                pass
+
+        def reader() -> None:
+            for line in sys.stdin:
+                put(line)
+            put(None)
+
+        # A daemon thread: a read that never returns must not keep the process alive.
+        threading.Thread(target=reader, name="stdin", daemon=True).start()
+        while True:
+            line = await lines.get()
+            if line is None or not await self.handle_line(line.rstrip("\r\n")):
+                return EXIT_OK
+
+    def _typed(self, buffer: Any) -> None:
+        text = buffer.text
+        now = asyncio.get_running_loop().time()
+        if text.strip() and not text.startswith("/") and now - self.last_typing >= TYPING_EVERY:
+            self.last_typing = now
+            self.spawn(self.send({"type": "typing"}))
+
+    def spawn(self, work: Any) -> None:
+        """Run a coroutine in the background, keeping a reference until it is done."""
+        task = asyncio.ensure_future(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def confirmed(self, client_id: Any) -> Pending | None:
+        """The server has this post (or refused it for good): it is no longer pending."""
+        entry = self.pending.pop(client_id, None) if isinstance(client_id, str) else None
+        if not self.pending:
+            self.all_sent.set()
+        return entry
+
+    # --- the connection -------------------------------------------------------------------
+
+    def ws_url(self) -> str:
+        return self.ws_base if self.cursor is None else f"{self.ws_base}?since={self.cursor}"
+
+    async def connection_loop(self) -> None:
+        attempts = 0
+        relogged = False  # logged in again after a 4401, and no `ready` since
+        need_login = False
+        while True:
+            if attempts:
+                if not self.reconnecting:
+                    self.reconnecting = True
+                    say("* reconnecting…")
+                ceiling = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(attempts - 1, 10))
+                await asyncio.sleep(ceiling / 2 + random.random() * ceiling / 2)
+            if need_login:
+                try:
+                    self.cookie = await asyncio.to_thread(
+                        login, self.server, self.username, self.password
+                    )
+                    need_login = False
+                except Fatal as error:
+                    if error.status != EXIT_UNREACHABLE:
+                        raise
+                    attempts += 1
+                    continue
+            try:
+                ws = await connect(
+                    self.ws_url(),
+                    origin=self.origin,
+                    additional_headers={"Cookie": self.cookie},
+                    user_agent_header=USER_AGENT,
+                    open_timeout=10,
+                    ping_interval=15,
+                    ping_timeout=15,
+                    max_size=2**22,
+                )
+            except InvalidURI as error:
+                raise Fatal(f"Bad server URL: {error}", EXIT_ERROR) from None
+            except InvalidStatus as error:
+                status = error.response.status_code
+                if 400 <= status < 500 and status not in (408, 429):
+                    raise Fatal(
+                        f"{self.server} refused the room's WebSocket (HTTP {status}).",
+                        EXIT_UNREACHABLE,
+                    ) from None
+                if not self.ever_ready:
+                    raise Fatal(f"Cannot reach {self.server}", EXIT_UNREACHABLE) from None
+                attempts += 1
+                continue
+            except (OSError, TimeoutError, EOFError, InvalidHandshake):
+                if not self.ever_ready:
+                    raise Fatal(f"Cannot reach {self.server}", EXIT_UNREACHABLE) from None
+                attempts += 1
+                continue
+
+            got_ready = await self.serve(ws)
+            if got_ready:
+                attempts, relogged = 0, False
+            code = ws.close_code
+            if self.quitting:
+                return
+            if code == CLOSE_NO_SUCH_ROOM:
+                raise Fatal(f"No such room: {self.slug}", EXIT_NO_ROOM)
+            if code == CLOSE_BANNED:
+                raise Fatal("You are banned from this room.", EXIT_BANNED)
+            if code == CLOSE_NOT_LOGGED_IN:
+                if relogged:
+                    raise Fatal(
+                        "The server does not accept the session even after logging in again.",
+                        EXIT_LOGIN,
+                    )
+                # The session is gone (logged out elsewhere, expired): log in again, once.
+                relogged = need_login = True
+                if self.ever_ready and not self.reconnecting:
+                    self.reconnecting = True
+                    say("* session ended: logging in again")
+                attempts = 0
+                continue
+            if not self.ever_ready:
+                raise Fatal(
+                    f"Cannot reach {self.server}: the room's WebSocket closed (code {code}).",
+                    EXIT_UNREACHABLE,
+                )
+            if not self.reconnecting:
+                self.reconnecting = True
+                say("* reconnecting…")
+            attempts += 1
+
+    async def serve(self, ws: ClientConnection) -> bool:
+        """Read frames until the socket closes; True if it got as far as `ready`."""
+        self.ws = ws
+        self.generation += 1
+        got_ready = False
+        try:
+            async for raw in ws:
+                frame = self._decode(raw)
+                if frame is None:
+                    continue
+                if frame.get("type") == "ready":
+                    got_ready = True
+                await self.on_frame(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.ws = None
+            self.ready = False
+            self.history_wanted = False
+        return got_ready
+
+    @staticmethod
+    def _decode(raw: str | bytes) -> dict[str, Any] | None:
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            return None
+        return frame if isinstance(frame, dict) else None
+
+    async def send(self, frame: dict[str, Any]) -> bool:
+        ws = self.ws
+        if ws is None or not self.ready:
+            return False
+        try:
+            await ws.send(json.dumps(frame))
+        except ConnectionClosed:
+            return False
+        return True
+
+    # --- frames from the server -----------------------------------------------------------
+
+    async def on_frame(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        try:
+            if kind == "ready":
+                await self.on_ready(frame)
+            elif kind == "message":
+                self.on_message(frame)
+            elif kind == "ack":
+                self.confirmed(frame.get("client_id"))
+            elif kind == "history":
+                self.on_history(frame)
+            elif kind == "presence":
+                self.on_presence(frame)
+            elif kind == "error":
+                self.on_error(frame)
+            # `typing` and anything unknown: ignored.
+        except (KeyError, TypeError, ValueError, AttributeError):
+            say(f"! ignored a malformed {clean(kind)} frame from the server")
+
+    def see_cursor(self, value: Any) -> None:
+        if isinstance(value, int) and (self.cursor is None or value > self.cursor):
+            self.cursor = value
+
+    def upsert(self, message: dict[str, Any]) -> None:
+        """Show a message once; a later change to it prints an edit/delete line."""
+        old = self.shown.get(message["id"])
+        self.shown[message["id"]] = message
+        if old is None:
+            say(message_line(message))
+        else:
+            line = change_line(old, message)
+            if line:
+                say(line)
+
+    async def on_ready(self, frame: dict[str, Any]) -> None:
+        self.me = frame["user"]["username"]
+        self.room_name = frame["room"].get("name") or self.slug
+        if frame.get("reset"):
+            # The server's whole current view: its cursor replaces ours, even if ours was higher.
+            self.cursor = frame["cursor"]
+            self.has_more = bool(frame.get("has_more"))
+        else:
+            self.see_cursor(frame["cursor"])
+        if not self.ever_ready:
+            say(f"* {clean(self.room_name)} ({clean(self.slug)}), logged in as {clean(self.me)}")
+        if self.reconnecting:
+            self.reconnecting = False
+            say("* reconnected")
+        for message in frame["messages"]:
+            self.upsert(message)
+        self.online = [str(name) for name in frame.get("online") or []]
+        self.ready = True
+        if not self.ever_ready:
+            self.ever_ready = True
+            say(f"* online: {self.who()} · /help for commands")
+            self.first_ready.set()
+        await self.flush()
+
+    def on_message(self, frame: dict[str, Any]) -> None:
+        self.see_cursor(frame.get("cursor"))
+        message = frame["message"]
+        client_id = frame.get("client_id")
+        if client_id and message.get("author") == self.me:
+            self.confirmed(client_id)
+        self.upsert(message)
+
+    def on_history(self, frame: dict[str, Any]) -> None:
+        self.history_wanted = False
+        self.has_more = bool(frame.get("has_more"))
+        older = [m for m in frame["messages"] if m["id"] not in self.shown]
+        say(f"* {len(older)} older message{'' if len(older) == 1 else 's'}:")
+        for message in frame["messages"]:
+            self.upsert(message)
+        say("* (older messages above)" if self.has_more else "* (the start of the room)")
+
+    def on_presence(self, frame: dict[str, Any]) -> None:
+        self.online = [str(name) for name in frame.get("online") or []]
+        joined, left = frame.get("joined"), frame.get("left")
+        if joined and joined != self.me:
+            say(f"* {clean(joined)} joined")
+        if left and left != self.me:
+            say(f"* {clean(left)} left")
+
+    def on_error(self, frame: dict[str, Any]) -> None:
+        line = f"! {clean(frame.get('code'))}: {clean(frame.get('detail') or 'refused')}"
+        retry = frame.get("retry_after")
+        if isinstance(retry, int | float):
+            line += f" (retry in {retry:.1f}s)"
+        # A burst of posts refused for one pause is said once.
+        repeat = retry is not None and asyncio.get_running_loop().time() < self.paused_until
+        ref = frame.get("ref")
+        entry = self.pending.get(ref) if isinstance(ref, str) else None
+        if entry is not None and retry is not None:
+            # rate_limited / unavailable: the post stays pending and goes again later.
+            entry.sent_on = None
+            self.pause(retry)
+        elif entry is not None:
+            self.confirmed(ref)
+            line += f' — not sent: "{clean(entry.body[:60])}"'
+        elif retry is not None and self.pending:
+            # Refused without naming a post: send them all again later (repeats answer `ack`).
+            for waiting in self.pending.values():
+                waiting.sent_on = None
+            self.pause(retry)
+        if not repeat:
+            say(line)
+
+    # --- posting --------------------------------------------------------------------------
+
+    def pause(self, seconds: Any) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            seconds = max(0.2, float(seconds))
+        except (TypeError, ValueError):
+            seconds = 1.0
+        self.paused_until = max(self.paused_until, loop.time() + seconds)
+        if self.flush_timer is not None:
+            self.flush_timer.cancel()
+        self.flush_timer = loop.call_later(
+            self.paused_until - loop.time() + 0.05, lambda: self.spawn(self.flush())
+        )
+
+    async def flush(self) -> None:
+        """Send every pending post not yet sent on this socket, oldest first."""
+        if not self.ready or asyncio.get_running_loop().time() < self.paused_until:
+            return
+        generation = self.generation
+        for client_id, entry in list(self.pending.items()):
+            if entry.sent_on == generation or client_id not in self.pending:
+                continue
+            entry.sent_on = generation
+            frame = {"type": "post", "body": entry.body, "client_id": client_id}
+            if not await self.send(frame):
+                entry.sent_on = None
+                return
+
+    async def post(self, body: str) -> None:
+        if len(body.encode("utf-8", "replace")) > MAX_FRAME_BYTES:
+            say("! too_long: that message is far too long to send")
+            return
+        self.pending[uuid.uuid4().hex] = Pending(body)
+        self.all_sent.clear()
+        if not self.ready:
+            say("* not connected: the message will be sent once reconnected")
+        await self.flush()
+
+    # --- commands -------------------------------------------------------------------------
+
+    async def handle_line(self, line: str) -> bool:
+        """Act on one typed line; False to leave."""
+        text = line.strip()
+        if not text:
+            return True
+        if text.startswith("//"):
+            await self.post(line.lstrip()[1:])
+            return True
+        if not text.startswith("/"):
+            await self.post(line)
+            return True
+        command, _, rest = text.partition(" ")
+        command, rest = command.lower(), rest.strip()
+        if command in ("/quit", "/exit"):
+            return False
+        if command == "/help":
+            say(HELP)
+        elif command == "/who":
+            say(f"* online: {self.who()}" + ("" if self.ready else " (when last connected)"))
+        elif command == "/history":
+            await self.ask_history()
+        elif command == "/delete":
+            message_id = self.parse_id(rest)
+            if message_id is not None and rest.split()[1:]:
+                say("! usage: /delete ID")
+            elif message_id is not None:
+                await self.act({"type": "delete", "id": message_id})
+        elif command == "/edit":
+            target, _, body = rest.partition(" ")
+            message_id = self.parse_id(target)
+            if message_id is not None and not body.strip():
+                say("! usage: /edit ID new text")
+            elif message_id is not None:
+                await self.act({"type": "edit", "id": message_id, "body": body.strip()})
+        else:
+            say(f"! unknown command {clean(command)} (/help lists them)")
+        return True
+
+    @staticmethod
+    def parse_id(text: str) -> int | None:
+        match = _MESSAGE_ID.match(text.split()[0] if text.split() else "")
+        if match is None:
+            say("! give a message id, e.g. 3 or Id3")
+            return None
+        return int(match.group(1))
+
+    async def act(self, frame: dict[str, Any]) -> None:
+        if not await self.send(frame):
+            say("! not connected: try again once reconnected")
+
+    async def ask_history(self) -> None:
+        if not self.shown:
+            say("* no messages yet")
+        elif not self.has_more:
+            say("* no older messages")
+        elif self.history_wanted:
+            say("* already loading older messages")
+        elif await self.send({"type": "history", "before": min(self.shown)}):
+            self.history_wanted = True
+        else:
+            say("! not connected: try again once reconnected")
+
+    def who(self) -> str:
+        return ", ".join(clean(name) for name in sorted(set(self.online))) or "nobody"
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # argparse's own status 2 would read as "login failed".
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = _Parser(
+        prog="chat-client",
+        description="Chat in a room of a chat site from the terminal.",
+        epilog="The password is read from CHAT_PASSWORD, or asked for. Exit status: 0 after "
+        "/quit, 2 login failed, 3 no such room, 4 cannot reach the server, 5 banned.",
+    )
+    parser.add_argument("server", help="the site's URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("room", help="the room's slug, e.g. general")
+    parser.add_argument("--user", "-u", required=True, help="your username")
+    options = parser.parse_args(argv)
+    server = options.server.strip().rstrip("/")
+    if "://" not in server:
+        server = f"http://{server}"
+    parts = urllib.parse.urlsplit(server)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        parser.error(f"not an http(s) URL: {options.server}")
+    options.server = server
+    return options
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace")
+    password = os.environ.get("CHAT_PASSWORD")
+    if password is None:
+        try:
+            password = getpass.getpass(f"Password for {options.user}: ")
+        except (EOFError, KeyboardInterrupt):
+            print(file=sys.stderr)
+            return EXIT_INTERRUPTED
+    client = ChatClient(options.server, options.room, options.user, password)
+    try:
+        return asyncio.run(client.run())
+    except Fatal as error:
+        print(error.message, file=sys.stderr, flush=True)
+        return error.status
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""The terminal client (`chat-client`, chat/client.py) in a pseudo-terminal against real daphne.
+
+The other side of every conversation is a plain protocol client (tests/wsclient.py), so what the
+terminal client sends is checked on the wire, and what it prints is checked on its screen.
+"""
+
+import asyncio
+import io
+import os
+import re
+import subprocess
+import sys
+
+import pexpect
+import pytest
+from channels.db import database_sync_to_async
+
+from tests.conftest import ROOT, free_port
+from tests.helpers import create_room, create_user, password_for, session_cookie_for
+from tests.wsclient import Client
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TIMEOUT = 10
+ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")
+
+
+def client_env(password: str | None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "TERM": "xterm-256color",
+        # Nobody in a pexpect pseudo-terminal answers prompt_toolkit's cursor position request.
+        "PROMPT_TOOLKIT_NO_CPR": "1",
+        "PYTHONIOENCODING": "utf-8",
+    }
+    env.pop("CHAT_PASSWORD", None)
+    if password is not None:
+        env["CHAT_PASSWORD"] = password
+    return env
+
+
+class Terminal:
+    """`python -m chat.client` in a pseudo-terminal; blocking pexpect calls run in a thread."""
+
+    def __init__(self, url: str, slug: str, user: str, password: str | None) -> None:
+        self.transcript = io.StringIO()
+        self.child = pexpect.spawn(
+            sys.executable,
+            ["-m", "chat.client", url, slug, "--user", user],
+            cwd=str(ROOT),
+            env=client_env(password),
+            encoding="utf-8",
+            codec_errors="replace",
+            timeout=TIMEOUT,
+            dimensions=(50, 220),
+        )
+        self.child.logfile_read = self.transcript
+
+    async def expect(self, pattern: str) -> re.Match:
+        await asyncio.to_thread(self.child.expect, pattern)
+        return self.child.match
+
+    async def expect_exact(self, text: str) -> None:
+        await asyncio.to_thread(self.child.expect_exact, text)
+
+    async def sendline(self, text: str) -> None:
+        await asyncio.to_thread(self.child.sendline, text)
+
+    async def exit_status(self) -> int:
+        await asyncio.to_thread(self.child.expect, pexpect.EOF)
+        await asyncio.to_thread(self.child.close)
+        return self.child.exitstatus
+
+    def screen(self) -> str:
+        """Everything printed so far, without terminal control sequences."""
+        return ANSI.sub("", self.transcript.getvalue()).replace("\r", "")
+
+    def close(self) -> None:
+        if self.child.isalive():
+            self.child.terminate(force=True)
+
+
+@pytest.fixture
+def terminals():
+    opened: list[Terminal] = []
+
+    def open_terminal(url: str, slug: str, user: str, password: str | None = "default") -> Terminal:
+        if password == "default":
+            password = password_for(user)
+        terminal = Terminal(url, slug, user, password)
+        opened.append(terminal)
+        return terminal
+
+    yield open_terminal
+    for terminal in opened:
+        terminal.close()
+
+
+@database_sync_to_async
+def seed_room():
+    """A room with history: bob's greeting, omkar's deleted typo, omkar's edited question."""
+    from chat import services
+
+    omkar, bob = create_user("omkar"), create_user("bob")
+    room = create_room("General", omkar)
+    hello = services.post_message(room=room, author=bob, body="Hello omkar").message
+    typo = services.post_message(room=room, author=omkar, body="secret typo").message
+    services.delete_message(room=room, message_id=typo.pk, by=omkar)
+    question = services.post_message(room=room, author=omkar, body="How are you").message
+    services.edit_message(room=room, message_id=question.pk, by=omkar, body="How are you?")
+    return room.slug, (hello.pk, typo.pk, question.pk), session_cookie_for(bob)
+
+
+@database_sync_to_async
+def post_as(username: str, slug: str, body: str) -> int:
+    from django.contrib.auth import get_user_model
+
+    from chat import services
+    from chat.models import Room
+
+    author = get_user_model().objects.get(username=username)
+    room = Room.objects.get(slug=slug)
+    return services.post_message(room=room, author=author, body=body).message.pk
+
+
+@database_sync_to_async
+def stored(body: str) -> int:
+    from chat.models import Message
+
+    return Message.objects.filter(body=body).count()
+
+
+@database_sync_to_async
+def end_sessions_of(username: str) -> int:
+    from django.contrib.auth import SESSION_KEY, get_user_model
+    from django.contrib.sessions.models import Session
+
+    user = get_user_model().objects.get(username=username)
+    ended = [s for s in Session.objects.all() if s.get_decoded().get(SESSION_KEY) == str(user.pk)]
+    for session in ended:
+        session.delete()
+    return len(ended)
+
+
+@database_sync_to_async
+def ban(username: str, slug: str) -> None:
+    from django.contrib.auth import get_user_model
+
+    from chat import services
+    from chat.models import Room
+
+    users = get_user_model().objects
+    services.restrict_user(
+        room=Room.objects.get(slug=slug),
+        user=users.get(username=username),
+        kind="ban",
+        by=users.get(username="bob"),
+    )
+
+
+async def next_message(client: Client, **expected) -> dict:
+    """The next `message` frame whose message has the `expected` fields."""
+    while True:
+        frame = await client.receive_type("message")
+        if all(frame["message"].get(k) == v for k, v in expected.items()):
+            return frame
+
+
+async def test_chat_from_the_terminal_through_a_server_restart(daphne_factory, terminals):
+    server = daphne_factory()
+    slug, (hello, typo, question), bob_cookie = await seed_room()
+    bob = await Client.open(server.url, bob_cookie, slug)
+
+    term = terminals(server.url, slug, "omkar")
+    # History, with ids and local times; the deleted message is a tombstone, its text never shown.
+    await term.expect(rf"\[\d\d:\d\d\] Id{hello} bob: Hello omkar")
+    await term.expect(rf"\[\d\d:\d\d\] Id{typo} deleted by omkar")
+    await term.expect(rf"\[\d\d:\d\d\] Id{question} omkar: How are you\? \(edited\)")
+    await term.expect_exact("online: bob, omkar")
+    assert "secret typo" not in term.screen()
+
+    # A line typed is a post: bob receives it, with a fresh client_id; the terminal shows it.
+    await term.sendline("hi from the terminal")
+    frame = await next_message(bob, body="hi from the terminal")
+    assert frame["message"]["author"] == "omkar"
+    assert re.fullmatch(r"[0-9a-f]{32}", frame["client_id"])
+    mine = frame["message"]["id"]
+    await term.expect(rf"Id{mine} omkar: hi from the terminal")
+
+    # /delete: bob gets the tombstone.
+    await term.sendline(f"/delete {mine}")
+    frame = await next_message(bob, id=mine)
+    assert frame["message"]["deleted"] is True
+    assert frame["message"]["deleted_by"] == "omkar"
+    assert frame["message"]["body"] == ""
+    await term.expect_exact(f"Id{mine} deleted by omkar")
+
+    # /edit, and a refused edit comes back as a readable error line.
+    await term.sendline(f"/edit Id{question} How are you today?")
+    frame = await next_message(bob, id=question)
+    assert frame["message"]["body"] == "How are you today?"
+    await term.expect_exact(f"Id{question} edited by omkar: How are you today?")
+    await term.sendline(f"/edit {hello} not mine")
+    await term.expect_exact("! forbidden: You can only edit your own messages.")
+
+    # Bob's messages appear; /who lists who is online.
+    await bob.send({"type": "post", "body": "hello from bob", "client_id": "b1"})
+    bobs = (await next_message(bob, body="hello from bob"))["message"]["id"]
+    await term.expect(rf"\[\d\d:\d\d\] Id{bobs} bob: hello from bob")
+    await term.sendline("/who")
+    await term.expect_exact("* online: bob, omkar")
+
+    # The server dies, maybe just as a post is on its way; more is typed while it is down, and
+    # bob's message is stored meanwhile. After the restart, all of it is there exactly once.
+    await term.sendline("racing the kill")
+    await asyncio.to_thread(server.stop, kill=True)
+    await term.expect_exact("* reconnecting…")
+    await term.sendline("typed while offline")
+    await term.expect_exact("* not connected: the message will be sent once reconnected")
+    during = await post_as("bob", slug, "posted during the restart")
+    await asyncio.to_thread(server.start)
+    await term.expect_exact("* reconnected")
+    await term.expect(rf"Id{during} bob: posted during the restart")
+    await term.expect(r"Id\d+ omkar: typed while offline")
+
+    bob = await Client.open(server.url, bob_cookie, slug)
+    await bob.send({"type": "post", "body": "after the restart"})
+    after = (await next_message(bob, body="after the restart"))["message"]["id"]
+    await term.expect(rf"Id{after} bob: after the restart")
+    for body in ("racing the kill", "typed while offline"):
+        assert await stored(body) == 1, body
+    # Bob sees the terminal's posts (the page of ready, or live frames), each once.
+    seen = {m["id"]: m for m in bob.ready["messages"]}
+    for frame in await bob.drain(0.5):
+        if frame["type"] == "message":
+            seen[frame["message"]["id"]] = frame["message"]
+    bodies = [m["body"] for m in seen.values()]
+    assert bodies.count("racing the kill") == 1
+    assert bodies.count("typed while offline") == 1
+
+    # /quit exits 0, and nothing was printed twice.
+    await term.sendline("/quit")
+    assert await term.exit_status() == 0
+    screen = term.screen()
+    for line in (
+        f"Id{hello} bob: Hello omkar",
+        f"Id{typo} deleted by omkar",
+        f"Id{mine} omkar: hi from the terminal",
+        f"Id{mine} deleted by omkar",
+        f"Id{bobs} bob: hello from bob",
+        f"Id{during} bob: posted during the restart",
+        f"Id{after} bob: after the restart",
+        "omkar: racing the kill",
+        "omkar: typed while offline",
+    ):
+        assert screen.count(line) == 1, (line, screen)
+    await bob.close()
+
+
+async def test_a_session_that_ends_is_renewed_by_logging_in_again(daphne_factory, terminals):
+    server = daphne_factory(CHAT_SESSION_CHECK_INTERVAL="0.3")
+    slug, _, bob_cookie = await seed_room()
+    bob = await Client.open(server.url, bob_cookie, slug)
+    term = terminals(server.url, slug, "omkar")
+    await term.expect_exact("/help for commands")
+
+    assert await end_sessions_of("omkar") >= 1  # logged out elsewhere: the server closes 4401
+    await term.expect_exact("* session ended: logging in again")
+    await term.expect_exact("* reconnected")
+    await term.sendline("still here")
+    frame = await next_message(bob, body="still here")
+    await term.expect_exact(f"Id{frame['message']['id']} omkar: still here")
+    await term.sendline("/quit")
+    assert await term.exit_status() == 0
+    await bob.close()
+
+
+async def test_a_ban_ends_the_client_with_status_5(daphne_factory, terminals):
+    server = daphne_factory()
+    slug, _, _ = await seed_room()
+    term = terminals(server.url, slug, "omkar")
+    await term.expect_exact("/help for commands")
+    await ban("omkar", slug)
+    await term.expect_exact("You are banned from this room.")
+    assert await term.exit_status() == 5
+    # And a banned user who starts the client is told at once.
+    again = terminals(server.url, slug, "omkar")
+    await again.expect_exact("You are banned from this room.")
+    assert await again.exit_status() == 5
+
+
+async def test_wrong_password_and_unknown_room_and_no_server(daphne_factory, terminals):
+    server = daphne_factory()
+    slug, _, _ = await seed_room()
+
+    # The password is asked for when CHAT_PASSWORD is not set.
+    wrong = terminals(server.url, slug, "omkar", password=None)
+    await wrong.expect_exact("Password for omkar:")
+    await wrong.sendline("not the password")
+    await wrong.expect_exact("Login failed: wrong username or password.")
+    assert await wrong.exit_status() == 2
+
+    nowhere = terminals(server.url, "no-such-room", "omkar")
+    await nowhere.expect_exact("No such room: no-such-room")
+    assert await nowhere.exit_status() == 3
+
+    absent = f"http://127.0.0.1:{free_port()}"
+    unreachable = terminals(absent, slug, "omkar")
+    await unreachable.expect_exact(f"Cannot reach {absent}")
+    assert await unreachable.exit_status() == 4
+
+
+async def test_lines_piped_into_the_client_are_sent_through_the_rate_limit(daphne_factory):
+    server = daphne_factory(CHAT_RATE_LIMIT_POSTS="4", CHAT_RATE_LIMIT_WINDOW="1")
+    slug, _, bob_cookie = await seed_room()
+    bob = await Client.open(server.url, bob_cookie, slug)
+    burst = [f"burst {n}" for n in range(10)]
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "chat.client", server.url, slug, "--user", "omkar"],
+        input="".join(f"{line}\n" for line in ["piped in", *burst, "/who"]),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=client_env(password_for("omkar")),
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    frame = await next_message(bob, body="piped in")
+    assert f"Id{frame['message']['id']} omkar: piped in" in result.stdout
+    assert "* online: bob, omkar" in result.stdout
+    # Past the limit, posts are refused with a readable line and go again after retry_after:
+    # every one is stored and shown exactly once.
+    assert re.search(r"! rate_limited: .+ \(retry in \d+\.\ds\)", result.stdout)
+    for body in ["piped in", *burst]:
+        assert await stored(body) == 1, body
+        assert len(re.findall(rf"Id\d+ omkar: {body}\n", result.stdout)) == 1, body
+    await bob.close()
+
+
+def test_the_client_does_not_import_django():
+    code = "import sys, chat.client; sys.exit('django' in {m.split('.')[0] for m in sys.modules})"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30).returncode == 0
