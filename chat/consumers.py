@@ -11,7 +11,7 @@ from django.conf import settings
 from . import protocol, selectors, services
 from .broadcast import publish
 from .hub import Feed, get_hub
-from .models import Room
+from .models import Room, RoomRestriction
 from .protocol import ChatError
 from .shared_state import shared_state
 
@@ -90,6 +90,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             )
         )
         self.sent = ready.cursor
+        logger.info("websocket connect", extra={"room": room.slug, "user": self.username})
         await self.deliver()
         if joined:
             await self._announce(protocol.presence_frame(online, joined=self.username))
@@ -98,6 +99,10 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.sent = None
         if self.room is None:
             return
+        logger.info(
+            "websocket disconnect",
+            extra={"room": self.room.slug, "user": self.username, "code": code},
+        )
         if self.counted:
             self.counted = False
             try:
@@ -179,7 +184,9 @@ class RoomConsumer(AsyncWebsocketConsumer):
     async def on_typing(self, frame: protocol.Typing) -> None:
         key = f"typing:{self.room.pk}:{self.user.pk}"
         if await self._shared(self.state.once_per(key, settings.CHAT_TYPING_INTERVAL)):
-            await self._check_not_banned()
+            kinds = await self._check_not_banned()
+            if RoomRestriction.Kind.MUTE in kinds:
+                return  # a muted user's typing is not announced (typing has no answer)
             await publish(
                 self.room.pk,
                 {
@@ -244,11 +251,13 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 retry_after=1,
             ) from None
 
-    async def _check_not_banned(self) -> None:
+    async def _check_not_banned(self) -> set[str]:
         """Reads and typing re-check the ban too (writes check it in the services)."""
-        if await db(services.is_banned)(self.room, self.user):
+        kinds = await db(services.restrictions_for)(self.room, self.user)
+        if RoomRestriction.Kind.BAN in kinds:
             await self.close(code=Close.BANNED)
             raise ChatError("forbidden", "You are banned from this room.")
+        return kinds
 
     async def _limit(self, key: str, limit: int, window: float, *, ref=None) -> None:
         wait = await self._shared(self.state.hit(key, limit, window), ref=ref)

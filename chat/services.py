@@ -71,10 +71,16 @@ def _get_message(room: Room, message_id: int) -> Message:
         ) from None
 
 
-def check_can_post(room: Room, user, *, ref: object = None) -> None:
-    kinds = set(
+def restrictions_for(room: Room, user) -> set[str]:
+    """The kinds of restriction (ban, mute) in force for this user in this room now."""
+    return set(
         RoomRestriction.objects.active().filter(room=room, user=user).values_list("kind", flat=True)
     )
+
+
+def check_can_post(room: Room, user, *, ref: object = None) -> None:
+    """Posting and editing need neither a ban nor a mute in force."""
+    kinds = restrictions_for(room, user)
     if RoomRestriction.Kind.BAN in kinds:
         raise ChatError("forbidden", "You are banned from this room.", ref=ref)
     if RoomRestriction.Kind.MUTE in kinds:
@@ -110,8 +116,7 @@ def edit_message(*, room: Room, message_id: int, by, body: str) -> Message:
         message = _get_message(room, message_id)
         if message.author_id != by.pk:
             raise ChatError("forbidden", "You can only edit your own messages.", ref=message_id)
-        if is_banned(room, by):
-            raise ChatError("forbidden", "You are banned from this room.", ref=message_id)
+        check_can_post(room, by, ref=message_id)
         if message.is_deleted:
             raise ChatError("forbidden", "A deleted message cannot be edited.", ref=message_id)
         message.body = body
