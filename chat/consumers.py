@@ -95,14 +95,27 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if joined:
             await self._announce(protocol.presence_frame(online, joined=self.username))
 
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # Also when the connection ends without a disconnect event (an exception, a
+            # cancelled task): the hub, the socket cap and presence must not keep a dead socket.
+            await self._release()
+
     async def disconnect(self, code: int) -> None:
+        if self.room is not None:
+            logger.info(
+                "websocket disconnect",
+                extra={"room": self.room.slug, "user": self.username, "code": code},
+            )
+        await self._release()
+
+    async def _release(self) -> None:
+        """Give back everything this socket holds; safe to call more than once."""
         self.sent = None
         if self.room is None:
             return
-        logger.info(
-            "websocket disconnect",
-            extra={"room": self.room.slug, "user": self.username, "code": code},
-        )
         if self.counted:
             self.counted = False
             try:
@@ -110,6 +123,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             except Exception:
                 logger.warning("socket count: could not record a close", exc_info=True)
         if self.feed is not None:
+            self.feed = None
             await get_hub().detach(self.room.pk, self)
         if self.present:
             self.present = False

@@ -63,8 +63,12 @@ def ready_state(room: Room, since: int | None) -> Ready:
         and cursor - since <= settings.CHAT_RESUME_MAX_CHANGES
     )
     if servable:
-        older = Message.objects.filter(room=room, cursor__lte=since).exists()
-        return Ready(messages_changed_since(room, since), older, cursor, reset=False)
+        changed = messages_changed_since(room, since)
+        # A replay must fit in one frame the server may send (daphne's message limit).
+        size = sum(len(m.body.encode()) + 200 for m in changed)
+        if size <= settings.CHAT_MAX_REPLAY_BYTES:
+            older = Message.objects.filter(room=room, cursor__lte=since).exists()
+            return Ready(changed, older, cursor, reset=False)
     messages, has_more = latest_messages(room, settings.CHAT_HISTORY_PAGE)
     return Ready(messages, has_more, cursor, reset=True)
 

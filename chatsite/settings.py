@@ -207,6 +207,9 @@ CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 64 * 1024)
 CHAT_HISTORY_PAGE = 50
 CHAT_HISTORY_MAX = 100
 CHAT_RESUME_MAX_CHANGES = 1000
+# Daphne's --websocket-max-message-size bounds frames both ways; it is 2 MiB (Makefile,
+# Dockerfile), so a replay larger than this is not served (the client gets a fresh `ready`).
+CHAT_MAX_REPLAY_BYTES = 1536 * 1024
 CHAT_RATE_LIMIT_POSTS = env_int("CHAT_RATE_LIMIT_POSTS", 10)
 CHAT_RATE_LIMIT_WINDOW = env_int("CHAT_RATE_LIMIT_WINDOW", 5)
 CHAT_TYPING_INTERVAL = 3

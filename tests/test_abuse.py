@@ -112,7 +112,7 @@ async def test_oversized_frames_are_refused_and_memory_stays_flat(daphne_factory
     server = daphne_factory()
     slug, cookies = await people("big")
     before = rss_kib(server.process.pid)
-    # One 10 MB frame: past daphne's message limit, the socket is closed (1009).
+    # One 10 MB frame: past daphne's message limit (2 MiB), the socket is closed (1009).
     client = await Client.open(server.url, cookies["big"], slug)
     try:
         await asyncio.wait_for(client.connection.send("x" * 10_000_000), 10)
@@ -120,17 +120,80 @@ async def test_oversized_frames_are_refused_and_memory_stays_flat(daphne_factory
         pass
     await asyncio.wait_for(client.connection.wait_closed(), 10)
     assert client.connection.close_code in (1009, 1006), client.connection.close_code
-    # Twenty 1 MB frames, each on a fresh socket.
+    # Twenty 1 MB frames: each answered `too_long` (over 64 KiB), the socket stays open.
+    client = await Client.open(server.url, cookies["big"], slug)
     for _ in range(20):
-        client = await Client.open(server.url, cookies["big"], slug)
-        try:
-            await client.connection.send(json.dumps({"type": "post", "body": "y" * 1_000_000}))
-            await asyncio.wait_for(client.connection.wait_closed(), 10)
-        except ConnectionClosed:
-            pass
-        assert client.connection.close_code in (1009, 1006), client.connection.close_code
+        await client.connection.send(json.dumps({"type": "post", "body": "y" * 1_000_000}))
+        assert (await client.receive_type("error", timeout=10))["code"] == "too_long"
+    await client.close()
     await asyncio.sleep(1)
     grown = rss_kib(server.process.pid) - before
     print(f"\noversized frames: server RSS grew {grown} KiB")
     assert grown < 20 * 1024
     assert await stored_by("big") == 0
+
+
+async def test_a_slow_reader_costs_others_nothing_and_misses_nothing(daphne_factory):
+    from tests.wsclient import Resilient
+
+    server = daphne_factory(CHAT_RATE_LIMIT_POSTS="100000")
+    slug, cookies = await people("sender", "reader", "sloth")
+    sender = await Client.open(server.url, cookies["sender"], slug)
+    reader = await Client.open(server.url, cookies["reader"], slug)
+    sloth = Resilient(server.url, cookies["sloth"], slug)
+    deadline = asyncio.get_running_loop().time() + 150
+    await sloth.connect(deadline)  # ... and then does not read for a minute
+    before = rss_kib(server.process.pid)
+    loop = asyncio.get_running_loop()
+    total, pause = 500, 60.0
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+
+    async def send() -> None:
+        for i in range(total):
+            sent_at[f"k{i}"] = loop.time()
+            await sender.send({"type": "post", "body": f"n{i} " + "z" * 200, "client_id": f"k{i}"})
+            await asyncio.sleep((pause - 5) / total)
+
+    async def read() -> None:
+        while len(latencies) < total:
+            frame = await reader.receive(timeout=20)
+            if frame["type"] == "message" and frame["client_id"] in sent_at:
+                latencies.append(loop.time() - sent_at[frame["client_id"]])
+
+    async def drain_sender() -> None:  # the sender reads its own echoes, as any client does
+        try:
+            while True:
+                await sender.receive(timeout=pause + 30)
+        except (TimeoutError, ConnectionClosed):
+            return
+
+    started = loop.time()
+    draining = asyncio.create_task(drain_sender())
+    await asyncio.gather(send(), read())
+    await asyncio.sleep(max(0.0, pause - (loop.time() - started)))
+    grown = rss_kib(server.process.pid) - before
+    draining.cancel()
+
+    # The sloth reads again: every change, in order (from its buffer, or the database after a
+    # reconnect with `since` if the server gave up on it).
+    bodies: set[str] = set()
+    while len(bodies) < total:
+        try:
+            frame = await sloth.client.receive(timeout=20)
+        except ConnectionClosed:
+            await sloth.connect(deadline)
+            bodies.update(m["body"].split()[0] for m in sloth.messages.values())
+            continue
+        sloth.take(frame)
+        if frame["type"] == "message":
+            bodies.add(frame["message"]["body"].split()[0])
+    p99 = percentile(latencies, 0.99)
+    print(
+        f"\nslow reader: others' p99 {p99 * 1000:.0f} ms over {total} messages; server RSS grew "
+        f"{grown} KiB while one socket did not read for {pause:.0f} s; it then got all "
+        f"{len(bodies)} (reconnects: {sloth.reconnects})"
+    )
+    assert bodies == {f"n{i}" for i in range(total)}
+    assert p99 < 0.25
+    assert grown < 20 * 1024
