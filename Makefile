@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-fast test-browser lint format migrate superuser clean
+.PHONY: run test test-fast test-browser lint format migrate superuser env clean
 
 $(BIN)/daphne: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
@@ -42,6 +42,18 @@ lint: $(BIN)/daphne
 format: $(BIN)/daphne
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# A .env for `docker compose up`: .env.example with fresh random secrets (never overwrites .env).
+env:
+	@test ! -e .env || { echo ".env exists: edit it, or remove it to write a new one"; exit 1; }
+	@secret() { python3 -c "import secrets; print(secrets.token_urlsafe($$1))"; }; \
+	db=$$(secret 24); umask 077; \
+	sed -e "s|^DJANGO_SECRET_KEY=.*|DJANGO_SECRET_KEY=$$(secret 50)|" \
+	    -e "s|^POSTGRES_PASSWORD=.*|POSTGRES_PASSWORD=$$db|" \
+	    -e "s|chat:POSTGRES_PASSWORD@|chat:$$db@|" \
+	    -e "s|^DJANGO_SUPERUSER_PASSWORD=.*|DJANGO_SUPERUSER_PASSWORD=$$(secret 18)|" \
+	    .env.example > .env
+	@echo "Wrote .env with random secrets. The admin's password: grep DJANGO_SUPERUSER_PASSWORD .env"
 
 clean:
 	rm -rf $(VENV) staticfiles test-db.sqlite3*

@@ -73,6 +73,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "chatsite.middleware.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -200,6 +201,8 @@ SECURE_HSTS_PRELOAD = HTTPS
 if env_bool("DJANGO_TRUST_PROXY_HEADERS", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     USE_X_FORWARDED_HOST = True
+# Health probes (Docker's HEALTHCHECK, a load balancer) speak plain HTTP from inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 # Chat limits (PROTOCOL.md defaults).
 CHAT_MAX_BODY = env_int("CHAT_MAX_BODY", 4000)
@@ -229,17 +232,24 @@ CHAT_RESYNC_INTERVAL = float(os.environ.get("CHAT_RESYNC_INTERVAL", "2"))
 CHAT_SESSION_CHECK_INTERVAL = float(os.environ.get("CHAT_SESSION_CHECK_INTERVAL", "3"))
 
 LOG_LEVEL = os.environ.get("DJANGO_LOG_LEVEL", "INFO")
+# One JSON object per line on stdout (chatsite/logging.py): requests from
+# chatsite.middleware, WebSocket connects and disconnects from chat.consumers.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {
-        "line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    "formatters": {"json": {"()": "chatsite.logging.JsonFormatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "json",
+        }
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "chat": {"level": LOG_LEVEL},
         "chatsite": {"level": LOG_LEVEL},
+        "daphne": {"level": LOG_LEVEL},
         "django": {"level": "INFO"},
     },
 }

@@ -1,5 +1,8 @@
 #!/bin/sh
-# Apply migrations before the web process serves, then run the command (daphne by default).
+# Before the web process serves: apply migrations and create the admin account named in
+# DJANGO_SUPERUSER_* (once; later starts leave it alone). Replicas starting together take turns.
+# Then run the command (daphne by default).
 set -eu
-python manage.py migrate --noinput
+python manage.py run_locked migrate --noinput
+python manage.py run_locked ensure_superuser
 exec "$@"

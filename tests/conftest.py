@@ -1,5 +1,7 @@
 """Shared test set-up: a real Redis server, logged-in WebSocket clients, daphne subprocesses."""
 
+import filecmp
+import json
 import os
 import shutil
 import socket
@@ -8,7 +10,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -150,11 +152,14 @@ def _clean_redis(redis_server: RedisServer) -> None:
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -> None:
-    """PostgreSQL: one test database per run (test_<name>_<pid>), as SQLite has one file per run,
-    so two runs on one cluster never drop each other's database."""
+    """PostgreSQL, as SQLite is set up in settings: one test database per run (test_<name>_<pid>),
+    so two runs on one cluster never drop each other's; and no persistent connections, so the
+    threads of database_sync_to_async hold none open when the test database is dropped."""
     params = settings.DATABASES["default"]
     if not params["ENGINE"].endswith("sqlite3"):
-        params.setdefault("TEST", {}).setdefault("NAME", f"test_{params['NAME']}_{os.getpid()}")
+        params["CONN_MAX_AGE"] = 0
+        if not params.get("TEST", {}).get("NAME"):
+            params.setdefault("TEST", {})["NAME"] = f"test_{params['NAME']}_{os.getpid()}"
 
 
 def database_url() -> str:
@@ -171,6 +176,25 @@ def database_url() -> str:
     host = quote(params.get("HOST") or "localhost", safe="")
     port = f":{params['PORT']}" if params.get("PORT") else ""
     return f"postgres://{auth}{host}{port}/{quote(params['NAME'], safe='')}"
+
+
+def wait_for_healthz(
+    url: str, process: subprocess.Popen, output: Callable[[], str], name: str, timeout: float = 30
+) -> None:
+    """Until `url`/healthz answers 200; fails with the process's output if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited:\n{output()}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name} did not answer /healthz:\n{output()}")
+        time.sleep(0.1)
 
 
 class Daphne:
@@ -210,9 +234,10 @@ class Daphne:
                 "127.0.0.1",
                 "-p",
                 str(self.port),
-                # As deployed: frames over 64 KiB close the socket (1009) before Django sees them.
+                # As deployed: a frame over 2 MiB closes the socket (1009) before Django sees
+                # it; the consumer answers anything over 64 KiB with `too_long`.
                 "--websocket-max-message-size",
-                "65536",
+                "2097152",
                 "chatsite.asgi:application",
             ],
             cwd=ROOT,
@@ -220,19 +245,7 @@ class Daphne:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"daphne exited:\n{self.output()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"daphne did not answer /healthz:\n{self.output()}")
-            time.sleep(0.1)
+        wait_for_healthz(self.url, self.process, self.output, "daphne")
 
     def stop(self, kill: bool = False) -> None:
         if self.process is not None:
@@ -251,8 +264,35 @@ class Daphne:
         return Path(self.log.name).read_text(errors="replace")
 
 
+@pytest.fixture(scope="session")
+def static_files() -> dict[str, str]:
+    """Collect static files once, as the daphne subprocesses (DEBUG off) serve STATIC_ROOT."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+        "DJANGO_DEBUG": "0",
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"collectstatic failed:\n{result.stdout}\n{result.stderr}")
+    static_root = Path(settings.STATIC_ROOT)
+    for name in ("chat/room.js", "chat/chat.css"):
+        assert filecmp.cmp(ROOT / "chat/static" / name, static_root / name, shallow=False), (
+            f"{static_root / name} is not a fresh copy of the source"
+        )
+    return json.loads((static_root / "staticfiles.json").read_text())["paths"]
+
+
 @pytest.fixture
-def daphne_factory(redis_server: RedisServer, transactional_db) -> Iterator:
+def daphne_factory(redis_server: RedisServer, transactional_db, static_files) -> Iterator:
     started: list[Daphne] = []
 
     def start(**env: str) -> Daphne:

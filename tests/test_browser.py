@@ -9,12 +9,7 @@ started per test by a fixture that depends on the server, so it has stopped befo
 transactional database is flushed.
 """
 
-import filecmp
-import json
-import os
 import re
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -83,33 +78,6 @@ def chromium() -> str:
             "(apt-get install chromium); the browser tests use it and do not skip."
         )
     return CHROMIUM
-
-
-@pytest.fixture(scope="session")
-def static_files() -> dict[str, str]:
-    """Collect static files once, as the daphne subprocesses (DEBUG off) serve STATIC_ROOT."""
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
-        "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-    }
-    result = subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"collectstatic failed:\n{result.stdout}\n{result.stderr}")
-    static_root = Path(settings.STATIC_ROOT)
-    for name in ("chat/room.js", "chat/chat.css"):
-        assert filecmp.cmp(ROOT / "chat/static" / name, static_root / name, shallow=False), (
-            f"{static_root / name} is not a fresh copy of the source"
-        )
-    return json.loads((static_root / "staticfiles.json").read_text())["paths"]
 
 
 @pytest.fixture

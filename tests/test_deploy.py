@@ -1,78 +1,498 @@
-"""What `docker compose up` runs, checked natively (no Docker engine runs on these machines)."""
+"""What `docker compose up` runs, checked natively (no Docker engine runs on these machines).
+
+The compose file and the `.env` that `make env` writes; the image's entrypoint and command
+(read from the Dockerfile) against a real PostgreSQL 15 and Redis, started twice and three at
+once; its health check; the admin account from DJANGO_SUPERUSER_*; JSON logs; and the production
+settings under `check --deploy`.
+"""
 
 import json
 import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import ROOT, free_port, need
+import psycopg
+import pytest
+from django.contrib.auth.hashers import check_password
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+
+from tests.conftest import ROOT, free_port, need, settings_env
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+ADMIN_PASSWORD = "Deploy-Admin-Pass-7"
+
+# --- docker-compose.yml ---------------------------------------------------------------------
 
 
-def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess:
+def make_env(directory: Path) -> dict[str, str]:
+    """Run `make env` (a .env from .env.example with fresh secrets) in `directory`."""
+    shutil.copy(ROOT / ".env.example", directory / ".env.example")
+    result = subprocess.run(
+        ["make", "-s", "-f", str(ROOT / "Makefile"), "-C", str(directory), "env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return read_env(directory / ".env")
+
+
+def read_env(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key: value for key, value in pairs if not key.startswith("#")}
+
+
+def compose_project(tmp_path: Path, env: dict[str, str]) -> Path:
+    """The compose file and the nginx files it mounts, beside a .env of our own."""
+    shutil.copy(ROOT / "docker-compose.yml", tmp_path / "docker-compose.yml")
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    (tmp_path / ".env").write_text("".join(f"{key}={value}\n" for key, value in env.items()))
+    return tmp_path
+
+
+def compose(directory: Path, *args: str) -> subprocess.CompletedProcess:
     binary = need("docker-compose", "docker-compose")
     return subprocess.run(
-        [binary, "-f", "docker-compose.yml", "config", "-q"],
-        cwd=ROOT,
-        env={"PATH": os.environ["PATH"], **env},
+        [binary, "-f", "docker-compose.yml", "config", *args],
+        cwd=directory,
+        env={"PATH": os.environ["PATH"]},
         capture_output=True,
         text=True,
         timeout=60,
     )
 
 
-def test_compose_file_is_valid():
-    result = compose_config({"DJANGO_SECRET_KEY": "compose-check"})
+def compose_config(directory: Path) -> dict:
+    """`docker-compose config` (interpolated, env_file merged) as data.
+
+    Read with the YAML parser of the Python that runs Debian's docker-compose (python3-yaml).
+    """
+    result = compose(directory)
+    assert result.returncode == 0, result.stderr
+    binary = need("docker-compose", "docker-compose")
+    interpreter = Path(binary).read_text().splitlines()[0].removeprefix("#!").split()
+    converted = subprocess.run(
+        [
+            *interpreter,
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        ],
+        input=result.stdout,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert converted.returncode == 0, converted.stderr
+    return json.loads(converted.stdout)
+
+
+def mounts(service: dict) -> list[tuple[str, str]]:
+    """(source, target) of a service's volumes: compose v1 prints `source:target:mode`."""
+    pairs = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            pairs.append((volume["source"], volume["target"]))
+        else:
+            source, target = volume.split(":")[:2]
+            pairs.append((source, target))
+    return pairs
+
+
+def test_make_env_writes_a_complete_env_and_the_compose_file_validates(tmp_path: Path):
+    env = make_env(tmp_path)
+    for key in ("DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "DJANGO_SUPERUSER_PASSWORD"):
+        assert len(env[key]) >= 24, key
+    assert len(env["DJANGO_SECRET_KEY"]) >= 50
+    assert env["DATABASE_URL"] == f"postgres://chat:{env['POSTGRES_PASSWORD']}@db:5432/chat"
+    result = compose(compose_project(tmp_path, env), "-q")
     assert result.returncode == 0, result.stderr
 
 
-def test_compose_refuses_to_run_without_a_secret_key():
-    result = compose_config({})
+@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "POSTGRES_PASSWORD", "DATABASE_URL"])
+def test_compose_refuses_to_start_without_its_secrets(tmp_path: Path, missing: str):
+    env = make_env(tmp_path)
+    env[missing] = ""  # as in .env.example before anyone fills it in
+    result = compose(compose_project(tmp_path, env), "-q")
     assert result.returncode != 0
-    assert "DJANGO_SECRET_KEY" in result.stderr
+    assert missing in result.stderr
 
 
-def test_entrypoint_migrates_and_daphne_serves_healthz(tmp_path: Path, redis_server):
-    port = free_port()
-    database = tmp_path / "fresh.sqlite3"
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{database}",
-        "REDIS_URL": redis_server.url,
-        "DJANGO_SECRET_KEY": "entrypoint-check",
-        "DJANGO_DEBUG": "0",
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+def test_compose_serves_through_nginx_only_with_settings_from_env(tmp_path: Path):
+    env = make_env(tmp_path)
+    env["DJANGO_DEBUG"] = "1"  # must not reach the server
+    config = compose_config(compose_project(tmp_path, env))
+    services = config["services"]
+    assert set(services) == {"db", "redis", "web", "nginx"}
+
+    # Only nginx publishes a port: 8000.
+    assert [name for name, service in services.items() if service.get("ports")] == ["nginx"]
+    (port,) = services["nginx"]["ports"]
+    assert (str(port["published"]), port["target"]) == ("8000", 8000)
+
+    # The web server gets .env (env_file), with DEBUG forced off.
+    web = services["web"]["environment"]
+    assert web["DJANGO_DEBUG"] == "0"
+    assert web["DJANGO_SUPERUSER_USERNAME"] == "admin"
+    assert web["DJANGO_SUPERUSER_PASSWORD"] == env["DJANGO_SUPERUSER_PASSWORD"]
+    assert web["DATABASE_URL"] == env["DATABASE_URL"]
+    assert web["REDIS_URL"] == "redis://redis:6379/0"
+
+    # Started in order, each once the one before is healthy; PostgreSQL 15 on a named volume.
+    assert services["web"]["depends_on"] == {
+        "db": {"condition": "service_healthy"},
+        "redis": {"condition": "service_healthy"},
     }
-    process = subprocess.Popen(
-        [
-            str(ROOT / "docker" / "entrypoint.sh"),
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "chatsite.asgi:application",
-        ],
+    assert services["nginx"]["depends_on"] == {"web": {"condition": "service_healthy"}}
+    for name in ("db", "redis"):
+        assert services[name]["healthcheck"]["test"]
+    assert services["db"]["image"] == "postgres:15"
+    assert "pgdata" in config["volumes"]
+    assert ("pgdata", "/var/lib/postgresql/data") in mounts(services["db"])
+
+    # nginx reads both repository files, and the main one includes the shared one where it is.
+    mounts_nginx = {Path(source).name: target for source, target in mounts(services["nginx"])}
+    assert mounts_nginx["nginx.conf"] == "/etc/nginx/conf.d/default.conf"
+    nginx_conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert f"include {mounts_nginx['nginx-common.conf']};" in nginx_conf
+
+
+# --- production settings --------------------------------------------------------------------
+
+
+def production_env(**extra: str) -> dict[str, str]:
+    """A deployment's environment behind a TLS-terminating proxy, as README describes it."""
+    return {
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "DJANGO_DEBUG": "0",
+        "DJANGO_ALLOWED_HOSTS": "chat.example.com",
+        "DJANGO_CSRF_TRUSTED_ORIGINS": "https://chat.example.com",
+        "DJANGO_HTTPS": "1",
+        "DJANGO_TRUST_PROXY_HEADERS": "1",
+        **extra,
+    }
+
+
+def deploy_check(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        capture_output=True,
         text=True,
+        timeout=60,
     )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.stdout.read()
+
+
+def test_production_settings_pass_the_deploy_check():
+    result = deploy_check(production_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_the_deploy_check_fails_without_https():
+    # The check has teeth: the same deployment on plain HTTP is refused.
+    result = deploy_check(production_env(DJANGO_HTTPS="0"))
+    assert result.returncode != 0
+    for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert warning in result.stdout + result.stderr
+
+
+# --- ensure_superuser -----------------------------------------------------------------------
+
+
+def superuser_env(**values: str):
+    defaults = {
+        "DJANGO_SUPERUSER_USERNAME": "admin",
+        "DJANGO_SUPERUSER_EMAIL": "admin@example.com",
+        "DJANGO_SUPERUSER_PASSWORD": ADMIN_PASSWORD,
+    }
+    return settings_env(**{**defaults, **values})
+
+
+def test_ensure_superuser_creates_the_admin_once_and_then_leaves_it_alone(db):
+    with superuser_env():
+        call_command("ensure_superuser")
+        admin = User.objects.get(username="admin")
+        assert admin.is_superuser and admin.is_staff and admin.email == "admin@example.com"
+        assert admin.check_password(ADMIN_PASSWORD)
+        admin.set_password("Changed-Later-Pass-9")
+        admin.save()
+        call_command("ensure_superuser")
+    assert User.objects.filter(username="admin").count() == 1
+    assert User.objects.get(username="admin").check_password("Changed-Later-Pass-9")
+
+
+def test_ensure_superuser_does_nothing_without_a_username(db):
+    with superuser_env(DJANGO_SUPERUSER_USERNAME=""):
+        call_command("ensure_superuser")
+    assert not User.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"), [("", "must be set"), ("admin", "too short"), ("password", "common")]
+)
+def test_ensure_superuser_refuses_a_missing_or_weak_password(db, password: str, reason: str):
+    with superuser_env(DJANGO_SUPERUSER_PASSWORD=password), pytest.raises(CommandError) as error:
+        call_command("ensure_superuser")
+    assert reason in str(error.value)
+    assert not User.objects.exists()
+
+
+# --- the entrypoint against PostgreSQL and Redis ----------------------------------------------
+
+
+class PostgresCluster:
+    """A throw-away PostgreSQL 15 (Debian's binaries) in a temp directory on a free port."""
+
+    def __init__(self) -> None:
+        self.initdb = need(str(PG_BIN / "initdb"), "postgresql")
+        self.postgres = need(str(PG_BIN / "postgres"), "postgresql")
+        self.port = free_port()
+        self.password = secrets.token_urlsafe(16)
+        self.dir = Path(tempfile.mkdtemp(prefix="chat-postgres-"))
+        self.process: subprocess.Popen | None = None
+        # PostgreSQL refuses to run as root: as root, run it as Debian's `postgres` user.
+        self.user = None
+        if os.geteuid() == 0:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert json.load(r) == {"database": "ok", "channel_layer": "ok"}
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, "daphne never served /healthz"
-                time.sleep(0.2)
+                account = pwd.getpwnam("postgres")
+            except KeyError:
+                pytest.fail("no `postgres` user: install Debian's `postgresql` package")
+            self.user = "postgres"
+            os.chown(self.dir, account.pw_uid, account.pw_gid)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgres://chat:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        password_file = self.dir / "password"
+        password_file.write_text(self.password)
+        if self.user:
+            shutil.chown(password_file, self.user)
+        subprocess.run(
+            [
+                self.initdb,
+                "--pgdata",
+                str(self.dir / "data"),
+                "--username",
+                "chat",
+                f"--pwfile={password_file}",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-locale",
+            ],
+            user=self.user,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        self.log = open(self.dir / "postgres.log", "wb")  # closed in stop()
+        self.process = subprocess.Popen(
+            [
+                self.postgres,
+                "-D",
+                str(self.dir / "data"),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.dir),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            user=self.user,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.url(), connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                assert self.process.poll() is None, (self.dir / "postgres.log").read_text()
+                assert time.monotonic() < deadline, "postgres did not start"
+                time.sleep(0.1)
+
+    def create_database(self, name: str) -> str:
+        with psycopg.connect(self.url(), autocommit=True) as connection:
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def query(self, database: str, sql: str) -> list[tuple]:
+        with psycopg.connect(self.url(database)) as connection:
+            return connection.execute(sql).fetchall()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGINT)  # fast shutdown
+            self.process.wait(30)
+            self.process = None
+            self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresCluster]:
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster
     finally:
-        process.terminate()
-        output = process.communicate(timeout=10)[0]
-    assert "Applying chat.0001_initial... OK" in output
+        cluster.stop()
+
+
+def image_command(port: int) -> list[str]:
+    """The Dockerfile's CMD, bound to a loopback port instead of 0.0.0.0:8000."""
+    dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    (cmd,) = re.findall(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE)
+    replace = {"0.0.0.0": "127.0.0.1", "8000": str(port)}
+    return [replace.get(word, word) for word in json.loads(cmd)]
+
+
+def healthcheck(port: int, env: dict[str, str]) -> bool:
+    """The image's HEALTHCHECK script, run as Docker would run it."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "docker" / "healthcheck.py"), str(port)],
+        env=env,
+        capture_output=True,
+        timeout=30,
+    )
+    return result.returncode == 0
+
+
+def get(port: int, path: str, **headers: str) -> tuple[int, dict[str, str]]:
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=10) as response:
+            return response.status, dict(response.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers)
+
+
+def entrypoint(env: dict[str, str], log: Path, *command: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(ROOT / "docker" / "entrypoint.sh"), *command],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def serve_once(env: dict[str, str], log: Path) -> str:
+    """Start the container's process as Docker would, check it, stop it; its output."""
+    port = free_port()
+    process = entrypoint(env, log, *image_command(port))
+    try:
+        deadline = time.monotonic() + 90
+        while not healthcheck(port, env):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"never healthy:\n{log.read_text()}"
+            time.sleep(0.3)
+        # Behind the TLS proxy: served, and logged. Plain HTTP: sent to HTTPS.
+        host = env["DJANGO_ALLOWED_HOSTS"]
+        status, _ = get(port, "/accounts/login/", Host=host, **{"X-Forwarded-Proto": "https"})
+        assert status == 200
+        status, headers = get(port, "/accounts/login/", Host=host)
+        assert (status, headers["Location"]) == (301, f"https://{host}/accounts/login/")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(20)
+    return log.read_text()
+
+
+def json_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_entrypoint_migrates_creates_the_admin_once_and_daphne_serves(
+    postgres: PostgresCluster, redis_server, tmp_path: Path
+):
+    url = postgres.create_database("entrypoint")
+    env = production_env(
+        DATABASE_URL=url,
+        REDIS_URL=redis_server.url,
+        DJANGO_SUPERUSER_USERNAME="admin",
+        DJANGO_SUPERUSER_EMAIL="admin@example.com",
+        DJANGO_SUPERUSER_PASSWORD=ADMIN_PASSWORD,
+    )
+
+    first = serve_once(env, tmp_path / "first.log")
+    assert "Applying chat.0001_initial... OK" in first
+    assert "ensure_superuser: created superuser 'admin'." in first
+
+    second = serve_once(env, tmp_path / "second.log")  # a restart: nothing fails, nothing twice
+    assert "No migrations to apply." in second
+    assert "Applying" not in second
+    assert "ensure_superuser: 'admin' exists; left unchanged." in second
+
+    (admin,) = postgres.query(
+        "entrypoint",
+        "SELECT password, is_superuser, is_staff, email FROM auth_user WHERE username = 'admin'",
+    )
+    assert check_password(ADMIN_PASSWORD, admin[0])
+    assert admin[1:] == (True, True, "admin@example.com")
+
+    # Once the commands are done, everything on stdout is a JSON log line, with the request.
+    served = second.split("left unchanged.\n", 1)[1]
+    lines = served.strip().splitlines()
+    assert lines and all(line.startswith("{") for line in lines), served
+    entries = json_lines(served)
+    assert all({"time", "level", "logger", "message"} <= entry.keys() for entry in entries)
+    request = next(e for e in entries if e.get("path") == "/accounts/login/")
+    assert request["logger"] == "chatsite.request"
+    assert (request["method"], request["status"]) == ("GET", 200)
+    assert request["duration_ms"] >= 0
+
+
+def test_replicas_starting_together_migrate_and_create_the_admin_once(
+    postgres: PostgresCluster, redis_server, tmp_path: Path
+):
+    # `docker compose up --scale web=3` on an empty database: three entrypoints at once.
+    url = postgres.create_database("replicas")
+    env = production_env(
+        DATABASE_URL=url,
+        REDIS_URL=redis_server.url,
+        DJANGO_SUPERUSER_USERNAME="admin",
+        DJANGO_SUPERUSER_PASSWORD=ADMIN_PASSWORD,
+    )
+    logs = [tmp_path / f"replica-{i}.log" for i in range(3)]
+    processes = [entrypoint(env, log, "true") for log in logs]
+    for process, log in zip(processes, logs, strict=True):
+        assert process.wait(180) == 0, log.read_text()
+
+    outputs = [log.read_text() for log in logs]
+    assert sum("created superuser 'admin'" in output for output in outputs) == 1
+    assert postgres.query("replicas", "SELECT count(*) FROM auth_user") == [(1,)]
+    assert (
+        postgres.query(
+            "replicas",
+            "SELECT app, name FROM django_migrations GROUP BY app, name HAVING count(*) > 1",
+        )
+        == []
+    )
+    assert sum("Applying chat.0001_initial... OK" in output for output in outputs) == 1

@@ -1,0 +1,327 @@
+"""Three daphne processes behind one nginx, configured from deploy/nginx.conf: one chat.
+
+`docker compose up --scale web=3` natively: Debian's nginx runs the repository's config with only
+the addresses changed (a loopback upstream of three daphne processes for Docker's DNS and the
+`web` service, a free port, pid, log and temp paths in a temp dir); the proxy blocks are the
+repository's own (deploy/nginx-common.conf, included unchanged).
+"""
+
+import asyncio
+import http.cookiejar
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from channels.db import database_sync_to_async
+from django.conf import settings
+from websockets.exceptions import ConnectionClosed
+
+from chat.models import Message
+from tests.conftest import ROOT, Daphne, free_port, need, wait_for_healthz
+from tests.helpers import create_room, create_user, password_for
+from tests.wsclient import Client, Resilient
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+DEPLOY = ROOT / "deploy"
+
+
+def site_config(*, listen: int, upstreams: list[int]) -> str:
+    """deploy/nginx.conf with only its addresses changed, for loopback servers."""
+    servers = "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams)
+    text = (DEPLOY / "nginx.conf").read_text()
+    for old, new in {
+        "resolver 127.0.0.11 valid=10s ipv6=off;": f"upstream chat_web {{\n{servers}}}",
+        "listen 8000;": f"listen 127.0.0.1:{listen};",
+        "set $chat_backend web:8000;": "set $chat_backend chat_web;",
+        "include /etc/nginx/chat/common.conf;": f"include {DEPLOY / 'nginx-common.conf'};",
+    }.items():
+        assert text.count(old) == 1, f"deploy/nginx.conf no longer has {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+class Nginx:
+    """Debian's nginx in the foreground, its files in a temp dir; the access log on stdout."""
+
+    def __init__(self) -> None:
+        self.binary = need("nginx", "nginx")
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="chat-nginx-"))
+        self.dir.chmod(0o755)  # workers (nobody, when started as root) use the temp paths
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self, site: str) -> Path:
+        """The main file: foreground, one worker, every path in the temp dir; `site` inside."""
+        d = self.dir
+        temp_paths = "".join(
+            f"{kind}_temp_path {d}/{kind};\n"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        path = d / "nginx.conf"
+        path.write_text(
+            f"daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
+            f"events {{ worker_connections 1024; }}\nhttp {{\n{temp_paths}{site}\n}}\n"
+        )
+        return path
+
+    def test_config(self, site: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [self.binary, "-t", "-c", str(self.write_config(site)), "-e", str(self.dir / "t.log")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def start(self, upstreams: list[int]) -> None:
+        config = self.write_config(site_config(listen=self.port, upstreams=upstreams))
+        self.access = open(self.dir / "access.log", "wb")  # closed in stop()
+        self.process = subprocess.Popen(
+            [self.binary, "-c", str(config), "-e", str(self.dir / "error.log")],
+            stdout=self.access,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_healthz(self.url, self.process, (self.dir / "error.log").read_text, "nginx")
+
+    def access_log(self) -> list[dict]:
+        return json_lines((self.dir / "access.log").read_text())
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+            self.access.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+class Proxied:
+    def __init__(self, nginx: Nginx, servers: list[Daphne]) -> None:
+        self.nginx, self.servers = nginx, servers
+        self.url = nginx.url
+
+    def connects(self) -> list[list[str]]:
+        """Per daphne process, the users whose sockets it accepted (its JSON log)."""
+        return [
+            [e["user"] for e in json_lines(s.output()) if e["message"] == "websocket connect"]
+            for s in self.servers
+        ]
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 5) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, (self.connects(), self.nginx.access_log())
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def proxied(daphne_factory) -> Iterator[Proxied]:
+    env = {
+        "DJANGO_LOG_LEVEL": "INFO",  # connection events name the process a socket landed on
+        "CHAT_RATE_LIMIT_POSTS": "100000",
+        "CHAT_RESYNC_INTERVAL": "1",
+    }
+    with ThreadPoolExecutor(3) as pool:
+        servers = list(pool.map(lambda _: daphne_factory(**env), range(3)))
+    nginx = Nginx()
+    try:
+        nginx.start([server.port for server in servers])
+        yield Proxied(nginx, servers)
+    finally:
+        nginx.stop()
+
+
+def login(base_url: str, username: str) -> str:
+    """Log in through the proxy with the real form (CSRF and all); the session cookie."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    page = opener.open(f"{base_url}/accounts/login/", timeout=10).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    form = {"username": username, "password": password_for(username), "csrfmiddlewaretoken": token}
+    request = urllib.request.Request(
+        f"{base_url}/accounts/login/",
+        data=urllib.parse.urlencode(form).encode(),
+        headers={"Origin": base_url, "Referer": f"{base_url}/accounts/login/"},
+    )
+    with opener.open(request, timeout=10) as response:
+        assert response.url == f"{base_url}/", response.url  # redirected to the lobby
+    return next(c.value for c in jar if c.name == settings.SESSION_COOKIE_NAME)
+
+
+@database_sync_to_async
+def setup_room(*usernames: str) -> str:
+    users = [create_user(name) for name in usernames]
+    return create_room("Behind nginx", users[0]).slug
+
+
+def test_the_compose_nginx_config_is_valid_nginx():
+    # The compose flavour as it is (Docker's resolver, `web:8000`); only the include path moves.
+    nginx = Nginx()
+    site = (DEPLOY / "nginx.conf").read_text()
+    site = site.replace("/etc/nginx/chat/common.conf", str(DEPLOY / "nginx-common.conf"))
+    try:
+        result = nginx.test_config(site)
+    finally:
+        nginx.stop()
+    assert result.returncode == 0, result.stderr
+
+
+async def test_users_behind_nginx_land_on_different_processes_and_share_one_room(
+    proxied: Proxied,
+):
+    slug = await setup_room("alice", "bob")
+    alice_cookie = await asyncio.to_thread(login, proxied.url, "alice")
+    bob_cookie = await asyncio.to_thread(login, proxied.url, "bob")
+
+    # Two tabs each, opened one after another: nginx's round robin spreads them over all three.
+    tabs = []
+    for cookie in (alice_cookie, bob_cookie, alice_cookie, bob_cookie):
+        tabs.append(await Client.open(proxied.url, cookie, slug))
+    alice1, bob1, alice2, bob2 = tabs
+    await proxied.until(lambda: sum(map(len, proxied.connects())) == 4)
+    per_process = proxied.connects()
+    assert all(per_process), per_process
+    assert Counter(user for users in per_process for user in users) == {"alice": 2, "bob": 2}
+
+    # Presence across the three processes: each user joined once, whatever the tabs.
+    joined = [f["joined"] for f in await alice1.drain(1.0) if f["type"] == "presence"]
+    assert joined == ["alice", "bob"]
+    assert bob2.ready["online"] == ["alice", "bob"]
+
+    await alice2.send({"type": "post", "body": "through nginx", "client_id": "n1"})
+    for tab in tabs:
+        frame = await tab.receive_type("message")
+        assert (frame["cursor"], frame["message"]["body"]) == (1, "through nginx")
+    await bob1.send({"type": "post", "body": "back through nginx"})
+    for tab in tabs:
+        frame = await tab.receive_type("message")
+        assert (frame["cursor"], frame["message"]["body"]) == (2, "back through nginx")
+
+    # Bob leaves only when his last tab closes, on whichever process it was.
+    await bob1.close()
+    assert [f for f in await alice1.drain(1.0) if f["type"] == "presence"] == []
+    await bob2.close()
+    left = await alice1.receive_type("presence")
+    assert left == {"type": "presence", "online": ["alice"], "joined": None, "left": "bob"}
+    for tab in (alice1, alice2):
+        await tab.close()
+
+    # nginx's own log (JSON, as deploy/nginx.conf writes it) shows the four upgrades on three
+    # upstreams.
+    await proxied.until(
+        lambda: len([e for e in proxied.nginx.access_log() if e["status"] == 101]) == 4
+    )
+    upgrades = [e for e in proxied.nginx.access_log() if e["status"] == 101]
+    assert {e["upstream"] for e in upgrades} == {f"127.0.0.1:{s.port}" for s in proxied.servers}
+    assert all(e["path"] == f"/ws/rooms/{slug}/" for e in upgrades)
+
+
+TOTAL = 300
+WINDOW = 10
+
+
+@database_sync_to_async
+def stored_posts(slug: str) -> list[tuple[str, str]]:
+    return list(Message.objects.filter(room__slug=slug).values_list("client_id", "body"))
+
+
+async def test_a_process_killed_mid_chat_costs_no_acknowledged_message(proxied: Proxied):
+    slug = await setup_room("sender", "reader")
+    sender_cookie = await asyncio.to_thread(login, proxied.url, "sender")
+    reader_cookie = await asyncio.to_thread(login, proxied.url, "reader")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 100
+    bodies = {f"k{i}": f"post {i}" for i in range(TOTAL)}
+    acked: set[str] = set()
+    answered_by_ack: set[str] = set()
+    sender = Resilient(proxied.url, sender_cookie, slug)
+    reader = Resilient(proxied.url, reader_cookie, slug)
+    killed: list[int] = []
+
+    async def send_all() -> None:
+        retry_at: dict[str, float] = {}
+        while len(acked) < TOTAL:
+            client = await sender.connect(deadline)
+            in_flight: set[str] = set()
+            try:
+                while len(acked) < TOTAL:
+                    now = loop.time()
+                    for key, body in bodies.items():
+                        if len(in_flight) >= WINDOW:
+                            break
+                        if key in acked or key in in_flight or retry_at.get(key, 0) > now:
+                            continue
+                        await client.send({"type": "post", "body": body, "client_id": key})
+                        in_flight.add(key)
+                    try:
+                        frame = await client.receive(timeout=2)
+                    except TimeoutError:
+                        continue
+                    sender.take(frame)
+                    key = frame.get("client_id") or frame.get("ref")
+                    if frame["type"] in ("message", "ack") and key in in_flight:
+                        acked.add(key)
+                        in_flight.discard(key)
+                        if frame["type"] == "ack":
+                            answered_by_ack.add(key)
+                    elif frame["type"] == "error":
+                        assert frame["code"] == "unavailable", frame
+                        in_flight.discard(key)
+                        retry_at[key] = loop.time() + frame["retry_after"]
+            except (ConnectionClosed, OSError):
+                pass  # unacknowledged posts go again, with the same client_id, on the next socket
+
+    async def read_all() -> None:
+        while True:
+            client = await reader.connect(deadline)
+            try:
+                while len(reader.messages) < TOTAL:
+                    reader.take(await client.receive(timeout=30))
+                return
+            except (ConnectionClosed, OSError):
+                continue
+
+    async def kill_the_senders_process() -> None:
+        while len(acked) < TOTAL // 3:  # noqa: ASYNC110 (polling a counter the sender owns)
+            await asyncio.sleep(0.01)
+        per_process = proxied.connects()
+        (index,) = [i for i, users in enumerate(per_process) if "sender" in users]
+        # The two users came through the proxy one after the other: two different processes.
+        assert "reader" not in per_process[index], per_process
+        await asyncio.to_thread(proxied.servers[index].stop, kill=True)
+        killed.append(len(acked))
+
+    async with asyncio.timeout(110):
+        await asyncio.gather(send_all(), read_all(), kill_the_senders_process())
+
+    assert killed and killed[0] < TOTAL, "the process died mid-chat"
+    assert sender.reconnects >= 1  # the sender's socket was on the killed process
+    # Every acknowledged post is stored exactly once and reached the other user.
+    stored = await stored_posts(slug)
+    assert Counter(key for key, _ in stored) == Counter(acked)
+    assert acked == set(bodies)
+    assert sorted(stored) == sorted(bodies.items())
+    assert sorted(m["body"] for m in reader.messages.values()) == sorted(bodies.values())
+    print(
+        f"\nnginx: {TOTAL} posts, process killed after {killed[0]} acked; sender reconnects "
+        f"{sender.reconnects}, {len(answered_by_ack)} answered by ack (stored before the kill), "
+        f"reader reconnects {reader.reconnects}; 0 lost, 0 duplicated"
+    )
