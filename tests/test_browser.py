@@ -618,3 +618,20 @@ def test_admin_screenshot(people, alice, bob, mod):
     assert m.page.evaluate("document.documentElement.scrollWidth") <= DESKTOP["viewport"]["width"]
     data = (SCREENSHOTS / "admin-messages.png").read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_markup_in_room_names_is_text_in_the_lobby_and_the_room(people, alice):
+    """Usernames cannot hold markup (Django's validator); room names can, and stay text."""
+    name = "<img src=x onerror=alert(1)><script>window.pwned=1</script>"
+    a = people("alice")
+    a.page.locator("form#create-room input[name=name]").fill(name)
+    a.page.locator("form#create-room button[type=submit]").click()
+    a.expect_connected()
+    expect(a.page.locator("h1")).to_have_text(name)
+    a.page.goto(f"{a.base_url}/")
+    expect(a.page.locator("#rooms a", has_text="<img")).to_have_count(1)
+    for page_url in (f"{a.base_url}/", a.page.locator("#rooms a").first.get_attribute("href")):
+        a.page.goto(page_url if page_url.startswith("http") else f"{a.base_url}{page_url}")
+        expect(a.page.locator("main img, main script")).to_have_count(0)
+        assert a.page.evaluate("typeof window.pwned") == "undefined"
+    assert a.dialogs == []
