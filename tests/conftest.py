@@ -319,3 +319,36 @@ def settings_env(**values: str) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+# --- WebSocket tests in this process (channels' WebsocketCommunicator) -----------------------
+
+
+@pytest.fixture
+async def sockets_closed():
+    """Close what a test (a failed one too) left open, so its event loop can end."""
+    from tests.helpers import close_all
+
+    yield
+    await close_all()
+
+
+@pytest.fixture
+async def alice():
+    from tests.helpers import make_user
+
+    return await make_user("alice")
+
+
+@pytest.fixture
+async def bob():
+    from tests.helpers import make_user
+
+    return await make_user("bob")
+
+
+@pytest.fixture
+async def room(alice):
+    from tests.helpers import make_room
+
+    return await make_room("General Chat", alice)

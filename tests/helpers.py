@@ -1,6 +1,5 @@
 """Building blocks for the tests: users, rooms, logged-in WebSocket clients."""
 
-import asyncio
 import functools
 import json
 from typing import Any
@@ -14,6 +13,7 @@ from django.test import Client
 
 from chat import services
 from chat.models import Room
+from tests.wsclient import FrameReader
 
 ORIGIN = b"http://localhost"
 
@@ -53,7 +53,7 @@ session_cookie = database_sync_to_async(session_cookie_for)
 OPEN: list["Socket"] = []
 
 
-class Socket:
+class Socket(FrameReader):
     """A WebsocketCommunicator speaking JSON, for one user in one room."""
 
     def __init__(self, communicator: WebsocketCommunicator) -> None:
@@ -69,15 +69,6 @@ class Socket:
 
     async def receive(self, timeout: float = 5) -> dict[str, Any]:
         return json.loads(await self.communicator.receive_from(timeout=timeout))
-
-    async def receive_type(self, *types: str, timeout: float = 5) -> dict[str, Any]:
-        """The next frame of one of `types`, skipping presence and typing chatter."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            frame = await self.receive(timeout=max(0.01, deadline - loop.time()))
-            if frame["type"] in types:
-                return frame
 
     async def drain(self, timeout: float = 0.3) -> list[dict[str, Any]]:
         """Every frame that arrives until the socket has been quiet for `timeout`."""

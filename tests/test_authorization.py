@@ -7,10 +7,10 @@ from django.test import Client
 
 from chat import services
 from chat.models import Message
-from tests.helpers import close_all, create_room, create_user, open_socket
+from tests.helpers import create_room, create_user, open_socket
 from tests.test_moderation import make_moderator
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sockets_closed")]
 
 ROLES = ["author", "member", "banned", "muted", "staff", "moderator", "anonymous"]
 
@@ -27,12 +27,6 @@ EXPECTED = {
     "anonymous": [4401, 4401, 4401, 4401, 4401, 4401, "login"],
 }
 ACTIONS = ["read", "post", "edit", "delete", "history", "typing", "hide"]
-
-
-@pytest.fixture(autouse=True)
-async def _close_sockets():
-    yield
-    await close_all()
 
 
 @database_sync_to_async

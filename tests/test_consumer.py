@@ -6,30 +6,9 @@ import pytest
 from channels.db import database_sync_to_async
 
 from chat.models import Message, Room
-from tests.helpers import close_all, join, make_room, make_user, open_socket
+from tests.helpers import join, make_room, open_socket
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def _close_sockets():
-    yield
-    await close_all()
-
-
-@pytest.fixture
-async def alice():
-    return await make_user("alice")
-
-
-@pytest.fixture
-async def bob():
-    return await make_user("bob")
-
-
-@pytest.fixture
-async def room(alice):
-    return await make_room("General Chat", alice)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sockets_closed")]
 
 
 @database_sync_to_async

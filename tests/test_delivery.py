@@ -6,30 +6,9 @@ from django.test import override_settings
 
 from chat import services
 from chat.models import Message
-from tests.helpers import close_all, join, make_room, make_user
+from tests.helpers import join
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def _close_sockets():
-    yield
-    await close_all()
-
-
-@pytest.fixture
-async def alice():
-    return await make_user("alice")
-
-
-@pytest.fixture
-async def bob():
-    return await make_user("bob")
-
-
-@pytest.fixture
-async def room(alice):
-    return await make_room("General Chat", alice)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sockets_closed")]
 
 
 post = database_sync_to_async(services.post_message)

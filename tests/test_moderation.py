@@ -13,15 +13,9 @@ from django.utils import timezone
 
 from chat import services
 from chat.models import Message, ModerationAction, RoomRestriction
-from tests.helpers import close_all, create_room, create_user, join, open_socket
+from tests.helpers import create_room, create_user, join, open_socket
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def _close_sockets():
-    yield
-    await close_all()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sockets_closed")]
 
 
 def moderators_group() -> Group:

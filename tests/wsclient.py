@@ -8,7 +8,23 @@ from django.conf import settings
 from websockets.asyncio.client import ClientConnection, connect
 
 
-class Client:
+class FrameReader:
+    """`receive_type` for any client with an async `receive(timeout=...)` of JSON frames."""
+
+    async def receive(self, timeout: float) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def receive_type(self, *types: str, timeout: float = 10) -> dict[str, Any]:
+        """The next frame of one of `types`, skipping others (presence and typing chatter)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            frame = await self.receive(timeout=max(0.01, deadline - loop.time()))
+            if frame["type"] in types:
+                return frame
+
+
+class Client(FrameReader):
     def __init__(self, connection: ClientConnection) -> None:
         self.connection = connection
         self.ready: dict[str, Any] | None = None
@@ -38,14 +54,6 @@ class Client:
 
     async def receive(self, timeout: float = 10) -> dict[str, Any]:
         return json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
-
-    async def receive_type(self, *types: str, timeout: float = 10) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            frame = await self.receive(timeout=max(0.01, deadline - loop.time()))
-            if frame["type"] in types:
-                return frame
 
     async def drain(self, quiet: float = 0.5) -> list[dict[str, Any]]:
         frames = []
