@@ -24,12 +24,11 @@ from pathlib import Path
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
-from websockets.exceptions import ConnectionClosed
 
 from chat.models import Message
 from tests.conftest import ROOT, Daphne, free_port, need, wait_for_healthz
 from tests.helpers import create_room, create_user, password_for
-from tests.wsclient import Client, Resilient
+from tests.wsclient import Client, Poster, Resilient, read_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -250,78 +249,36 @@ async def test_a_process_killed_mid_chat_costs_no_acknowledged_message(proxied: 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 100
     bodies = {f"k{i}": f"post {i}" for i in range(TOTAL)}
-    acked: set[str] = set()
-    answered_by_ack: set[str] = set()
-    sender = Resilient(proxied.url, sender_cookie, slug)
+    poster = Poster(Resilient(proxied.url, sender_cookie, slug), bodies, WINDOW)
+    sender = poster.me
     reader = Resilient(proxied.url, reader_cookie, slug)
     killed: list[int] = []
 
-    async def send_all() -> None:
-        retry_at: dict[str, float] = {}
-        while len(acked) < TOTAL:
-            client = await sender.connect(deadline)
-            in_flight: set[str] = set()
-            try:
-                while len(acked) < TOTAL:
-                    now = loop.time()
-                    for key, body in bodies.items():
-                        if len(in_flight) >= WINDOW:
-                            break
-                        if key in acked or key in in_flight or retry_at.get(key, 0) > now:
-                            continue
-                        await client.send({"type": "post", "body": body, "client_id": key})
-                        in_flight.add(key)
-                    try:
-                        frame = await client.receive(timeout=2)
-                    except TimeoutError:
-                        continue
-                    sender.take(frame)
-                    key = frame.get("client_id") or frame.get("ref")
-                    if frame["type"] in ("message", "ack") and key in in_flight:
-                        acked.add(key)
-                        in_flight.discard(key)
-                        if frame["type"] == "ack":
-                            answered_by_ack.add(key)
-                    elif frame["type"] == "error":
-                        assert frame["code"] == "unavailable", frame
-                        in_flight.discard(key)
-                        retry_at[key] = loop.time() + frame["retry_after"]
-            except (ConnectionClosed, OSError):
-                pass  # unacknowledged posts go again, with the same client_id, on the next socket
-
-    async def read_all() -> None:
-        while True:
-            client = await reader.connect(deadline)
-            try:
-                while len(reader.messages) < TOTAL:
-                    reader.take(await client.receive(timeout=30))
-                return
-            except (ConnectionClosed, OSError):
-                continue
-
     async def kill_the_senders_process() -> None:
-        while len(acked) < TOTAL // 3:  # noqa: ASYNC110 (polling a counter the sender owns)
-            await asyncio.sleep(0.01)
+        await poster.until_acked(TOTAL // 3)
         per_process = proxied.connects()
         (index,) = [i for i, users in enumerate(per_process) if "sender" in users]
         # The two users came through the proxy one after the other: two different processes.
         assert "reader" not in per_process[index], per_process
         await asyncio.to_thread(proxied.servers[index].stop, kill=True)
-        killed.append(len(acked))
+        killed.append(len(poster.acked))
 
     async with asyncio.timeout(110):
-        await asyncio.gather(send_all(), read_all(), kill_the_senders_process())
+        await asyncio.gather(
+            poster.run(deadline), read_until(reader, TOTAL, deadline), kill_the_senders_process()
+        )
 
     assert killed and killed[0] < TOTAL, "the process died mid-chat"
     assert sender.reconnects >= 1  # the sender's socket was on the killed process
     # Every acknowledged post is stored exactly once and reached the other user.
     stored = await stored_posts(slug)
-    assert Counter(key for key, _ in stored) == Counter(acked)
-    assert acked == set(bodies)
+    assert Counter(key for key, _ in stored) == Counter(poster.acked)
+    assert poster.acked == set(bodies)
     assert sorted(stored) == sorted(bodies.items())
     assert sorted(m["body"] for m in reader.messages.values()) == sorted(bodies.values())
     print(
         f"\nnginx: {TOTAL} posts, process killed after {killed[0]} acked; sender reconnects "
-        f"{sender.reconnects}, {len(answered_by_ack)} answered by ack (stored before the kill), "
+        f"{sender.reconnects}, {len(poster.answered_by_ack)} answered by ack "
+        "(stored before the kill), "
         f"reader reconnects {reader.reconnects}; 0 lost, 0 duplicated"
     )

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.conf import settings
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 
 class FrameReader:
@@ -114,3 +115,70 @@ class Resilient:
             assert frame["cursor"] == self.cursor + 1, (frame["cursor"], self.cursor)
             self.cursor = frame["cursor"]
             self.messages[frame["message"]["id"]] = frame["message"]
+
+
+class Poster:
+    """Posts `bodies` ({client_id: body}) like the page's queue of pending posts.
+
+    A window of posts is in flight at once; an `unavailable` answer is retried after its
+    `retry_after`, and after a reconnect every unacknowledged post is sent again with the same
+    `client_id`. A post is acknowledged by its `message` frame or by `ack`.
+    """
+
+    def __init__(self, me: Resilient, bodies: dict[str, str], window: int = 20) -> None:
+        self.me, self.bodies, self.window = me, bodies, window
+        self.acked: set[str] = set()
+        self.answered_by_ack: set[str] = set()
+        self.resends = 0
+
+    async def run(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        retry_at: dict[str, float] = {}
+        while len(self.acked) < len(self.bodies):
+            client = await self.me.connect(deadline)
+            in_flight: set[str] = set()
+            try:
+                while len(self.acked) < len(self.bodies):
+                    now = loop.time()
+                    for key, body in self.bodies.items():
+                        if len(in_flight) >= self.window:
+                            break
+                        if key in self.acked or key in in_flight or retry_at.get(key, 0) > now:
+                            continue
+                        self.resends += key in retry_at
+                        await client.send({"type": "post", "body": body, "client_id": key})
+                        in_flight.add(key)
+                    try:
+                        frame = await client.receive(timeout=2)
+                    except TimeoutError:
+                        continue
+                    self.me.take(frame)
+                    key = frame.get("client_id") or frame.get("ref")
+                    if frame["type"] in ("message", "ack") and key in in_flight:
+                        self.acked.add(key)
+                        in_flight.discard(key)
+                        if frame["type"] == "ack":
+                            self.answered_by_ack.add(key)
+                    elif frame["type"] == "error":
+                        assert frame["code"] == "unavailable", frame
+                        in_flight.discard(key)
+                        retry_at[key] = loop.time() + frame["retry_after"]
+            except (ConnectionClosed, OSError):
+                for key in in_flight:  # sent again, with the same client_id, on the next socket
+                    retry_at[key] = 0
+
+    async def until_acked(self, count: int) -> None:
+        while len(self.acked) < count:  # noqa: ASYNC110 (polling a counter `run` owns)
+            await asyncio.sleep(0.01)
+
+
+async def read_until(reader: Resilient, count: int, deadline: float) -> None:
+    """Read (reconnecting with `since` as needed) until `reader` holds `count` messages."""
+    while True:
+        client = await reader.connect(deadline)
+        try:
+            while len(reader.messages) < count:
+                reader.take(await client.receive(timeout=30))
+            return
+        except (ConnectionClosed, OSError):
+            continue
