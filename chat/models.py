@@ -170,3 +170,26 @@ class ModerationAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor} {self.action} {self.target or self.message_id}"
+
+
+class ReadMarker(models.Model):
+    """How far one user has read in one room: the id of the latest message they have seen.
+
+    It only moves forward (chat.services.mark_read). The lobby counts the messages after it as
+    unread, and the room page draws its "new messages" divider there.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="read_markers"
+    )
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="read_markers")
+    last_read_id = models.BigIntegerField(default=0)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "room"], name="readmarker_user_room_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} read {self.room} to Id{self.last_read_id}"

@@ -236,3 +236,26 @@ def lift_restriction(*, restriction: RoomRestriction, by, reason: str = "") -> b
                 reason=reason or f"lifted {restriction.kind}",
             )
     return bool(updated)
+
+
+def mark_read(*, user, room: Room, message_id: int) -> int:
+    """Move the user's read marker in the room forward to `message_id`; never back.
+
+    The marker stops at the room's latest message at or before `message_id`, so an id from the
+    future cannot hide messages not written yet. Returns where the marker stands.
+    """
+    from django.db.models import Max
+
+    from .models import ReadMarker
+
+    seen = Message.objects.filter(room=room, id__lte=message_id).aggregate(top=Max("id"))["top"]
+    seen = seen or 0
+    with transaction.atomic():
+        marker, created = ReadMarker.objects.get_or_create(
+            user=user, room=room, defaults={"last_read_id": seen}
+        )
+        if not created and seen > marker.last_read_id:
+            ReadMarker.objects.filter(pk=marker.pk, last_read_id__lt=seen).update(
+                last_read_id=seen, updated=timezone.now()
+            )
+    return max(marker.last_read_id, seen)

@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -24,7 +25,7 @@ from django.db import connections
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from chat import services
-from chat.models import Message, ModerationAction, Room
+from chat.models import Message, ModerationAction, ReadMarker, Room
 from tests.helpers import create_room, create_user, password_for
 from tests.test_moderation import make_moderator
 
@@ -432,10 +433,15 @@ def test_page_reconnects_after_server_restart(server, people, alice, bob, room):
     expect(state).to_have_attribute("data-state", "reconnecting")
     expect(state).to_have_text("reconnecting")
 
+    # The composer looks offline but still takes posts: they wait, marked pending.
+    composer = a.page.locator("#composer")
+    expect(composer).to_have_class(re.compile(r"\boffline\b"))
+    expect(composer.locator("#composer-hint")).to_contain_text("Not connected")
     a.send("sent while down")
     pending = a.page.locator("#messages li.message.pending")
     expect(pending).to_have_count(1)
     expect(pending.locator(".body")).to_have_text("sent while down")
+    expect(pending.locator(".status")).to_have_text("waiting for connection…")
     expect(a.message("sent while down")).to_have_count(0)
 
     server.start()
@@ -443,6 +449,10 @@ def test_page_reconnects_after_server_restart(server, people, alice, bob, room):
         person.expect_connected(timeout=RECONNECT_WAIT)
         expect(person.message("sent while down")).to_have_count(1)
     expect(pending).to_have_count(0)
+    expect(composer).not_to_have_class(re.compile(r"\boffline\b"))
+    expect(composer.locator("#composer-hint")).to_have_text(
+        "Enter to send · Shift+Enter for a new line"
+    )
     assert orm(Message.objects.filter(body="sent while down").count) == 1
 
     # A fresh page load shows it once too, and nothing was replayed twice on the live pages.
@@ -458,12 +468,12 @@ def test_page_reconnects_after_server_restart(server, people, alice, bob, room):
 
 
 def test_screenshots(people, alice, bob):
-    def seed() -> None:
+    def seed() -> int:
         general = create_room("General Chat", alice)
-        create_room("Random", bob)
+        random = create_room("Random", bob)
         create_room("Release planning for the spring launch", alice)
         services.post_message(room=general, author=alice, body="Morning all! Coffee's on.")
-        services.post_message(
+        notes = services.post_message(
             room=general,
             author=bob,
             body="Morning. The notes from yesterday are at https://example.com/notes/42",
@@ -479,15 +489,30 @@ def test_screenshots(people, alice, bob):
             author=bob,
             body="Works for me.\nI'll bring the release checklist and the numbers.",
         )
+        services.post_message(room=random, author=bob, body="Lunch at noon, anyone?")
+        return notes.message.id
 
-    orm(seed)
+    read_to = orm(seed)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     b = people("bob", next="/rooms/general-chat/")
 
+    def alice_has_read_to_the_notes() -> None:
+        ReadMarker.objects.update_or_create(
+            user=alice,
+            room=Room.objects.get(slug="general-chat"),
+            defaults={"last_read_id": read_to},
+        )
+
     for size, options in (("desktop", DESKTOP), ("phone", PHONE)):
         width = options["viewport"]["width"]
+        # Alice has read General Chat up to Bob's notes; Random not at all.
+        orm(alice_has_read_to_the_notes)
         a = people("alice", **options)
         expect(a.page.locator("#rooms a")).to_have_count(3)
+        expect(a.page.locator("#rooms .unread-count")).to_have_text(["1", "1"])
+        # Bob is in the room; on the second round, Alice's desktop page is too.
+        online = "1 online" if size == "desktop" else "2 online"
+        expect(lobby_row(a, "general-chat").locator(".room-online")).to_have_text(online)
         a.page.mouse.move(0, 0)
         a.page.screenshot(path=SCREENSHOTS / f"lobby-{size}.png")
         assert a.page.evaluate("document.documentElement.scrollWidth") <= width, (
@@ -496,6 +521,12 @@ def test_screenshots(people, alice, bob):
 
         a.open_room("general-chat")
         expect(a.messages).to_have_count(5)
+        # Bob's deleted message is not news; his last one is.
+        divider = a.page.locator("#messages li.sep.new-divider")
+        expect(divider).to_have_count(1)
+        assert divider.evaluate("d => d.nextElementSibling.querySelector('.body').textContent") == (
+            "Works for me.\nI'll bring the release checklist and the numbers."
+        )
         expect(a.page.locator("#online li")).to_have_text(["alice", "bob"])
         a.page.mouse.move(0, 0)
         a.page.evaluate("document.activeElement?.blur()")
@@ -635,3 +666,325 @@ def test_markup_in_room_names_is_text_in_the_lobby_and_the_room(people, alice):
         expect(a.page.locator("main img, main script")).to_have_count(0)
         assert a.page.evaluate("typeof window.pwned") == "undefined"
     assert a.dialogs == []
+
+
+# --- unread counts, read markers, scroll-back, keyboard --------------------------------------
+
+
+def lobby_row(person: Person, slug: str) -> Locator:
+    return person.page.locator(f'#rooms li[data-slug="{slug}"]')
+
+
+def wait_read(person: Person, message_id: int) -> None:
+    """Until the page's read marker reached `message_id` on the server."""
+    person.page.wait_for_function(
+        "id => window.chatDebug.readSent() >= id", arg=message_id, timeout=WAIT
+    )
+
+
+def marker(username: str, slug: str) -> int | None:
+    return (
+        ReadMarker.objects.filter(user__username=username, room__slug=slug)
+        .values_list("last_read_id", flat=True)
+        .first()
+    )
+
+
+def post(room: Room, author, body: str) -> int:
+    return services.post_message(room=room, author=author, body=body).message.id
+
+
+def test_lobby_unread_count_rises_and_clears(people, alice, bob, room):
+    b = people("bob")
+    row = lobby_row(b, room.slug)
+    expect(row.locator(".room-name")).to_have_text("General Chat")
+    expect(row.locator(".unread")).to_have_count(0)
+    expect(row.locator(".room-online")).to_have_text("0 online")
+
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    a.send("one")
+    expect(a.message("one")).to_have_count(1)  # stored
+    b.page.reload()
+    expect(row.locator(".unread-count")).to_have_text("1")
+    expect(row.locator(".unread")).to_have_text("1 unread")
+    expect(row).to_have_class("has-unread")
+    expect(row.locator(".room-online")).to_have_text("1 online")
+    expect(row.locator(".room-activity")).to_have_text("active just now")
+
+    a.send("two")
+    a.send("three")
+    expect(a.messages).to_have_count(3)
+    # No reload: the open lobby fetches its list again when its tab comes back into view.
+    b.page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    expect(row.locator(".unread-count")).to_have_text("3")
+    # Alice's own messages are never unread for her.
+    a.goto("/")
+    expect(lobby_row(a, room.slug).locator(".unread")).to_have_count(0)
+
+    # Bob opens the room from the lobby: he has read it all.
+    row.locator("a").click()
+    b.expect_connected()
+    expect(b.messages.locator(".body")).to_have_text(["one", "two", "three"])
+    last = int(b.messages.last.get_attribute("data-id") or 0)
+    wait_read(b, last)
+    assert orm(marker, "bob", room.slug) == last
+    b.page.locator("a.back").click()
+    expect(b.page).to_have_url(f"{b.base_url}/")
+    expect(row.locator(".room-name")).to_have_text("General Chat")
+    expect(row.locator(".unread")).to_have_count(0)
+    expect(row).not_to_have_class("has-unread")
+
+
+def test_new_messages_divider_where_the_reader_left_off(people, alice, bob, room):
+    orm(post, room, alice, "one")
+    two = orm(post, room, alice, "two")
+    b = people("bob", next=f"/rooms/{room.slug}/")
+    expect(b.messages).to_have_count(2)
+    # A first visit has no "where you left off": no divider.
+    expect(b.page.locator("#messages li.sep.new-divider")).to_have_count(0)
+    wait_read(b, two)
+    b.goto("/")
+
+    # While Bob is away: a message of his own from another device, then two from Alice.
+    orm(post, room, bob, "from my phone")
+    three = orm(post, room, alice, "three")
+    orm(post, room, alice, "four")
+    b.page.reload()
+    expect(lobby_row(b, room.slug).locator(".unread-count")).to_have_text("2")
+
+    b.open_room(room.slug)
+    divider = b.page.locator("#messages li.sep.new-divider")
+    expect(divider).to_have_count(1)
+    expect(divider).to_have_text("New messages")
+    expect(divider).to_be_in_viewport()
+    # Right before Alice's first new message, after Bob's own one.
+    after = divider.evaluate("d => d.nextElementSibling.dataset.id")
+    before = divider.evaluate(
+        "d => { let p = d.previousElementSibling;"
+        " while (p && !p.matches('li.message')) p = p.previousElementSibling;"
+        " return p.querySelector('.body').textContent; }"
+    )
+    assert int(after) == three
+    assert before == "from my phone"
+    # Messages arriving while the page is open and read are not "new": the divider stays put.
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    a.send("five")
+    expect(b.message("five")).to_have_count(1)
+    expect(divider).to_have_count(1)
+    assert int(divider.evaluate("d => d.nextElementSibling.dataset.id")) == three
+    five = int(b.message("five").get_attribute("data-id") or 0)
+    wait_read(b, five)
+
+    # Read to the end: after a reload there is no divider.
+    b.page.reload()
+    b.expect_connected()
+    expect(b.messages).to_have_count(6)
+    expect(divider).to_have_count(0)
+
+    # Many new messages, more than the first page: the page opens at the divider, not the bottom,
+    # and the marker only moves as far as Bob has looked.
+    b.goto("/")
+    orm(lambda: [post(room, alice, f"news {n}") for n in range(1, 71)])
+    b.page.reload()
+    expect(lobby_row(b, room.slug).locator(".unread-count")).to_have_text("70")
+    b.page.locator("#rooms a", has_text="General Chat").click()
+    b.expect_connected()
+    # The first page holds the latest 50; older ones load above until the divider finds its
+    # place, right before "news 1", and the view shows it.
+    expect(divider).to_have_count(1)
+    expect(b.message("news 1")).to_have_count(1)
+    expect(divider).to_be_in_viewport()
+    expect(b.message("news 1")).to_be_in_viewport()
+    assert divider.evaluate("d => d.nextElementSibling.querySelector('.body').textContent") == (
+        "news 1"
+    )
+    expect(b.message("news 70")).not_to_be_in_viewport()
+    expect(b.page.locator("#jump")).to_be_visible()
+    read_so_far = b.page.evaluate("window.chatDebug.readSent()")
+    assert read_so_far < int(b.message("news 70").get_attribute("data-id") or 0)
+    b.page.locator("#jump").click()
+    expect(b.message("news 70")).to_be_in_viewport()
+    last = int(b.message("news 70").get_attribute("data-id") or 0)
+    wait_read(b, last)
+    assert orm(marker, "bob", room.slug) == last
+
+
+def test_scroll_back_through_200_messages_without_jumps_or_duplicates(people, alice, bob, room):
+    """Runs of three by one author, two minutes apart, over three days: the page groups the
+    runs, draws one line per day, and loads history page by page without the view moving."""
+    start = datetime.now(UTC).replace(hour=9, minute=0, second=0, microsecond=0) - timedelta(days=3)
+
+    def seed() -> list[tuple[int, str, datetime, bool]]:
+        rows = []
+        for n in range(200):
+            author = alice if (n // 3) % 2 == 0 else bob
+            message_id = post(room, author, f"message {n}")
+            created = start + timedelta(days=n // 70, minutes=2 * (n % 70))
+            Message.objects.filter(pk=message_id).update(created=created)
+            if n in (40, 120):
+                services.delete_message(room=room, message_id=message_id, by=author)
+            rows.append((message_id, author.username, created, n in (40, 120)))
+        return rows
+
+    seeded = orm(seed)
+    b = people("bob", next=f"/rooms/{room.slug}/", timezone_id="UTC")
+    expect(b.messages).to_have_count(50)
+    log = b.page.locator("#messages")
+
+    loads = 0
+    while "complete" not in (log.get_attribute("class") or "").split():
+        count = b.messages.count()
+        # Scroll to the top; remember where the top message ends on screen. (Its own header may
+        # fold away once older messages by the same author come above it; what is below stays.)
+        anchor = log.evaluate(
+            """el => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll'));
+                const row = el.querySelector('li.message[data-id]');
+                return { id: row.dataset.id,
+                         y: row.getBoundingClientRect().bottom - el.getBoundingClientRect().top };
+            }"""
+        )
+        b.page.wait_for_function(
+            "n => document.querySelectorAll('#messages li.message[data-id]').length > n",
+            arg=count,
+            timeout=WAIT,
+        )
+        expect(log.locator("li.message[data-id]").first).not_to_have_attribute(
+            "data-id", anchor["id"]
+        )
+        b.page.wait_for_function(
+            "() => document.getElementById('history-status').hidden", timeout=WAIT
+        )
+        y = log.evaluate(
+            """(el, id) => el.querySelector(`li.message[data-id="${id}"]`)
+                .getBoundingClientRect().bottom - el.getBoundingClientRect().top""",
+            anchor["id"],
+        )
+        assert abs(y - anchor["y"]) <= 1, f"the view jumped by {y - anchor['y']}px"
+        ids = [row["id"] for row in b.shown()]
+        assert len(ids) == len(set(ids)), "a message is shown twice"
+        assert ids == sorted(ids), "messages are out of order"
+        loads += 1
+        assert loads <= 5
+    assert loads == 3  # 50 + 50 + 50 + 50
+
+    shown = b.shown()
+    assert [row["id"] for row in shown] == [row[0] for row in seeded]
+    assert [row["author"] for row in shown] == [row[1] for row in seeded]
+    assert [row["tombstone"] for row in shown] == [row[3] for row in seeded]
+    assert [row["body"] for row in shown if not row["tombstone"]] == [
+        f"message {n}" for n in range(200) if n not in (40, 120)
+    ]
+
+    # One day line before the first message of each day, and nowhere else.
+    days = log.locator("li.sep.day").evaluate_all(
+        """seps => seps.map(s => [s.querySelector('time').getAttribute('datetime'),
+                                   Number(s.nextElementSibling.dataset.id)])"""
+    )
+    assert days == [
+        [(start + timedelta(days=d)).date().isoformat(), seeded[70 * d][0]] for d in range(3)
+    ]
+    # Grouped: same author as the message before, same day (no day line between).
+    grouped = b.messages.evaluate_all("rows => rows.map(li => li.classList.contains('grouped'))")
+    assert grouped == [n % 3 != 0 and n % 70 != 0 for n in range(200)]
+    # A grouped row keeps its author for screen readers, hidden from view.
+    hidden_author = b.messages.nth(1).locator(".author")
+    expect(hidden_author).to_have_text("alice")
+    assert hidden_author.evaluate("a => a.getBoundingClientRect().width") <= 1
+    expect(b.messages.nth(0).locator(".author")).to_be_visible()
+    # The full date of a message on hover.
+    title = b.messages.nth(0).locator("time").get_attribute("title") or ""
+    assert str(start.year) in title and ":00" in title, title
+
+
+def focus_info(page: Page) -> dict[str, Any]:
+    return page.evaluate(
+        """() => { const el = document.activeElement; const style = getComputedStyle(el);
+            return { tag: el.tagName.toLowerCase(), cls: el.className,
+                     href: el.getAttribute('href'), name: el.getAttribute('name'),
+                     visible: el.matches(':focus-visible') && style.outlineStyle !== 'none'
+                              && parseFloat(style.outlineWidth) > 0 }; }"""
+    )
+
+
+def tab_to(page: Page, matches: Callable[[dict[str, Any]], bool], back: bool = False) -> int:
+    """Press Tab (Shift+Tab) until the focused element `matches`; every stop shows its focus."""
+    for presses in range(1, 41):
+        page.keyboard.press("Shift+Tab" if back else "Tab")
+        info = focus_info(page)
+        if info["tag"] != "body":
+            assert info["visible"], f"no visible focus on {info}"
+        if matches(info):
+            return presses
+    raise AssertionError("never reached by keyboard")
+
+
+def test_keyboard_only_login_send_edit_delete(browser, server, alice, bob, room):
+    context = browser.new_context(**DESKTOP)
+    context.set_default_timeout(WAIT)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("dialog", lambda dialog: (errors.append(dialog.message), dialog.dismiss()))
+    page.goto(f"{server.url}/")
+    expect(page).to_have_url(f"{server.url}/accounts/login/?next=/")
+
+    # Log in: the username field has the focus; Tab to the password; Enter submits.
+    expect(page.locator("input[name=username]")).to_be_focused()
+    page.keyboard.type("alice")
+    tab_to(page, lambda info: info["name"] == "password")
+    page.keyboard.type(password_for("alice"))
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{server.url}/")
+
+    # The lobby: search, then Tab to the room and open it.
+    tab_to(page, lambda info: info["name"] == "q")
+    page.keyboard.type("general")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{server.url}/?q=general")
+    tab_to(page, lambda info: info["href"] == f"/rooms/{room.slug}/")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{server.url}/rooms/{room.slug}/")
+    expect(page.locator("#conn-state")).to_have_attribute("data-state", "connected")
+
+    # The room starts in the composer. Send with Enter.
+    box = page.locator("#composer-input")
+    expect(box).to_be_focused()
+    page.keyboard.type("typed without a mouse")
+    page.keyboard.press("Enter")
+    sent = page.locator(MESSAGES).filter(has_text="typed without a mouse")
+    expect(sent).to_have_count(1)
+    expect(box).to_be_focused()
+    message_id = int(sent.get_attribute("data-id") or 0)
+    row = page.locator(f'{MESSAGES}[data-id="{message_id}"]')
+
+    # Back from the composer to the message's own Edit button; its buttons show while focused.
+    tab_to(page, lambda info: "edit" in info["cls"].split(), back=True)
+    actions = row.locator(".actions")
+    page.wait_for_function(
+        "el => getComputedStyle(el).opacity === '1'", arg=actions.element_handle()
+    )
+    page.keyboard.press("Enter")
+    editor = row.locator("textarea")
+    expect(editor).to_be_focused()
+    page.keyboard.press("ControlOrMeta+a")
+    page.keyboard.type("edited by keyboard")
+    page.keyboard.press("Enter")
+    expect(row.locator(".body")).to_have_text("edited by keyboard")
+    expect(row.locator(".edited")).to_have_text("(edited)")
+    expect(row).not_to_have_class(re.compile(r"\bsaving\b"))
+
+    # The focus stays on the message: Tab reaches its Delete button.
+    tab_to(page, lambda info: "delete" in info["cls"].split())
+    page.keyboard.press("Enter")
+    expect(row).to_have_class(re.compile(r"\btombstone\b"))
+    expect(row).to_contain_text("deleted by alice")
+
+    # Back up to the page's first stop, the skip link: it leads straight to the message box.
+    tab_to(page, lambda info: info["href"] == "#composer-input", back=True)
+    page.keyboard.press("Enter")
+    expect(box).to_be_focused()
+
+    _, rows = orm(room_state, room.slug)
+    assert rows == [(message_id, "alice", "edited by keyboard", True)]
+    assert errors == []
+    context.close()

@@ -1,10 +1,17 @@
 """The HTTP surface of PROTOCOL.md §1."""
 
+import json
+from typing import Any
+
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from chat.models import Room
+from chat import services, views
+from chat.models import ReadMarker, Room
 from tests.helpers import create_room, create_user, password_for
 
 pytestmark = pytest.mark.django_db
@@ -159,3 +166,273 @@ def test_failed_logins_are_throttled_per_address(client, settings):
     response = client.post("/accounts/login/", {"username": "another", "password": "wrong"})
     assert b"Too many failed logins" in response.content
     cache.clear()
+
+
+# --- read markers and the lobby ------------------------------------------------------------
+
+
+def _read(client, slug: str, body, **extra):
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    return client.post(f"/rooms/{slug}/read", data=data, content_type="application/json", **extra)
+
+
+def _marker(user, room) -> int | None:
+    return (
+        ReadMarker.objects.filter(user=user, room=room)
+        .values_list("last_read_id", flat=True)
+        .first()
+    )
+
+
+@pytest.fixture
+def bob():
+    return create_user("bob")
+
+
+@pytest.fixture
+def general(alice):
+    return create_room("General Chat", alice)
+
+
+def _post(room, author, body: str) -> int:
+    return services.post_message(room=room, author=author, body=body).message.id
+
+
+def test_read_marker_moves_forward_only(logged_in, alice, bob, general):
+    ids = [_post(general, bob, f"m{n}") for n in range(4)]
+    response = _read(logged_in, "general-chat", {"last_read_id": ids[2]})
+    assert response.status_code == 200
+    assert response.json() == {"last_read_id": ids[2]}
+    assert _marker(alice, general) == ids[2]
+
+    # Backwards (an older tab reporting late) changes nothing and says where the marker is.
+    response = _read(logged_in, "general-chat", {"last_read_id": ids[0]})
+    assert response.status_code == 200
+    assert response.json() == {"last_read_id": ids[2]}
+    assert _marker(alice, general) == ids[2]
+
+    assert _read(logged_in, "general-chat", {"last_read_id": ids[3]}).json() == {
+        "last_read_id": ids[3]
+    }
+    assert ReadMarker.objects.count() == 1
+
+
+def test_read_marker_stops_at_the_rooms_latest_message(logged_in, alice, bob, general):
+    other = create_room("Other", bob)
+    first = _post(general, bob, "one")
+    elsewhere = _post(other, bob, "in another room")
+    # An id from the future (or another room) cannot mark messages not written yet as read.
+    response = _read(logged_in, "general-chat", {"last_read_id": elsewhere + 1000})
+    assert response.json() == {"last_read_id": first}
+    assert _marker(alice, general) == first
+    later = _post(general, bob, "two")
+    assert later > elsewhere
+    assert next(r for r in views.lobby_rooms(alice) if r.slug == "general-chat").unread == 1
+
+
+def test_read_marker_at_zero_is_kept_for_an_empty_room(logged_in, alice, general):
+    # A page opened on an empty room says "seen nothing": the marker exists, at 0.
+    assert _read(logged_in, "general-chat", {"last_read_id": 0}).json() == {"last_read_id": 0}
+    assert _marker(alice, general) == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"\xff\xfe",
+        "[]",
+        "null",
+        {},
+        {"last_read_id": None},
+        {"last_read_id": "5"},
+        {"last_read_id": 5.0},
+        {"last_read_id": 1.5},
+        {"last_read_id": True},
+        {"last_read_id": -1},
+        {"last_read_id": 2**63},
+        {"id": 5},
+    ],
+)
+def test_read_marker_refuses_bad_input(logged_in, alice, bob, general, body):
+    _post(general, bob, "one")
+    response = _read(logged_in, "general-chat", body)
+    assert response.status_code == 400
+    assert "last_read_id" in response.json()["error"]
+    assert not ReadMarker.objects.exists()
+
+
+def test_read_marker_unknown_room_is_404(logged_in):
+    response = _read(logged_in, "nowhere", {"last_read_id": 1})
+    assert response.status_code == 404
+    assert not ReadMarker.objects.exists()
+
+
+def test_read_marker_needs_a_login_and_a_post(client, logged_in, alice, bob, general):
+    message_id = _post(general, bob, "one")
+    anonymous = _read(client.__class__(), "general-chat", {"last_read_id": message_id})
+    assert anonymous.status_code == 401
+    assert logged_in.get("/rooms/general-chat/read").status_code == 405
+    assert not ReadMarker.objects.exists()
+
+
+def test_read_marker_is_csrf_protected(alice, bob, general):
+    from django.test import Client
+
+    message_id = _post(general, bob, "one")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(alice)
+    assert _read(client, "general-chat", {"last_read_id": message_id}).status_code == 403
+    assert not ReadMarker.objects.exists()
+
+    # As the page does it: the room page sets the csrftoken cookie; its value goes back as
+    # X-CSRFToken.
+    assert client.get("/rooms/general-chat/").status_code == 200
+    token = client.cookies[settings.CSRF_COOKIE_NAME].value
+    wrong = _read(client, "general-chat", {"last_read_id": message_id}, HTTP_X_CSRFTOKEN="x" * 32)
+    assert wrong.status_code == 403
+    response = _read(client, "general-chat", {"last_read_id": message_id}, HTTP_X_CSRFTOKEN=token)
+    assert response.status_code == 200
+    assert _marker(alice, general) == message_id
+
+
+def test_room_page_carries_the_read_marker(logged_in, alice, bob, general):
+    response = logged_in.get("/rooms/general-chat/")
+    assert b'data-last-read-id=""' in response.content
+    assert b'data-read-url="/rooms/general-chat/read"' in response.content
+    message_id = _post(general, bob, "one")
+    services.mark_read(user=alice, room=general, message_id=message_id)
+    response = logged_in.get("/rooms/general-chat/")
+    assert f'data-last-read-id="{message_id}"'.encode() in response.content
+
+
+def _lobby_rooms(client, path: str = "/") -> dict[str, Any]:
+    response = client.get(path)
+    assert response.status_code == 200
+    return {room.slug: room for room in response.context["rooms"]}
+
+
+def test_lobby_counts_unread_messages_per_user(logged_in, client, alice, bob, general):
+    random = create_room("Random", bob)
+    quiet = create_room("Quiet", bob)
+    _post(general, alice, "mine are never unread")
+    first = _post(general, bob, "one")
+    gone = _post(general, bob, "two")
+    services.delete_message(room=general, message_id=gone, by=bob)  # a tombstone is not unread
+    _post(general, bob, "three")
+    _post(random, bob, "hello")
+
+    rooms = _lobby_rooms(logged_in)
+    # No marker: every live message by someone else.
+    assert {slug: room.unread for slug, room in rooms.items()} == {
+        "general-chat": 2,
+        "random": 1,
+        "quiet": 0,
+    }
+    page = logged_in.get("/").content.decode()
+    assert '<span class="unread-count">2</span>' in page
+    assert page.count('class="unread"') == 2
+
+    services.mark_read(user=alice, room=general, message_id=first)
+    assert _lobby_rooms(logged_in)["general-chat"].unread == 1
+    services.mark_read(user=alice, room=general, message_id=10**9)
+    assert _lobby_rooms(logged_in)["general-chat"].unread == 0
+    _post(general, bob, "four")
+    assert _lobby_rooms(logged_in)["general-chat"].unread == 1
+
+    # Bob's own view: alice's one message in General Chat, nothing of his own.
+    client.force_login(bob)
+    assert {slug: room.unread for slug, room in _lobby_rooms(client).items()} == {
+        "general-chat": 1,
+        "random": 0,
+        "quiet": 0,
+    }
+    assert quiet.pk
+
+
+def test_lobby_shows_last_activity(logged_in, alice, bob, general):
+    create_room("Quiet", bob)
+    _post(general, bob, "one")
+    latest = services.post_message(room=general, author=bob, body="two").message
+    rooms = _lobby_rooms(logged_in)
+    assert rooms["general-chat"].last_activity == latest.created
+    assert rooms["quiet"].last_activity is None
+    page = logged_in.get("/").content.decode()
+    assert "active just now" in page and "no messages yet" in page
+
+
+def test_lobby_searches_rooms_by_name(logged_in, alice):
+    for name in ("General Chat", "Random", "Release planning", "general support"):
+        create_room(name, alice)
+    assert set(_lobby_rooms(logged_in, "/?q=general")) == {"general-chat", "general-support"}
+    # Case-insensitive, anywhere in the name, surrounding spaces ignored.
+    assert set(_lobby_rooms(logged_in, "/?q=+PLAN+")) == {"release-planning"}
+    assert set(_lobby_rooms(logged_in, "/?q=")) == {
+        "general-chat",
+        "random",
+        "release-planning",
+        "general-support",
+    }
+    response = logged_in.get("/?q=<b>nothing</b>")
+    assert response.status_code == 200
+    assert response.context["rooms"] == []
+    page = response.content.decode()
+    assert "No room matches “&lt;b&gt;nothing&lt;/b&gt;”" in page
+    assert 'value="&lt;b&gt;nothing&lt;/b&gt;"' in page
+
+
+def test_lobby_uses_the_same_few_queries_however_many_rooms(logged_in, alice, bob):
+    def lobby_queries() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert logged_in.get("/").status_code == 200
+        return len(queries)
+
+    def add_rooms(first: int, count: int) -> None:
+        for n in range(first, first + count):
+            room = create_room(f"Room {n}", alice)
+            last = 0
+            for body in ("a", "b", "c"):
+                last = _post(room, bob, body)
+            if n % 2:
+                services.mark_read(user=alice, room=room, message_id=last - 1)
+
+    add_rooms(0, 1)
+    one = lobby_queries()
+    add_rooms(1, 9)
+    ten = lobby_queries()
+    assert ten == one, (one, ten)
+    # The session, the user, and one for every room with its unread count and last activity.
+    assert one <= 3, one
+    rooms = _lobby_rooms(logged_in)
+    assert [rooms[f"room-{n}"].unread for n in range(10)] == [3, 1] * 5
+
+
+def _set_online(room, *names: str, expired: tuple[str, ...] = ()) -> None:
+    import time
+
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    now = time.time()
+    mapping = {name: now + 45 for name in names} | {name: now - 5 for name in expired}
+    client.zadd(f"chat:presence:{room.pk}", mapping)
+    client.close()
+
+
+def test_lobby_shows_who_is_online_from_redis(logged_in, alice, bob, general):
+    create_room("Quiet", bob)
+    _set_online(general, "alice", "bob", expired=("carol",))
+    page = logged_in.get("/").content.decode()
+    assert '<span class="room-online some" data-count="2">2 online</span>' in page
+    assert '<span class="room-online" data-count="0">0 online</span>' in page
+
+
+def test_lobby_without_redis_shows_no_online_count(logged_in, settings, general):
+    settings.REDIS_URL = ""
+    page = logged_in.get("/").content.decode()
+    assert "online</span>" not in page
+    # Redis configured but down: the lobby still answers, without the count.
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    response = logged_in.get("/")
+    assert response.status_code == 200
+    assert "online</span>" not in response.content.decode()

@@ -21,6 +21,10 @@ const TYPING_SHOW_FOR = 4000;
 // Scroll distances in px: "at the bottom" tolerance, and how near the top loads older messages.
 const BOTTOM_SLACK = 48;
 const TOP_LOAD_AT = 200;
+// Consecutive messages by one author this close together show the author once.
+const GROUP_WITHIN = 5 * 60 * 1000;
+// The read marker goes to the server at most this often (ms).
+const READ_EVERY = 2000;
 
 const $ = (id) => document.getElementById(id);
 const list = $("messages");
@@ -36,6 +40,8 @@ const alerts = $("alerts");
 const connState = $("conn-state");
 const jumpButton = $("jump");
 const historyStatus = $("history-status");
+const composerHint = $("composer-hint");
+const hintText = composerHint.textContent;
 
 // --- state ------------------------------------------------------------------------------------
 
@@ -55,6 +61,19 @@ let pausedUntil = 0; // posts wait until then after a rate_limited answer
 let flushTimer = null;
 let editingId = null;
 let unseen = 0; // messages that arrived while the tab was hidden
+let stuck = true; // the view was at the bottom after the last change or scroll
+let positioned = false; // the first page of messages has been placed (at the bottom or the divider)
+
+// Read marker: the id of the latest message this user has seen here (null: never opened the room).
+const initialMark = root.dataset.lastReadId ? Number(root.dataset.lastReadId) : null;
+// The "new messages" divider goes before the first message by someone else after this id.
+let dividerMark = initialMark;
+let readWanted = initialMark ?? -1; // highest message id seen on this page
+let readSent = readWanted; // highest id the server has confirmed
+let readTimer = null;
+let readInFlight = false;
+let readLastAt = 0;
+let markWhenHidden = null; // readWanted when the tab was last hidden
 
 const shown = new Map(); // message id -> { msg, li }
 const pending = new Map(); // client_id -> { clientId, body, li, sentGen }
@@ -82,6 +101,24 @@ const timeFmt = new Intl.DateTimeFormat(undefined, { hour: "numeric", minute: "2
 const dayFmt = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short" });
 const yearFmt = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", year: "numeric" });
 const fullFmt = new Intl.DateTimeFormat(undefined, { dateStyle: "full", timeStyle: "long" });
+
+const weekdayFmt = new Intl.DateTimeFormat(undefined, { weekday: "long", day: "numeric", month: "long" });
+const weekdayYearFmt = new Intl.DateTimeFormat(undefined, {
+  weekday: "long", day: "numeric", month: "long", year: "numeric",
+});
+
+function dayKey(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
+}
+
+function dayLabel(date) {
+  const now = new Date();
+  const yesterday = new Date(now.getFullYear(), now.getMonth(), now.getDate() - 1);
+  if (dayKey(date) === dayKey(now)) return "Today";
+  if (dayKey(date) === dayKey(yesterday)) return "Yesterday";
+  return (date.getFullYear() === now.getFullYear() ? weekdayFmt : weekdayYearFmt).format(date);
+}
 
 function shortDate(date) {
   const now = new Date();
@@ -147,20 +184,198 @@ function scrollToBottom() {
   jumpButton.hidden = true;
 }
 
+// Where a row sits in the list's scrolled content (px from its top).
+function contentTop(node) {
+  return node.getBoundingClientRect().top - list.getBoundingClientRect().top + list.scrollTop;
+}
+
+// On opening the room: if the "new messages" divider would be above the view, start there.
+// While it sits on the first loaded message, the first new one may be older still: keep it in
+// view as older pages arrive (revealPending), until it stops on its real place.
+let revealPending = false;
+
+function revealDivider() {
+  const divider = list.querySelector(":scope > li.sep.new-divider");
+  revealPending = false;
+  if (!divider) return;
+  const top = Math.max(0, contentTop(divider) - 8);
+  if (top < list.scrollTop) {
+    list.scrollTop = top;
+    jumpButton.hidden = atBottom();
+  }
+  const firstRow = list.querySelector(":scope > li.message[data-id]");
+  revealPending = hasMore && divider.dataset.for === firstRow?.dataset.id;
+}
+
 // Run a DOM change and keep the view stuck to the bottom only if it already was there.
 // `live`: the change brought new messages; if the reader is scrolled up, offer a jump button.
-function mutate(change, { forceBottom = false, live = false } = {}) {
+// `toDivider`: the first page of the room; start at the divider rather than the bottom.
+function mutate(change, { forceBottom = false, live = false, toDivider = false } = {}) {
   const wasAtBottom = atBottom();
   change();
+  decorate();
   if (forceBottom || wasAtBottom) scrollToBottom();
   else if (live) jumpButton.hidden = false;
+  if (toDivider) revealDivider();
+  stuck = atBottom();
+  noteRead();
 }
 
 // Run a DOM change above the viewport without the view moving (history pages).
 function mutateAbove(change) {
   const fromBottom = list.scrollHeight - list.scrollTop;
   change();
+  decorate();
   list.scrollTop = list.scrollHeight - fromBottom;
+  stuck = atBottom();
+}
+
+// --- day separators, author groups and the "new messages" divider ------------------------------
+//
+// Derived from the stored messages after every change: separators (li.sep) sit right before the
+// row they belong to (data-for = its id). Ones still right are left alone, so the live region
+// does not announce them again.
+
+function sepKind(node) {
+  return node.classList.contains("day") ? "day" : "new-divider";
+}
+
+// The first of the separators right before `row` (or `row` itself).
+function runStart(row) {
+  let start = row;
+  while (start.previousElementSibling?.classList.contains("sep")) start = start.previousElementSibling;
+  return start;
+}
+
+function makeSep(kind, row, date) {
+  const li = el("li", `sep ${kind}`);
+  li.dataset.for = row.dataset.id;
+  if (kind === "day") {
+    const label = el("time", "sep-label", dayLabel(date));
+    label.dateTime = dayKey(date);
+    label.title = weekdayYearFmt.format(date);
+    li.append(label);
+  } else {
+    li.append(el("span", "sep-label", "New messages"));
+  }
+  return li;
+}
+
+function decorate() {
+  const want = new Map(); // row -> { kinds, date }
+  let lastDay = null;
+  let groupPrev = null; // the previous stored message, unless a system line came between
+  let dividerPlaced = false;
+  for (const node of list.children) {
+    if (node.classList.contains("system")) groupPrev = null;
+    if (!node.matches("li.message[data-id]")) continue;
+    const msg = shown.get(Number(node.dataset.id))?.msg;
+    if (!msg) continue;
+    const date = new Date(msg.created);
+    const kinds = [];
+    if (dayKey(date) !== lastDay) kinds.push("day");
+    if (!dividerPlaced && dividerMark !== null && msg.id > dividerMark && msg.author !== me &&
+        !msg.deleted) {
+      kinds.push("new-divider");
+      dividerPlaced = true;
+    }
+    const grouped = kinds.length === 0 && groupPrev !== null && groupPrev.msg.author === msg.author &&
+      date - groupPrev.date < GROUP_WITHIN;
+    node.classList.toggle("grouped", grouped);
+    want.set(node, { kinds, date });
+    lastDay = dayKey(date);
+    groupPrev = { msg, date };
+  }
+  // Drop separators that are no longer wanted where they are.
+  for (const sep of list.querySelectorAll(":scope > li.sep")) {
+    let row = sep.nextElementSibling;
+    while (row?.classList.contains("sep")) row = row.nextElementSibling;
+    const wanted = row && want.get(row);
+    if (!wanted || row.dataset.id !== sep.dataset.for || !wanted.kinds.includes(sepKind(sep))) {
+      sep.remove();
+    }
+  }
+  // Add the missing ones: a day line first, then the divider right before the row.
+  for (const [row, { kinds, date }] of want) {
+    if (!kinds.length) continue;
+    const have = new Set();
+    for (let p = row.previousElementSibling; p?.classList.contains("sep"); p = p.previousElementSibling) {
+      have.add(sepKind(p));
+    }
+    if (kinds.includes("day") && !have.has("day")) list.insertBefore(makeSep("day", row, date), runStart(row));
+    if (kinds.includes("new-divider") && !have.has("new-divider")) {
+      list.insertBefore(makeSep("new-divider", row, date), row);
+    }
+  }
+}
+
+// --- read marker ------------------------------------------------------------------------------
+
+// The latest stored message at least partly in view, while the tab is visible; null if none.
+function highestSeenId() {
+  if (document.visibilityState !== "visible") return null;
+  const rows = list.querySelectorAll(":scope > li.message[data-id]");
+  if (!rows.length) return isReady && !hasMore ? 0 : null;
+  const bottom = list.getBoundingClientRect().bottom - 16;
+  // Rows are in order down the list: binary search for the last one starting above the bottom.
+  let lo = 0;
+  let hi = rows.length - 1;
+  let found = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (rows[mid].getBoundingClientRect().top < bottom) {
+      found = mid;
+      lo = mid + 1;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return found < 0 ? null : Number(rows[found].dataset.id);
+}
+
+function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  if (match) return decodeURIComponent(match[1]);
+  return document.querySelector('input[name="csrfmiddlewaretoken"]')?.value || "";
+}
+
+// Something new may be in view: move the marker (sent at most every READ_EVERY ms).
+function noteRead() {
+  const id = highestSeenId();
+  if (id !== null && id > readWanted) readWanted = id;
+  scheduleRead();
+}
+
+function scheduleRead() {
+  if (readTimer !== null || readInFlight || readWanted <= readSent) return;
+  readTimer = setTimeout(sendRead, Math.max(0, readLastAt + READ_EVERY - Date.now()));
+}
+
+async function sendRead({ keepalive = false } = {}) {
+  clearTimeout(readTimer);
+  readTimer = null;
+  if (readWanted <= readSent) return;
+  const id = readWanted;
+  readLastAt = Date.now();
+  if (!keepalive) readInFlight = true;
+  try {
+    const response = await fetch(root.dataset.readUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      keepalive,
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken() },
+      body: JSON.stringify({ last_read_id: id }),
+    });
+    // A refusal (session ended, room gone) would be refused again: do not repeat it.
+    if (response.ok || (response.status >= 400 && response.status < 500)) {
+      readSent = Math.max(readSent, id);
+    }
+  } catch {
+    // Offline or the server is restarting: the next change in view tries again.
+  } finally {
+    if (!keepalive) readInFlight = false;
+  }
+  if (!keepalive) scheduleRead();
 }
 
 // --- messages ---------------------------------------------------------------------------------
@@ -222,7 +437,7 @@ function insertOrdered(li, id) {
   }
   for (const row of rows) {
     if (Number(row.dataset.id) > id) {
-      list.insertBefore(li, row);
+      list.insertBefore(li, runStart(row));
       return;
     }
   }
@@ -377,7 +592,7 @@ function settleLater(id) {
 function renderPending(body) {
   const li = el("li", "message own pending");
   const meta = el("div", "meta");
-  meta.append(el("span", "author", me || "you"), el("span", "status", "sending…"));
+  meta.append(el("span", "author", me || "you"), el("span", "status", isReady ? "sending…" : "waiting for connection…"));
   const text = el("div", "body");
   appendLinkified(text, body.trim());
   li.append(meta, text);
@@ -575,6 +790,16 @@ function renderConn() {
   else state = everReady || attempts > 0 ? "reconnecting" : "connecting";
   connState.dataset.state = state;
   connState.textContent = state;
+  // Posts still work while offline: they wait (marked pending) and go on reconnecting.
+  const offline = !isReady && !fatal;
+  composer.classList.toggle("offline", offline);
+  composerHint.textContent = offline
+    ? "Not connected · messages wait here and are sent when the connection is back"
+    : hintText;
+  for (const entry of pending.values()) {
+    const status = entry.li.querySelector(".status");
+    if (status) status.textContent = isReady ? "sending…" : "waiting for connection…";
+  }
 }
 
 function sendFrame(frame) {
@@ -675,7 +900,12 @@ const handlers = {
       // higher (ours may come from a database that no longer exists).
       cursor = frame.cursor;
       hasMore = frame.has_more;
-      mutate(() => resetMessages(frame.messages), { forceBottom: true });
+      const first = !positioned;
+      positioned = true;
+      mutate(() => {
+        resetMessages(frame.messages);
+        list.classList.toggle("complete", !hasMore);
+      }, { forceBottom: true, toDivider: first });
     } else {
       seeCursor(frame.cursor);
       // Here has_more speaks of messages we already hold: keep our own idea of it.
@@ -684,7 +914,6 @@ const handlers = {
         for (const msg of frame.messages) upsert(msg);
       }, { live: frame.messages.length > 0 });
     }
-    list.classList.toggle("complete", !hasMore);
     renderOnline(frame.online);
     renderConn();
     // Posts not yet confirmed go again with the same client_id: the server creates each once.
@@ -692,18 +921,22 @@ const handlers = {
     flushPending();
     if (Date.now() < pausedUntil) pausePosts((pausedUntil - Date.now()) / 1000);
     fillViewport();
+    noteRead();
   },
 
   message(frame) {
     seeCursor(frame.cursor);
     const msg = frame.message;
     const isNew = !shown.has(msg.id);
+    const unseenNew = isNew && msg.author !== me && document.hidden && !msg.deleted;
+    // The first message you miss while away: the divider moves to just before it.
+    if (unseenNew && unseen === 0 && markWhenHidden !== null) dividerMark = markWhenHidden;
     mutate(() => {
       if (frame.client_id && msg.author === me) removePending(frame.client_id);
       upsert(msg);
     }, { live: isNew });
     if (msg.author !== me && typers.has(msg.author)) setTyping(msg.author, false);
-    if (isNew && msg.author !== me && document.hidden) {
+    if (unseenNew) {
       unseen += 1;
       document.title = `(${unseen}) ${baseTitle}`;
     }
@@ -718,10 +951,15 @@ const handlers = {
     historyInFlight = false;
     historyStatus.hidden = true;
     hasMore = frame.has_more;
-    list.classList.toggle("complete", !hasMore);
     mutateAbove(() => {
+      // Inside: the "beginning of the room" line it adds above must not move the view either.
+      list.classList.toggle("complete", !hasMore);
       for (const msg of frame.messages) upsert(msg);
     });
+    if (revealPending) {
+      revealDivider();
+      stuck = atBottom();
+    }
     fillViewport();
   },
 
@@ -780,6 +1018,7 @@ function fillViewport() {
 list.addEventListener("scroll", () => {
   if (list.scrollTop < TOP_LOAD_AT) loadOlder();
   if (atBottom()) jumpButton.hidden = true;
+  noteRead();
 }, { passive: true });
 
 jumpButton.addEventListener("click", () => {
@@ -791,19 +1030,41 @@ document.addEventListener("visibilitychange", () => {
   if (!document.hidden) {
     unseen = 0;
     document.title = baseTitle;
+    noteRead();
+  } else {
+    markWhenHidden = readWanted;
   }
 });
 
+// Leaving the page: what was seen and not yet confirmed goes now (keepalive outlives the page).
+window.addEventListener("pagehide", () => {
+  if (readWanted > readSent) sendRead({ keepalive: true });
+});
+
 // A resized window (phone keyboard opening) should not lose the bottom of the conversation.
-let wasAtBottom = true;
-list.addEventListener("scroll", () => { wasAtBottom = atBottom(); }, { passive: true });
+list.addEventListener("scroll", () => { stuck = atBottom(); }, { passive: true });
 new ResizeObserver(() => {
-  if (wasAtBottom) list.scrollTop = list.scrollHeight;
+  if (stuck) list.scrollTop = list.scrollHeight;
 }).observe(list);
 
+// Skip links: put the keyboard focus where they point (and keep a phone's view steady).
+for (const link of document.querySelectorAll(".skip-link")) {
+  const target = document.querySelector(link.getAttribute("href"));
+  if (!target) continue;
+  link.addEventListener("click", (event) => {
+    event.preventDefault();
+    target.focus();
+  });
+}
+
 // For the browser tests.
-window.chatDebug = { cursor: () => cursor };
+window.chatDebug = { cursor: () => cursor, readSent: () => readSent };
 
 composerChanged();
 renderConn();
+// With a mouse and keyboard, start in the composer as chat apps do (on a touch screen that would
+// pop the keyboard up over the conversation).
+if (matchMedia("(hover: hover) and (pointer: fine)").matches && document.activeElement === document.body) {
+  input.focus({ preventScroll: true });
+}
 connect();
