@@ -70,7 +70,8 @@ def _sockets_key(user_id: int) -> str:
     return f"chat:sockets:{user_id}"
 
 
-def _room_key(room_id: int) -> str:
+def presence_key(room_id: int) -> str:
+    """The room's presence set: username -> expiry of their latest connection."""
     return f"chat:presence:{room_id}"
 
 
@@ -104,14 +105,14 @@ class RedisState:
         now = time.time()
         ttl = settings.CHAT_PRESENCE_TTL
         first = await self._join(
-            keys=[_room_key(room_id), _user_key(room_id, username)],
+            keys=[presence_key(room_id), _user_key(room_id, username)],
             args=[username, conn_id, now, now + ttl, ttl * 4],
         )
         return bool(first)
 
     async def leave(self, room_id: int, username: str, conn_id: str) -> bool:
         last = await self._leave(
-            keys=[_room_key(room_id), _user_key(room_id, username)],
+            keys=[presence_key(room_id), _user_key(room_id, username)],
             args=[username, conn_id, time.time()],
         )
         return bool(last)
@@ -126,25 +127,25 @@ class RedisState:
                 pipe.expire(_sockets_key(user_id), ttl)
                 pipe.zadd(_user_key(room_id, username), {conn_id: expiry})
                 pipe.expire(_user_key(room_id, username), ttl)
-                pipe.zadd(_room_key(room_id), {username: expiry}, gt=True)
-                pipe.expire(_room_key(room_id), ttl)
+                pipe.zadd(presence_key(room_id), {username: expiry}, gt=True)
+                pipe.expire(presence_key(room_id), ttl)
             await pipe.execute()
 
     async def sweep(self, room_id: int) -> list[str]:
         """Users whose every connection expired (their server died): the ones this call removed."""
         now = time.time()
         gone = []
-        for raw in await self.client.zrangebyscore(_room_key(room_id), "-inf", now):
+        for raw in await self.client.zrangebyscore(presence_key(room_id), "-inf", now):
             username = raw.decode()
             if await self._leave(
-                keys=[_room_key(room_id), _user_key(room_id, username)],
+                keys=[presence_key(room_id), _user_key(room_id, username)],
                 args=[username, "", now],
             ):
                 gone.append(username)
         return gone
 
     async def online(self, room_id: int) -> list[str]:
-        names = await self.client.zrangebyscore(_room_key(room_id), time.time(), "+inf")
+        names = await self.client.zrangebyscore(presence_key(room_id), time.time(), "+inf")
         return sorted(name.decode() for name in names)
 
     async def hit(self, key: str, limit: int, window: float) -> float:

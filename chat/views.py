@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from . import services
 from .forms import RoomForm
 from .models import Message, ReadMarker, Room
+from .shared_state import presence_key
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def online_counts(room_ids: list[int]) -> dict[int, int] | None:
     try:
         pipe = _redis(settings.REDIS_URL).pipeline(transaction=False)
         for room_id in room_ids:
-            pipe.zcount(f"chat:presence:{room_id}", now, "+inf")
+            pipe.zcount(presence_key(room_id), now, "+inf")
         counts = pipe.execute()
     except Exception as error:
         logger.warning("lobby: presence unavailable: %s", error)
@@ -169,13 +170,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 def _channel_layer_ok() -> bool:
     if not settings.REDIS_URL:
         return True
-    import redis
-
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        return bool(client.ping())
-    finally:
-        client.close()
+    return bool(_redis(settings.REDIS_URL).ping())
 
 
 @never_cache
