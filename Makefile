@@ -57,3 +57,12 @@ env:
 
 clean:
 	rm -rf $(VENV) staticfiles test-db.sqlite3*
+
+# The fan-out benchmark (issue 9): ours, the tutorial consumer and a raw websockets server through
+# scenarios A-E, about 15 minutes on 2 cores; writes docs/performance.md and docs/performance.png.
+# Ours runs on the PostgreSQL in DATABASE_URL (a database of its own, dropped after), else on a
+# temporary SQLite file. BENCH_ARGS="--scenarios A,C" runs a subset.
+.PHONY: bench
+bench: $(BIN)/daphne
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)

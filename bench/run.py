@@ -1,0 +1,522 @@
+"""`python -m bench`: run the scenarios against the three peers and write the report.
+
+For each scenario the peers run back to back (ours, the tutorial consumer, the raw server), each
+with a redis-server and server processes of its own, started and stopped here, on 127.0.0.1.
+"""
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from .loadgen import Load, Target
+from .servers import (
+    PYTHON,
+    ROOT,
+    SITE_SECRET,
+    Database,
+    Nginx,
+    Ours,
+    Raw,
+    Redis,
+    Site,
+    Tutorial,
+    machine,
+    open_sockets,
+    raise_open_files,
+)
+
+PEERS = ("ours", "tutorial", "raw")
+
+
+@dataclass(frozen=True)
+class Ladder:
+    """Step the rate up until a step misses p99 ≤ limit with no loss, then bisect."""
+
+    start: float
+    step: float = 5.0  # seconds of posting per step
+    drain: float = 3.0
+    factor: float = 1.5
+    bisections: int = 2
+    max_steps: int = 12
+    p99_limit_ms: float = 100.0
+
+
+@dataclass(frozen=True)
+class Spec:
+    key: str
+    title: str
+    receivers: int
+    senders: int
+    rate: float | None = None  # a fixed-rate phase, when set
+    duration: float = 10.0
+    drain: float = 8.0
+    ladder: Ladder | None = None  # a saturation search (after the fixed phase, if any)
+    peers: tuple[str, ...] = PEERS
+    processes: tuple[int, ...] = (1,)  # our daphne processes (behind nginx when `nginx`)
+    nginx: bool = False
+    memory: bool = False  # report idle RSS per socket (scenario D)
+    time_limit: float = 300.0  # seconds for one peer's run, connect to close
+
+
+STANDARD = [
+    Spec("A", "100 receivers, 20 msg/s", receivers=100, senders=6, rate=20, duration=10),
+    Spec(
+        "B",
+        "1,000 receivers, 5 msg/s (then the rate stepped up for the saturation point)",
+        receivers=1000,
+        senders=6,
+        rate=5,
+        duration=15,
+        memory=True,
+        ladder=Ladder(start=7.5, step=4, max_steps=5, bisections=1),
+    ),
+    Spec(
+        "C",
+        "highest rate at 100 receivers with p99 ≤ 100 ms and no loss",
+        receivers=100,
+        senders=6,
+        ladder=Ladder(start=20),
+    ),
+    Spec(
+        "E",
+        "scenario C through nginx over 1, 2 and 3 of our daphne processes",
+        receivers=100,
+        senders=6,
+        ladder=Ladder(start=30),
+        peers=("ours",),
+        processes=(1, 2, 3),
+        nginx=True,
+    ),
+]
+
+SMOKE = [
+    Spec(
+        "A",
+        "smoke: 10 receivers, 10 msg/s for 2 s",
+        receivers=10,
+        senders=2,
+        rate=10,
+        duration=2,
+        drain=3,
+        memory=True,
+        time_limit=45,
+    )
+]
+
+
+class Noise:
+    """This machine is shared. Other processes' CPU can only make a phase look worse, so a
+    phase is run again (after waiting, at most 20 s, for a quieter moment) only when others used
+    more than `limit` of a core during it and it failed (rate steps) or it is a reported fixed
+    phase; until the run's budget of seconds for waiting and repeating is spent."""
+
+    def __init__(self, budget: float, limit: float = 0.4) -> None:
+        self.left = budget
+        self.limit = limit
+        self.repeats = 0
+
+    async def run(
+        self,
+        load: Load,
+        rate: float,
+        duration: float,
+        drain: float,
+        *,
+        judge=None,
+        attempts: int = 3,
+        **kw,
+    ) -> dict:
+        result = await load.run(rate, duration, drain, **kw)
+        attempt = 1
+        while (
+            attempt < attempts
+            and self.left > 0
+            and result["other_cpu_percent"] > 100 * self.limit
+            and (judge is None or not judge(result))
+        ):
+            started = time.monotonic()
+            await load.settle(quiet=0.5, timeout=15)
+            await load.quiet_machine(limit=self.limit * 0.75, max_wait=min(20, self.left))
+            result = await load.run(rate, duration, drain, **kw)
+            attempt += 1
+            self.repeats += 1
+            self.left -= time.monotonic() - started
+        result["attempt"] = attempt
+        return result
+
+
+def passes(result: dict[str, Any], ladder: Ladder) -> bool:
+    return result["lost"] == 0 and not result["refused"] and result["p99_ms"] <= ladder.p99_limit_ms
+
+
+async def saturate(
+    load: Load, noise: Noise, ladder: Ladder, known: dict | None = None
+) -> dict[str, Any]:
+    """The highest passing rate: xfactor up from `start` (or ÷2 down while failing), then
+    `bisections` geometric bisections between the best pass and the first failure."""
+    steps: list[dict] = []
+    best = fail = None
+
+    def judge(result: dict) -> bool:
+        return passes(result, ladder)
+
+    rate = ladder.start
+    if known is not None:  # a fixed phase that already ran at the same receivers
+        steps.append(known)
+        if passes(known, ladder):
+            best = known
+            rate = max(ladder.start, known["rate"] * ladder.factor)
+        else:
+            fail = known
+            rate = known["rate"] / 2
+    while len(steps) < ladder.max_steps and rate >= 0.5:
+        result = await noise.run(load, rate, ladder.step, ladder.drain, judge=judge)
+        steps.append(result)
+        await load.settle(quiet=0.5, timeout=15)
+        if passes(result, ladder):
+            best = result
+            if fail is not None:
+                break
+            rate *= ladder.factor
+        else:
+            fail = result
+            if best is not None:
+                break
+            rate /= 2
+    for _ in range(ladder.bisections):
+        if best is None or fail is None or fail["rate"] / best["rate"] < 1.08:
+            break
+        rate = round(math.sqrt(best["rate"] * fail["rate"]), 1)
+        result = await noise.run(load, rate, ladder.step, ladder.drain, judge=judge)
+        steps.append(result)
+        await load.settle(quiet=0.5, timeout=15)
+        if passes(result, ladder):
+            best = result
+        elif result["rate"] < fail["rate"]:
+            fail = result
+    return {"best": best, "first_fail": fail, "steps": steps}
+
+
+async def drive(target: Target, spec: Spec, noise: Noise) -> dict[str, Any]:
+    """Connect, measure idle memory, post, and step the rate, on one set of server processes."""
+    load = Load(target)
+    result: dict[str, Any] = {}
+    try:
+        await load.open_senders(spec.senders)
+        await load.settle(quiet=0.5, timeout=10)
+        result["rss_base_kib"] = load.server_rss()
+        result["connect"] = await load.open_receivers(spec.receivers)
+        result["settle_s"] = await load.settle(quiet=1.0, timeout=60)
+        result["rss_idle_kib"] = load.server_rss()
+        result["per_socket_kib"] = round(
+            (result["rss_idle_kib"] - result["rss_base_kib"]) / spec.receivers, 1
+        )
+        result["sockets_per_process"] = [
+            open_sockets(pid) for pid in target.server_pids
+        ]  # listeners, Redis and database connections included
+        known = None
+        if spec.rate is not None:
+            known = await noise.run(
+                load, spec.rate, spec.duration, spec.drain, attempts=2, keep_latencies=True
+            )
+            result["fixed"] = known
+            await load.settle(quiet=0.5, timeout=15)
+        if spec.ladder is not None:
+            result["ladder"] = await saturate(load, noise, spec.ladder, known)
+        result["frames_without_mark"] = load.frames_other
+        result["stale_frames"] = load.stale
+        result["sockets_closed_by_server"] = load.closed
+    finally:
+        await load.close()
+    return result
+
+
+class Profiler:
+    """py-spy record attached to a running server process (raw collapsed stacks)."""
+
+    def __init__(self, pid: int, path: Path) -> None:
+        binary = Path(PYTHON).parent / "py-spy"
+        self.process = subprocess.Popen(
+            [
+                str(binary),
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--output",
+                str(path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Bench:
+    def __init__(
+        self,
+        specs: list[Spec],
+        *,
+        profile_dir: Path | None,
+        noise_budget: float,
+        variant: str = "",
+        log=print,
+    ) -> None:
+        self.specs = specs
+        self.variant = variant
+        self.noise = Noise(noise_budget)
+        self.profile_dir = profile_dir
+        self.log = log
+        receivers = max(s.receivers + s.senders for s in specs)
+        self.rooms = [f"{s.key}{n}" for s in specs for n in s.processes]
+        self.database = Database(os.environ.get("DATABASE_URL"))
+        seed_env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": SITE_SECRET,
+            "DATABASE_URL": self.database.url,
+        }
+        seed_env.pop("REDIS_URL", None)
+        started = time.monotonic()
+        out = subprocess.run(
+            [PYTHON, "-m", "bench.seed", "--users", str(receivers), "--rooms", *self.rooms],
+            cwd=ROOT,
+            env=seed_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"seeding failed:\n{out.stdout}\n{out.stderr}")
+        self.seed = json.loads(out.stdout)
+        self.log(
+            f"seeded {receivers} users and {len(self.rooms)} rooms in {self.database.kind} "
+            f"({time.monotonic() - started:.1f} s)"
+        )
+
+    def close(self) -> None:
+        self.database.drop()
+
+    def run_one(self, spec: Spec, peer: str, processes: int) -> dict[str, Any]:
+        redis = Redis().start()
+        servers: list = []
+        nginx = None
+        profilers: list[Profiler] = []
+        try:
+            if peer == "ours":
+                site = Site(self.database, redis.url, {})
+                servers = [Ours(site, self.variant) for _ in range(processes)]
+                for server in servers:
+                    server.start()
+                port = servers[0].port
+                helpers = [redis.pid]
+                if spec.nginx:
+                    nginx = Nginx().start([s.port for s in servers])
+                    port = nginx.port
+                    helpers += [nginx.pid, *nginx.worker_pids()]
+                slug = self.seed["rooms"][f"{spec.key}{processes}"]
+                target = Target(
+                    peer,
+                    f"ws://127.0.0.1:{port}/ws/rooms/{slug}/",
+                    f"http://127.0.0.1:{port}",
+                    [s.pid for s in servers],
+                    helpers,
+                    cookies=self.seed["cookies"],
+                    cookie_name=self.seed["cookie_name"],
+                    ready_frame=True,
+                )
+                if self.profile_dir is not None:
+                    self.profile_dir.mkdir(parents=True, exist_ok=True)
+                    for i, server in enumerate(servers):
+                        path = self.profile_dir / f"{spec.key}-x{processes}-{i}.txt"
+                        profilers.append(Profiler(server.pid, path))
+            elif peer == "tutorial":
+                servers = [Tutorial(redis.url).start()]
+                port = servers[0].port
+                target = Target(
+                    peer,
+                    f"ws://127.0.0.1:{port}/ws/chat/{spec.key}/",
+                    f"http://127.0.0.1:{port}",
+                    [servers[0].pid],
+                    [redis.pid],
+                )
+            else:
+                servers = [Raw().start()]
+                port = servers[0].port
+                target = Target(
+                    peer,
+                    f"ws://127.0.0.1:{port}/ws/chat/{spec.key}/",
+                    f"http://127.0.0.1:{port}",
+                    [servers[0].pid],
+                )
+            started = time.monotonic()
+            result = asyncio.run(asyncio.wait_for(drive(target, spec, self.noise), spec.time_limit))
+            result["seconds"] = round(time.monotonic() - started, 1)
+            dead = [s.name for s in servers if s.process.poll() is not None]
+            if dead:
+                raise RuntimeError(f"server exited during the run: {dead}")
+            return result
+        except Exception as error:
+            logs = "\n".join(s.output(2000) for s in servers)
+            return {"error": f"{type(error).__name__}: {error}", "log": logs[-3000:]}
+        finally:
+            for profiler in profilers:
+                profiler.stop()
+            if nginx is not None:
+                nginx.stop()
+            for server in servers:
+                server.stop()
+            redis.stop()
+
+    def run(self) -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        for spec in self.specs:
+            runs: dict[str, Any] = {}
+            for processes in spec.processes:
+                for peer in spec.peers:
+                    name = peer if not spec.nginx else f"{peer} x{processes}"
+                    self.log(f"[{spec.key}] {name}: {spec.title} ...")
+                    started = time.monotonic()
+                    runs[name] = self.run_one(spec, peer, processes)
+                    runs[name]["processes"] = processes
+                    self.log(f"[{spec.key}] {name}: {brief(runs[name])}")
+                    self.log(f"    ({time.monotonic() - started:.0f} s)")
+            results[spec.key] = {"spec": asdict(spec), "runs": runs}
+        return results
+
+
+def brief(run: dict[str, Any]) -> str:
+    if "error" in run:
+        return f"ERROR {run['error']}"
+    parts = [f"connect {run['connect']['seconds']} s", f"{run['per_socket_kib']} KiB/socket"]
+    if "fixed" in run:
+        f = run["fixed"]
+        parts.append(
+            f"{f['deliveries_per_s']}/s p50 {f['p50_ms']} p99 {f['p99_ms']} ms "
+            f"lost {f['lost']} dup {f['duplicates']}"
+        )
+    if "ladder" in run and run["ladder"]["best"]:
+        b = run["ladder"]["best"]
+        parts.append(f"saturation {b['rate']} msg/s = {b['deliveries_per_s']}/s p99 {b['p99_ms']}")
+    return "; ".join(parts)
+
+
+def versions() -> dict[str, str]:
+    found = {"python": sys.version.split()[0]}
+    for name in ("Django", "channels", "daphne", "channels-redis", "websockets", "Twisted"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "?"
+    commands = {"redis-server": ["redis-server", "--version"], "nginx": ["/usr/sbin/nginx", "-v"]}
+    for name, command in commands.items():
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=10)
+            found[name] = (out.stdout + out.stderr).strip().split("\n")[0]
+        except OSError:
+            found[name] = "?"
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny run of scenario A only")
+    parser.add_argument("--scenarios", help="comma-separated subset, e.g. A,C")
+    parser.add_argument("--peers", help="comma-separated subset of ours,tutorial,raw")
+    parser.add_argument("--json", type=Path, help="where to write the raw results")
+    parser.add_argument("--docs", type=Path, help="write performance.md and .png into this dir")
+    parser.add_argument("--report-only", type=Path, help="re-render docs from a results file")
+    parser.add_argument("--profile", type=Path, help="py-spy record our servers into this dir")
+    parser.add_argument(
+        "--ours-variant",
+        default="",
+        help="experiment: bench/variants.py patches for daphne (uvloop,fastsend,directwrite) "
+        "or uvicorn[+uvloop]",
+    )
+    args = parser.parse_args(argv)
+
+    from . import report
+
+    if args.report_only:
+        data = json.loads(args.report_only.read_text())
+        report.write(data, args.docs or ROOT / "docs")
+        return 0
+
+    specs = SMOKE if args.smoke else STANDARD
+    if args.scenarios:
+        wanted = set(args.scenarios.upper().split(","))
+        specs = [s for s in specs if s.key in wanted]
+    if args.peers:
+        peers = tuple(p for p in PEERS if p in args.peers.split(","))
+        specs = [replace(s, peers=tuple(p for p in s.peers if p in peers)) for s in specs]
+        specs = [s for s in specs if s.peers]
+    if not specs:
+        parser.error("no scenario left to run")
+    if not args.smoke and args.json is None:
+        args.json = ROOT / "bench" / "results" / "latest.json"
+    if not args.smoke and args.docs is None:
+        args.docs = ROOT / "docs"
+
+    open_files = raise_open_files()
+    started = time.monotonic()
+    data: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "load_average_before": os.getloadavg(),
+        "open_files_limit": open_files,
+        "versions": versions(),
+        "smoke": args.smoke,
+        "ours_variant": args.ours_variant,
+    }
+    bench = Bench(
+        specs,
+        profile_dir=args.profile,
+        noise_budget=0 if args.smoke else 200,
+        variant=args.ours_variant,
+    )
+    try:
+        data["database"] = bench.database.kind
+        data["scenarios"] = bench.run()
+    except Exception:
+        traceback.print_exc()
+        raise
+    finally:
+        bench.close()
+    data["seconds"] = round(time.monotonic() - started, 1)
+    data["noise_repeats"] = bench.noise.repeats
+    data["noise_budget_left"] = round(bench.noise.left, 1)
+    data["load_average_after"] = os.getloadavg()
+    print(f"bench finished in {data['seconds']} s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    if args.docs:
+        for path in report.write(data, args.docs):
+            print(f"wrote {path}")
+    runs = [run for scenario in data["scenarios"].values() for run in scenario["runs"].values()]
+    return 0 if all("error" not in run for run in runs) else 1

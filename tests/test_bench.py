@@ -1,0 +1,52 @@
+"""A smoke run of the fan-out bench (bench/, issue 9), so it cannot rot.
+
+All three peers, ten receivers, two seconds of posting: the bench starts its own redis-server,
+servers and database (DATABASE_URL's PostgreSQL when set), and must report sane numbers.
+"""
+
+import json
+import subprocess
+import sys
+import time
+
+from tests.conftest import ROOT, need
+
+RECEIVERS = 10
+
+
+def test_a_tiny_bench_run_of_all_three_peers_reports_sane_numbers(tmp_path):
+    need("redis-server", "redis-server")
+    results = tmp_path / "results.json"
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(results), "--docs", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=55,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert time.monotonic() - started < 55
+
+    data = json.loads(results.read_text())
+    runs = data["scenarios"]["A"]["runs"]
+    assert list(runs) == ["ours", "tutorial", "raw"]
+    for peer, result in runs.items():
+        assert "error" not in result, (peer, result)
+        assert result["connect"]["sockets"] == RECEIVERS
+        assert result["rss_base_kib"] > 0 and result["rss_idle_kib"] > 0
+        fixed = result["fixed"]
+        assert fixed["sent"] == 20 and fixed["receivers"] == RECEIVERS, (peer, fixed)
+        assert fixed["delivered"] > 0 and fixed["deliveries_per_s"] > 0, (peer, fixed)
+        assert 0 < fixed["p50_ms"] <= fixed["p99_ms"] <= fixed["max_ms"] < 10_000, (peer, fixed)
+        assert fixed["server_cpu_us_per_delivery"] > 0
+        assert len(fixed["latency_percentiles_ms"]) == 103
+
+    ours = runs["ours"]["fixed"]
+    # Every post stored and fanned out: each receiver got each message exactly once.
+    assert ours["lost"] == 0 and ours["duplicates"] == 0 and not ours["refused"], ours
+    assert ours["delivered"] == ours["sent"] * RECEIVERS
+    assert runs["ours"]["sockets_closed_by_server"] == 0
+
+    report = (tmp_path / "performance.md").read_text()
+    assert "## A:" in report and "ours ÷ tutorial" in report
