@@ -325,7 +325,7 @@ def scenario_e(runs: dict[str, dict]) -> str:
             "p50 / p99 (ms)",
             "daphne CPU (% of a core, all)",
             "nginx + Redis CPU (%)",
-            "sockets held per process",
+            "open sockets per process (clients, Redis, database)",
             "first failing step",
         ],
         rows,
@@ -373,6 +373,9 @@ def scenario_d(runs: dict[str, dict], receivers: int) -> str:
 def write_markdown(data: dict, path: Path) -> None:
     s = data["scenarios"]
     v = data["versions"]
+    layer = {"core": "RedisChannelLayer", "pubsub": "RedisPubSubChannelLayer"}[
+        data.get("tutorial_layer", "core")
+    ]
     out = [
         "# Performance: fan-out against the peers",
         "",
@@ -398,7 +401,7 @@ def write_markdown(data: dict, path: Path) -> None:
         "`REDIS_URL`, `--websocket-max-message-size 2097152`, `CHAT_RATE_LIMIT_POSTS` raised); "
         "**tutorial** (`bench/tutorial/`: the Channels tutorial consumer in daphne, "
         "`group_send` per message to a group holding every socket's channel, "
-        "`RedisChannelLayer` with its defaults, no database, no auth); **raw websockets** "
+        f"`{layer}` with its defaults, no database, no auth); **raw websockets** "
         "(`bench/raw_server.py`: one `websockets` process that serializes each message once "
         "and writes it to every socket: the ceiling for one Python process).",
         "",
@@ -430,6 +433,8 @@ def write_markdown(data: dict, path: Path) -> None:
         "connected, after the receivers connected and the server went idle (D: the difference "
         "per socket), and the maximum sampled under load. **CPU** is utime + stime from "
         "`/proc/<pid>/stat`; CPU per delivery is the least noise-sensitive figure here.",
+        "- **Ratio columns** divide ours by the peer: above 1 is better for deliveries/s, below 1 "
+        "is better for CPU, time and memory.",
         "",
     ]
     if "A" in s:
@@ -540,6 +545,14 @@ def write_plot(data: dict, path: Path) -> None:
             )
             for x, y in points:
                 ax.annotate(f"{y:,.0f}", (x, y), textcoords="offset points", xytext=(5, 5))
+    missing = [
+        f"{NAMES[peer]}: no rate passed at {s[key]['spec']['receivers']:,} receivers"
+        for key in ("C", "B")
+        for peer, run in s.get(key, {}).get("runs", {}).items()
+        if "ladder" in run and not best(run)
+    ]
+    if missing:
+        ax.text(0.02, 0.02, "\n".join(missing), transform=ax.transAxes, fontsize=9)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("receivers in the room (log scale)")

@@ -283,10 +283,12 @@ class Bench:
         profile_dir: Path | None,
         noise_budget: float,
         variant: str = "",
+        tutorial_layer: str = "core",
         log=print,
     ) -> None:
         self.specs = specs
         self.variant = variant
+        self.tutorial_layer = tutorial_layer
         self.noise = Noise(noise_budget)
         self.profile_dir = profile_dir
         self.log = log
@@ -301,6 +303,13 @@ class Bench:
             "DATABASE_URL": self.database.url,
         }
         seed_env.pop("REDIS_URL", None)
+        try:
+            self._seed(seed_env, receivers)
+        except BaseException:
+            self.database.drop()
+            raise
+
+    def _seed(self, seed_env: dict[str, str], receivers: int) -> None:
         started = time.monotonic()
         out = subprocess.run(
             [PYTHON, "-m", "bench.seed", "--users", str(receivers), "--rooms", *self.rooms],
@@ -355,7 +364,7 @@ class Bench:
                         path = self.profile_dir / f"{spec.key}-x{processes}-{i}.txt"
                         profilers.append(Profiler(server.pid, path))
             elif peer == "tutorial":
-                servers = [Tutorial(redis.url).start()]
+                servers = [Tutorial(redis.url, self.tutorial_layer).start()]
                 port = servers[0].port
                 target = Target(
                     peer,
@@ -457,6 +466,12 @@ def main(argv: list[str] | None = None) -> int:
         help="experiment: bench/variants.py patches for daphne (uvloop,fastsend,directwrite) "
         "or uvicorn[+uvloop]",
     )
+    parser.add_argument(
+        "--tutorial-layer",
+        choices=("core", "pubsub"),
+        default="core",
+        help="the tutorial peer's channel layer: RedisChannelLayer (default) or the pub/sub one",
+    )
     args = parser.parse_args(argv)
 
     from . import report
@@ -491,12 +506,14 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions(),
         "smoke": args.smoke,
         "ours_variant": args.ours_variant,
+        "tutorial_layer": args.tutorial_layer,
     }
     bench = Bench(
         specs,
         profile_dir=args.profile,
         noise_budget=0 if args.smoke else 200,
         variant=args.ours_variant,
+        tutorial_layer=args.tutorial_layer,
     )
     try:
         data["database"] = bench.database.kind

@@ -111,7 +111,7 @@ def tracemalloc() -> None:
     import signal
     import tracemalloc as _tracemalloc
 
-    _tracemalloc.start(8)
+    _tracemalloc.start(4)
     path = os.environ.get("BENCH_TRACEMALLOC", "/tmp/bench-tracemalloc")
     count = [0]
 
