@@ -12,6 +12,19 @@ from . import services
 from .models import Message, ModerationAction, Room, RoomRestriction
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows that are read here, never added, edited or deleted (changes go through services)."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "created_by", "created", "cursor"]
@@ -43,7 +56,10 @@ class StateFilter(admin.SimpleListFilter):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ReadOnlyAdmin):
+    # Read-only: the change view is a page where moderators may read hidden text, and deleting
+    # is replaced by hiding, so a row never vanishes without live sockets learning of it.
+
     list_display = ["id", "room", "author", "short_body", "created", "state", "restrict_author"]
     list_select_related = ["room", "author", "deleted_by"]
     list_filter = [StateFilter, "room", "created"]
@@ -85,17 +101,6 @@ class MessageAdmin(admin.ModelAdmin):
             obj.room_id,
             obj.author_id,
         )
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        # The change view is a read-only page for moderators (they may read hidden text).
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        # Deleting is replaced by hiding: a row never vanishes without live sockets learning.
-        return False
 
     def has_moderate_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("chat.moderate_message")
@@ -177,18 +182,11 @@ class RoomRestrictionAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModerationAction)
-class ModerationActionAdmin(admin.ModelAdmin):
+class ModerationActionAdmin(ReadOnlyAdmin):
+    # The audit log: readable, never editable.
+
     list_display = ["at", "actor", "action", "room", "target", "message", "reason"]
     list_select_related = ["actor", "room", "target", "message"]
     list_filter = ["action", "room"]
     search_fields = ["actor__username", "target__username", "reason"]
     date_hierarchy = "at"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
