@@ -39,7 +39,9 @@ def test_a_tiny_bench_run_of_all_three_peers_reports_sane_numbers(tmp_path):
         assert fixed["sent"] == 20 and fixed["receivers"] == RECEIVERS, (peer, fixed)
         assert fixed["delivered"] > 0 and fixed["deliveries_per_s"] > 0, (peer, fixed)
         assert 0 < fixed["p50_ms"] <= fixed["p99_ms"] <= fixed["max_ms"] < 10_000, (peer, fixed)
-        assert fixed["server_cpu_us_per_delivery"] > 0
+        # CPU comes from /proc in 10 ms ticks: a two-second smoke run of the raw server can use
+        # less than one, so only its presence and sign are checked here.
+        assert fixed["server_cpu_us_per_delivery"] >= 0
         assert len(fixed["latency_percentiles_ms"]) == 103
 
     ours = runs["ours"]["fixed"]
