@@ -65,7 +65,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.close(code=Close.BANNED)
             return
         self.user = user
-        self.session_key = self.scope["session"].session_key
+        self.session_key = self.scope["session_key"]
         self.username = user.get_username()
         self.conn_id = uuid.uuid4().hex
         self.room = room

@@ -10,12 +10,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 # Build Django's app first: it loads the apps that the WebSocket routing imports.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from chat.routing import websocket_urlpatterns  # noqa: E402
-from chat.security import SameOriginValidator  # noqa: E402
+from chat.security import WebSocketGate  # noqa: E402
 
 if not settings.REDIS_URL:
     logging.getLogger("chatsite").warning(
@@ -25,7 +24,8 @@ if not settings.REDIS_URL:
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        # Origins are compared as scheme, host and port (see chat/security.py).
-        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Same origin (scheme, host and port), then the session's user: chat/security.py.
+        "websocket": WebSocketGate(URLRouter(websocket_urlpatterns)),
     }
 )
+
