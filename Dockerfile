@@ -26,10 +26,8 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/app/docker/healthcheck.py"]
 ENTRYPOINT ["/app/docker/entrypoint.sh"]
+# daphne, through chatsite/serve.py as everywhere (uvloop, the frame limit, the application).
 # --proxy-headers: the client's address from nginx's X-Forwarded-For. -v 0: daphne's own access
 # log is plain text; the site logs requests and WebSocket connections as JSON lines itself
-# (chatsite/logging.py). The frame limit is `make run`'s: daphne applies it to frames both ways,
-# so it is above the largest replay (CHAT_MAX_REPLAY_BYTES); the consumer refuses incoming
-# frames over CHAT_MAX_FRAME_BYTES (64 KiB) itself.
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "-v", "0", \
-     "--websocket-max-message-size", "2097152", "chatsite.asgi:application"]
+# (chatsite/logging.py).
+CMD ["python", "-m", "chatsite.serve", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", "-v", "0"]

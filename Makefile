@@ -18,7 +18,7 @@ $(BIN)/daphne: pyproject.toml
 run: export DJANGO_DEBUG ?= 1
 run: $(BIN)/daphne
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/daphne -b $(HOST) -p $(PORT) --websocket-max-message-size 2097152 chatsite.asgi:application
+	$(BIN)/python -m chatsite.serve -b $(HOST) -p $(PORT)
 
 migrate: export DJANGO_DEBUG ?= 1
 migrate: $(BIN)/daphne

@@ -248,7 +248,7 @@ class Site:
 
 
 class Ours(Process):
-    """Our site as deployed (Makefile, Dockerfile): daphne serving chatsite.asgi on Redis.
+    """Our site as deployed (Makefile, Dockerfile): chatsite/serve.py (daphne) on Redis.
 
     `variant` is for experiments only: daphne with bench/variants.py patches ("uvloop",
     "fastsend,directwrite", ...), or "uvicorn[-sansio][+uvloop]" to serve the same application
@@ -276,11 +276,10 @@ class Ours(Process):
                 "--ws", ws, "--ws-max-size", MAX_MESSAGE, "--ws-ping-interval", "20",
                 "--loop", loop, "--lifespan", "off", "--no-access-log",
             ]  # fmt: skip
-        daphne = ["-b", "127.0.0.1", "-p", str(self.port), "--websocket-max-message-size"]
-        daphne += [MAX_MESSAGE, app]
         if self.variant:
-            return [PYTHON, "-m", "bench.variants", self.variant, "--", *daphne]
-        return [PYTHON, "-m", "daphne", *daphne]
+            daphne = ["-b", "127.0.0.1", "-p", str(self.port), "--websocket-max-message-size"]
+            return [PYTHON, "-m", "bench.variants", self.variant, "--", *daphne, MAX_MESSAGE, app]
+        return [PYTHON, "-m", "chatsite.serve", "-b", "127.0.0.1", "-p", str(self.port)]
 
     def start(self) -> "Ours":
         self.spawn(self.command(), env=self.site.env)

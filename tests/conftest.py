@@ -228,17 +228,14 @@ class Daphne:
         self.process = subprocess.Popen(
             [
                 sys.executable,
+                # As deployed (chatsite/serve.py): a frame over 2 MiB closes the socket (1009)
+                # before Django sees it; the consumer answers anything over 64 KiB `too_long`.
                 "-m",
-                "daphne",
+                "chatsite.serve",
                 "-b",
                 "127.0.0.1",
                 "-p",
                 str(self.port),
-                # As deployed: a frame over 2 MiB closes the socket (1009) before Django sees
-                # it; the consumer answers anything over 64 KiB with `too_long`.
-                "--websocket-max-message-size",
-                "2097152",
-                "chatsite.asgi:application",
             ],
             cwd=ROOT,
             env=self.env,
