@@ -8,7 +8,7 @@ transaction; async callers wrap it in `database_sync_to_async`.
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -41,24 +41,39 @@ def create_room(*, name: str, created_by) -> Room:
     return Room.objects.create(name=name.strip(), slug=slugify(name), created_by=created_by)
 
 
-def _lock_room(room_id: int) -> Room:
+def _lock_room(room_id: int) -> None:
     """Take the room's row lock for the rest of the transaction (writers queue here)."""
-    return Room.objects.select_for_update().only("id", "cursor").get(pk=room_id)
+    Room.objects.select_for_update().only("id").get(pk=room_id)
 
 
-def _record(room: Room, message: Message, kind: str, client_id: str | None = None) -> None:
+def _next_cursor(room_id: int) -> int:
+    """Move the room's cursor one step and return it.
+
+    One statement: the UPDATE also takes the room's row lock for the rest of the transaction,
+    so writers to one room queue here and cursors are handed out in commit order.
+    """
+    table, column = map(connection.ops.quote_name, (Room._meta.db_table, "cursor"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {column} = {column} + 1 WHERE id = %s RETURNING {column}",
+            [room_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise Room.DoesNotExist(f"room {room_id}")
+    return row[0]
+
+
+def _record(room_id: int, message: Message, kind: str, client_id: str | None = None) -> None:
     """Move the room's cursor by one for this change, log it, and broadcast after commit."""
-    room.cursor += 1
-    Room.objects.filter(pk=room.pk).update(cursor=room.cursor)
-    message.cursor = room.cursor
+    cursor = message.cursor = _next_cursor(room_id)
     if message.pk is None:
         message.save()
     else:
         message.save(update_fields=["body", "edited", "deleted_at", "deleted_by", "cursor"])
-    Change.objects.create(room=room, cursor=room.cursor, message=message, kind=kind)
-    frame = protocol.message_frame(message, room.cursor, client_id)
-    cursor = room.cursor
-    transaction.on_commit(lambda: publish_change(room.pk, cursor, frame))
+    Change.objects.create(room_id=room_id, cursor=cursor, message=message, kind=kind)
+    frame = protocol.message_frame(message, cursor, client_id)
+    transaction.on_commit(lambda: publish_change(room_id, cursor, frame))
 
 
 def _get_message(room: Room, message_id: int) -> Message:
@@ -96,23 +111,28 @@ def is_banned(room: Room, user) -> bool:
 
 
 def post_message(*, room: Room, author, body: str, client_id: str | None = None) -> Posted:
+    """Store a new message. A retry of a stored post (same `client_id`) stores nothing and
+    returns the stored message with `created=False`, even if the author can no longer post."""
     body = clean_body(body, ref=client_id)
-    with transaction.atomic():
-        locked = _lock_room(room.pk)
-        if client_id:
-            existing = selectors.post_by_client_id(room, author, client_id)
-            if existing is not None:
-                return Posted(existing, created=False)
+    try:
         check_can_post(room, author, ref=client_id)
         message = Message(room_id=room.pk, author=author, body=body, client_id=client_id or "")
-        _record(locked, message, Change.Kind.CREATE, client_id)
+        with transaction.atomic():
+            _record(room.pk, message, Change.Kind.CREATE, client_id)
+    except (ChatError, IntegrityError):
+        # The common path does not look the client_id up first: the unique constraint on
+        # (room, author, client_id) refuses a second copy and rolls the attempt back.
+        stored = client_id and selectors.post_by_client_id(room, author, client_id)
+        if not stored:
+            raise
+        return Posted(stored, created=False)
     return Posted(message, created=True)
 
 
 def edit_message(*, room: Room, message_id: int, by, body: str) -> Message:
     body = clean_body(body, ref=message_id)
     with transaction.atomic():
-        locked = _lock_room(room.pk)
+        _lock_room(room.pk)
         message = _get_message(room, message_id)
         if message.author_id != by.pk:
             raise ChatError("forbidden", "You can only edit your own messages.", ref=message_id)
@@ -121,7 +141,7 @@ def edit_message(*, room: Room, message_id: int, by, body: str) -> Message:
             raise ChatError("forbidden", "A deleted message cannot be edited.", ref=message_id)
         message.body = body
         message.edited = timezone.now()
-        _record(locked, message, Change.Kind.EDIT)
+        _record(room.pk, message, Change.Kind.EDIT)
     return message
 
 
@@ -132,7 +152,7 @@ def delete_message(*, room: Room, message_id: int, by, moderator: bool = False) 
     Deleting a tombstone again changes nothing.
     """
     with transaction.atomic():
-        locked = _lock_room(room.pk)
+        _lock_room(room.pk)
         message = _get_message(room, message_id)
         if not moderator and message.author_id != by.pk:
             raise ChatError("forbidden", "You can only delete your own messages.", ref=message_id)
@@ -140,20 +160,20 @@ def delete_message(*, room: Room, message_id: int, by, moderator: bool = False) 
             return message
         message.deleted_at = timezone.now()
         message.deleted_by = by
-        _record(locked, message, Change.Kind.DELETE)
+        _record(room.pk, message, Change.Kind.DELETE)
     return message
 
 
 def restore_message(*, room: Room, message_id: int, by) -> Message:
     """Undo a deletion (moderators, from the admin): live clients get the message back."""
     with transaction.atomic():
-        locked = _lock_room(room.pk)
+        _lock_room(room.pk)
         message = _get_message(room, message_id)
         if not message.is_deleted:
             return message
         message.deleted_at = None
         message.deleted_by = None
-        _record(locked, message, Change.Kind.RESTORE)
+        _record(room.pk, message, Change.Kind.RESTORE)
     return message
 
 
