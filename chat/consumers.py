@@ -14,6 +14,7 @@ from .hub import Feed, get_hub
 from .models import Room, RoomRestriction
 from .protocol import ChatError
 from .shared_state import shared_state
+from .transport import Outgoing, connection_of, write
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
     present = False
     session_key: str | None = None
     counted = False
+    # daphne's connection, for broadcast frames written without the ASGI path (chat/transport.py).
+    connection = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -65,6 +68,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             await self.close(code=Close.BANNED)
             return
         self.user = user
+        self.connection = connection_of(self.base_send)
         self.session_key = self.scope["session_key"]
         self.username = user.get_username()
         self.conn_id = uuid.uuid4().hex
@@ -230,26 +234,34 @@ class RoomConsumer(AsyncWebsocketConsumer):
                 frames = self.feed.frames_after(self.sent)
                 if frames is None:
                     # Behind the hub's buffer (a resume from an old cursor): read the gap.
-                    frames = await db(selectors.change_frames)(
+                    rows = await db(selectors.change_frames)(
                         self.room.pk, self.sent, self.feed.cursor
                     )
+                    frames = [(cursor, Outgoing(text)) for cursor, text in rows]
                 progressed = False
-                for cursor, text in frames:
+                for cursor, frame in frames:
                     if self.sent is None or cursor != self.sent + 1:
                         break
                     self.sent = cursor
                     progressed = True
-                    await self.send(text_data=text)
+                    await self.send_frame(frame)
                 if not progressed:
                     logger.error("room %s: no progress past cursor %s", self.room.pk, self.sent)
                     break
         finally:
             self.delivering = False
 
-    async def send_live(self, text: str) -> None:
+    async def send_live(self, frame: Outgoing) -> None:
         """Presence and typing: frames outside the change stream, for ready sockets only."""
         if self.sent is not None:
-            await self.send(text_data=text)
+            await self.send_frame(frame)
+
+    async def send_frame(self, frame: Outgoing) -> None:
+        """A frame many sockets get: straight to daphne's connection when there is one."""
+        if self.connection is not None:
+            write(self.connection, frame)
+        else:
+            await self.send(text_data=frame.text)
 
     # --- helpers -------------------------------------------------------------------------
 

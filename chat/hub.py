@@ -25,6 +25,7 @@ from . import selectors
 from .broadcast import group_name, publish
 from .protocol import presence_frame
 from .shared_state import shared_state
+from .transport import Outgoing
 
 if TYPE_CHECKING:
     from .consumers import RoomConsumer
@@ -40,11 +41,11 @@ class Feed:
     def __init__(self, room_id: int, cursor: int) -> None:
         self.room_id = room_id
         self.cursor = cursor
-        self.frames: deque[tuple[int, str]] = deque(maxlen=BUFFER_FRAMES)
+        self.frames: deque[tuple[int, Outgoing]] = deque(maxlen=BUFFER_FRAMES)
         self.sockets: set[RoomConsumer] = set()
         self.lock = asyncio.Lock()
 
-    def frames_after(self, cursor: int) -> list[tuple[int, str]] | None:
+    def frames_after(self, cursor: int) -> list[tuple[int, Outgoing]] | None:
         """Buffered frames after `cursor` up to the feed's cursor; None if the buffer is short."""
         if cursor >= self.cursor:
             return []
@@ -53,10 +54,10 @@ class Feed:
         start = cursor + 1 - self.frames[0][0]
         return [self.frames[i] for i in range(start, len(self.frames))]
 
-    def extend(self, frames: list[tuple[int, str]]) -> None:
-        for cursor, text in frames:
+    def extend(self, frames: list[tuple[int, Outgoing]]) -> None:
+        for cursor, frame in frames:
             if cursor == self.cursor + 1:
-                self.frames.append((cursor, text))
+                self.frames.append((cursor, frame))
                 self.cursor = cursor
 
     async def push(self) -> None:
@@ -159,12 +160,14 @@ class Hub:
         if kind == "room.change":
             await self.advance(feed, event["cursor"], event["frame"])
         elif kind == "room.presence":
+            frame = Outgoing(event["frame"])
             for socket in list(feed.sockets):
-                await socket.send_live(event["frame"])
+                await socket.send_live(frame)
         elif kind == "room.typing":
+            frame = Outgoing(event["frame"])
             for socket in list(feed.sockets):
                 if socket.username != event["user"]:
-                    await socket.send_live(event["frame"])
+                    await socket.send_live(frame)
         elif kind == "room.kick":
             for socket in list(feed.sockets):
                 if socket.username == event["user"]:
@@ -175,7 +178,7 @@ class Hub:
         if cursor <= feed.cursor:
             return
         if frame is not None and cursor == feed.cursor + 1 and not feed.lock.locked():
-            feed.extend([(cursor, frame)])
+            feed.extend([(cursor, Outgoing(frame))])
         else:
             async with feed.lock:
                 if cursor <= feed.cursor:
@@ -183,7 +186,7 @@ class Hub:
                 frames = await database_sync_to_async(selectors.change_frames)(
                     feed.room_id, feed.cursor, cursor
                 )
-                feed.extend(frames)
+                feed.extend([(c, Outgoing(text)) for c, text in frames])
         await feed.push()
 
     # --- resync, group refresh and presence upkeep ---------------------------------------

@@ -1,0 +1,59 @@
+"""One frame to many sockets: encoded and framed once, then one write per socket.
+
+A broadcast puts the same bytes on every socket in the room. Sent through the ASGI `send`, each
+copy would pass channels' consumer, daphne's reply handling, a UTF-8 encode and autobahn's
+framing: at 1,000 receivers that was most of the time a message took to reach everyone. Autobahn
+(daphne's WebSocket implementation) has prepared messages for exactly this: frame once, then
+`sendPreparedMessage` is a single write on each connection.
+
+The hub hands `Outgoing` frames to sockets; a socket served by daphne writes the prepared frame
+to its connection, any other server (or a test's communicator) gets the text through ASGI.
+Ordering is kept: daphne's ASGI `send` also writes synchronously, so frames sent either way
+reach the connection in the order they were sent.
+"""
+
+from functools import partial
+
+from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
+
+
+class Outgoing:
+    """A server frame for many sockets: its text, and its wire bytes once someone needs them."""
+
+    __slots__ = ("_prepared", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._prepared: PreparedMessage | None = None
+
+    @property
+    def prepared(self) -> PreparedMessage:
+        if self._prepared is None:
+            # Unmasked (server to client) and never compressed: daphne does not offer
+            # permessage-deflate, and an uncompressed message is valid on a connection that has it.
+            self._prepared = PreparedMessage(
+                self.text.encode(), isBinary=False, applyMask=False, doNotCompress=True
+            )
+        return self._prepared
+
+    def __repr__(self) -> str:
+        return f"Outgoing({self.text[:60]!r})"
+
+
+def connection_of(send) -> WebSocketProtocol | None:
+    """The autobahn connection behind an ASGI `send` that daphne made, else None.
+
+    Daphne gives each connection `partial(Server.handle_reply, protocol)` as its `send`. Anything
+    else (another server, channels' test communicator, a middleware wrapping `send`) is None,
+    and frames go through `send` as usual.
+    """
+    if isinstance(send, partial) and send.args and isinstance(send.args[0], WebSocketProtocol):
+        return send.args[0]
+    return None
+
+
+def write(connection: WebSocketProtocol, frame: Outgoing) -> None:
+    """Write a prepared frame if the connection is open; a closing one gets nothing more, as
+    daphne drops replies to a connection that has gone."""
+    if connection.state == WebSocketProtocol.STATE_OPEN:
+        connection.sendPreparedMessage(frame.prepared)
