@@ -463,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ours-variant",
         default="",
-        help="experiment: bench/variants.py patches for daphne (uvloop,fastsend,directwrite) "
+        help="experiment: bench/variants.py (asyncio,twistedwrite,gcdefault,authstack,gcstats) "
         "or uvicorn[+uvloop]",
     )
     parser.add_argument(

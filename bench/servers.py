@@ -250,9 +250,9 @@ class Site:
 class Ours(Process):
     """Our site as deployed (Makefile, Dockerfile): chatsite/serve.py (daphne) on Redis.
 
-    `variant` is for experiments only: daphne with bench/variants.py patches ("uvloop",
-    "fastsend,directwrite", ...), or "uvicorn[-sansio][+uvloop]" to serve the same application
-    with uvicorn (its `websockets` or `websockets-sansio` protocol)."""
+    `variant` is for experiments only: bench/variants.py ("asyncio", "twistedwrite,gcdefault",
+    "gcstats", ...), or "uvicorn[-sansio][+uvloop]" to serve the same application with uvicorn
+    (its `websockets` or `websockets-sansio` protocol)."""
 
     name = "ours"
 
@@ -276,10 +276,10 @@ class Ours(Process):
                 "--ws", ws, "--ws-max-size", MAX_MESSAGE, "--ws-ping-interval", "20",
                 "--loop", loop, "--lifespan", "off", "--no-access-log",
             ]  # fmt: skip
+        daphne = ["-b", "127.0.0.1", "-p", str(self.port)]
         if self.variant:
-            daphne = ["-b", "127.0.0.1", "-p", str(self.port), "--websocket-max-message-size"]
-            return [PYTHON, "-m", "bench.variants", self.variant, "--", *daphne, MAX_MESSAGE, app]
-        return [PYTHON, "-m", "chatsite.serve", "-b", "127.0.0.1", "-p", str(self.port)]
+            return [PYTHON, "-m", "bench.variants", self.variant, "--", *daphne]
+        return [PYTHON, "-m", "chatsite.serve", *daphne]
 
     def start(self) -> "Ours":
         self.spawn(self.command(), env=self.site.env)

@@ -1,68 +1,70 @@
-"""Experiments on our server without touching chat/: daphne with patches applied at start.
+"""Experiments on our server: chatsite/serve.py with one of its steps undone, or instrumented.
 
-`python -m bench.variants PATCHES -- <daphne arguments>` applies the comma-separated patches and
-then runs daphne's command line. Used by `python -m bench --ours-variant ...` to put a number on
-each recommendation in docs/performance.md; none of this is meant for production as it is.
+`python -m bench.variants NAMES -- <daphne arguments>` applies the comma-separated variants and
+then runs the site as `python -m chatsite.serve` does. `python -m bench --ours-variant NAMES`
+uses it to put a number on each step of the server's tuning (docs/performance.md); none of this
+is meant for production.
 
-- `uvloop`: daphne's Twisted reactor on a uvloop event loop instead of asyncio's default.
-- `fastsend`: channels' session middleware wraps every `send` to save a modified session before
-  `http.response.start`; WebSocket frames skip the wrapper's checks (what a consumer that keeps
-  the raw ASGI `send` for broadcasts would get).
-- `directwrite`: Twisted buffers every write and registers the socket with the event loop
-  (two epoll_ctl calls per frame); write at once when nothing is buffered, as asyncio does.
+Undo one step of the product's tuning:
+- `asyncio`: daphne's reactor on asyncio's default event loop instead of uvloop's.
+- `twistedwrite`: Twisted's own write path (buffer, wait for writable) instead of writing at once.
+- `gcdefault`: Python's default garbage collection (no `gc.freeze()`, thresholds 700, 10, 10).
+- `authstack`: channels' AuthMiddlewareStack and origin validator instead of chat/security.py's
+  WebSocketGate (the session wrapper runs on every frame sent).
+
+Instrument:
 - `gcstats`: log every garbage collection over 5 ms to $BENCH_GC_LOG.
-- `gcthreshold`: collect less often (gc.set_threshold(50_000, 20, 100)).
-- `gcfreeze`: gc.freeze() three seconds after start.
+- `stalls`: log every event-loop stall over 20 ms to $BENCH_STALL_LOG (a watchdog thread).
 - `tracemalloc`: trace allocations; SIGUSR1 dumps a snapshot (where per-socket memory goes).
 """
 
 import sys
 
-
-def uvloop() -> None:
-    import asyncio
-
-    import uvloop as _uvloop
-
-    asyncio.set_event_loop_policy(_uvloop.EventLoopPolicy())
+SERVE_STEPS = {"asyncio": "uvloop", "twistedwrite": "direct_writes"}
 
 
-def fastsend() -> None:
-    from channels.sessions import InstanceSessionWrapper
+def gcdefault() -> None:
+    import gc
 
-    wrapped = InstanceSessionWrapper.send
+    import chatsite.asgi  # noqa: F401  (its import tunes the collector: undo that)
 
-    async def send(self, message):
-        if message["type"] == "websocket.send":
-            return await self.real_send(message)
-        return await wrapped(self, message)
-
-    InstanceSessionWrapper.send = send
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
 
 
-def directwrite() -> None:
-    from twisted.internet import abstract, tcp
+def authstack() -> None:
+    """The WebSocket stack as channels' tutorial builds it, with our origin rule."""
+    from channels.auth import AuthMiddlewareStack
+    from channels.routing import URLRouter
 
-    buffered = abstract.FileDescriptor.write
+    import chatsite.asgi
+    from chat import security
+    from chat.routing import websocket_urlpatterns
 
-    def write(self, data: bytes) -> None:
-        if (
-            data
-            and isinstance(self, tcp.Connection)
-            and self.connected
-            and not self._writeDisconnected
-            and not self.dataBuffer
-            and not self._tempDataBuffer
-            and not getattr(self, "TLS", False)
-        ):
-            sent = self.writeSomeData(data)
-            if isinstance(sent, int) and sent >= 0:
-                if sent == len(data):
-                    return
-                data = data[sent:]
-        buffered(self, data)
+    class SameOriginValidator:
+        def __init__(self, application) -> None:
+            self.application = application
 
-    abstract.FileDescriptor.write = write
+        async def __call__(self, scope, receive, send):
+            headers = dict(scope.get("headers", []))
+            origin = headers.get(b"origin", b"").decode("latin-1") or None
+            host = headers.get(b"host", b"").decode("latin-1") or None
+            if security.allowed_origin(origin, host, scope.get("scheme", "ws")):
+                return await self.application(scope, receive, send)
+            return await security.WebsocketDenier()(scope, receive, send)
+
+    class SessionKey:
+        """The consumer reads `session_key`; the stack gives it the session."""
+
+        def __init__(self, application) -> None:
+            self.application = application
+
+        async def __call__(self, scope, receive, send):
+            key = scope["session"].session_key if scope["user"].is_authenticated else None
+            return await self.application({**scope, "session_key": key}, receive, send)
+
+    stack = SameOriginValidator(AuthMiddlewareStack(SessionKey(URLRouter(websocket_urlpatterns))))
+    chatsite.asgi.application.application_mapping["websocket"] = stack
 
 
 def gcstats() -> None:
@@ -89,20 +91,34 @@ def gcstats() -> None:
     gc.callbacks.append(callback)
 
 
-def gcthreshold() -> None:
-    """Fewer full collections: gen2 only after 100 gen1 runs (default 10), gen0 at 50,000."""
-    import gc
-
-    gc.set_threshold(50_000, 20, 100)
-
-
-def gcfreeze() -> None:
-    """gc.freeze() once the application is loaded: Django's and the app's start-up objects
-    (most of the heap) move to the permanent generation; full collections stop traversing them."""
-    import gc
+def stalls() -> None:
+    """A watchdog thread asks daphne's loop for a callback every 5 ms; late answers are logged."""
+    import os
     import threading
+    import time
 
-    threading.Timer(3, gc.freeze).start()  # the bench waits for /healthz before connecting
+    path = os.environ.get("BENCH_STALL_LOG", "/tmp/bench-stalls.log")
+
+    def watch() -> None:
+        while (
+            "daphne.server" not in sys.modules
+            or not sys.modules["daphne.server"].twisted_loop.is_running()
+        ):
+            time.sleep(0.1)
+        loop = sys.modules["daphne.server"].twisted_loop
+        answered = threading.Event()
+        while True:
+            answered.clear()
+            asked = time.perf_counter()
+            loop.call_soon_threadsafe(answered.set)
+            answered.wait()
+            late = (time.perf_counter() - asked) * 1000
+            if late > 20:
+                with open(path, "a") as log:
+                    log.write(f"{time.time():.3f} stall {late:.1f} ms\n")
+            time.sleep(0.005)
+
+    threading.Thread(target=watch, daemon=True, name="stall-watch").start()
 
 
 def tracemalloc() -> None:
@@ -123,27 +139,26 @@ def tracemalloc() -> None:
 
 
 PATCHES = {
-    "uvloop": uvloop,
-    "fastsend": fastsend,
-    "directwrite": directwrite,
+    "gcdefault": gcdefault,
+    "authstack": authstack,
     "gcstats": gcstats,
-    "gcthreshold": gcthreshold,
-    "gcfreeze": gcfreeze,
+    "stalls": stalls,
     "tracemalloc": tracemalloc,
 }
 
 
 def main() -> None:
     names, separator, *daphne_args = sys.argv[1:]
-    assert separator == "--", "usage: python -m bench.variants PATCHES -- daphne arguments"
-    # Before daphne.server is imported: it creates its event loop (uvloop's, once the policy is
-    # set) and installs the reactor on import.
+    assert separator == "--", "usage: python -m bench.variants NAMES -- daphne arguments"
+    steps = {}
     for name in filter(None, names.split(",")):
-        PATCHES[name]()
-    from daphne.cli import CommandLineInterface
+        if name in SERVE_STEPS:
+            steps[SERVE_STEPS[name]] = False
+        else:
+            PATCHES[name]()
+    from chatsite.serve import main as serve
 
-    sys.argv = ["daphne", *daphne_args]
-    CommandLineInterface.entrypoint()
+    serve(daphne_args, **steps)
 
 
 if __name__ == "__main__":

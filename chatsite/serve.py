@@ -64,11 +64,18 @@ def write_at_once() -> None:
     abstract.FileDescriptor.write = write
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, uvloop: bool = True, direct_writes: bool = True):
+    """Run daphne with these arguments (default: the command line's).
+
+    `uvloop` and `direct_writes` are on in production; the bench turns them off one at a time
+    to measure what each is worth (bench/variants.py).
+    """
     args = sys.argv[1:] if argv is None else argv
     # Both before daphne.server is imported: it makes its event loop and installs the reactor.
-    use_uvloop()
-    write_at_once()
+    if uvloop:
+        use_uvloop()
+    if direct_writes:
+        write_at_once()
     from daphne.cli import CommandLineInterface
 
     CommandLineInterface().run(
