@@ -552,8 +552,19 @@ class ChatClient:
         say("* (older messages above)" if self.has_more else "* (the start of the room)")
 
     def on_presence(self, frame: dict[str, Any]) -> None:
+        before = set(self.online)
         self.online = [str(name) for name in frame.get("online") or []]
         joined, left = frame.get("joined"), frame.get("left")
+        if not joined and not left:
+            # A batched frame (a crowd joined or left at once): tell the difference.
+            for verb, names in (
+                ("joined", set(self.online) - before),
+                ("left", before - set(self.online)),
+            ):
+                names.discard(self.me)
+                if names:
+                    shown = ", ".join(sorted(names)) if len(names) <= 3 else f"{len(names)} people"
+                    say(f"* {clean(shown)} {verb}")
         if joined and joined != self.me:
             say(f"* {clean(joined)} joined")
         if left and left != self.me:

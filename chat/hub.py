@@ -7,11 +7,18 @@ from two writers, or lost by the layer) makes it read the missing changes from t
 A resync tick compares every room's cursor with the database too, so a doorbell that never rang
 (Redis restarted and forgot the group, or was down) costs at most one tick of latency.
 
+Presence frames carry the room's whole online list, so in a crowd they are batched: up to
+CHAT_PRESENCE_BURST presence frames per CHAT_PRESENCE_WINDOW go out as they come; the joins and
+leaves beyond that wait for the window's end and go out as one frame with the new online list
+(as is, if only one waited; with neither `joined` nor `left` if several did). A reconnect storm
+of a thousand users costs each socket a few frames a second, not a thousand frames.
+
 Sockets (`RoomConsumer`) register with the hub and each keeps its own `sent` cursor: frames reach
 a socket strictly as sent+1, sent+2, ... whatever order the layer delivers in.
 """
 
 import asyncio
+import json
 import logging
 import weakref
 from collections import deque
@@ -44,6 +51,10 @@ class Feed:
         self.frames: deque[tuple[int, Outgoing]] = deque(maxlen=BUFFER_FRAMES)
         self.sockets: set[RoomConsumer] = set()
         self.lock = asyncio.Lock()
+        # Presence batching: when the last few presence frames went out, and those waiting.
+        self.presence_sent: deque[float] = deque(maxlen=max(1, settings.CHAT_PRESENCE_BURST))
+        self.presence_waiting: list[str] | None = None
+        self.presence_task: asyncio.Task | None = None
 
     def frames_after(self, cursor: int) -> list[tuple[int, Outgoing]] | None:
         """Buffered frames after `cursor` up to the feed's cursor; None if the buffer is short."""
@@ -63,6 +74,11 @@ class Feed:
     async def push(self) -> None:
         for socket in list(self.sockets):
             await socket.deliver()
+
+    async def push_live(self, frame: Outgoing, *, skip: str | None = None) -> None:
+        for socket in list(self.sockets):
+            if socket.username != skip:
+                await socket.send_live(frame)
 
 
 class Hub:
@@ -160,14 +176,9 @@ class Hub:
         if kind == "room.change":
             await self.advance(feed, event["cursor"], event["frame"])
         elif kind == "room.presence":
-            frame = Outgoing(event["frame"])
-            for socket in list(feed.sockets):
-                await socket.send_live(frame)
+            await self.presence(feed, event["frame"])
         elif kind == "room.typing":
-            frame = Outgoing(event["frame"])
-            for socket in list(feed.sockets):
-                if socket.username != event["user"]:
-                    await socket.send_live(frame)
+            await feed.push_live(Outgoing(event["frame"]), skip=event["user"])
         elif kind == "room.kick":
             for socket in list(feed.sockets):
                 if socket.username == event["user"]:
@@ -188,6 +199,40 @@ class Hub:
                 )
                 feed.extend([(c, Outgoing(text)) for c, text in frames])
         await feed.push()
+
+    # --- presence in a crowd -------------------------------------------------------------
+
+    async def presence(self, feed: Feed, text: str) -> None:
+        """Send a presence frame now, or hold it if the window's burst has gone out already."""
+        if feed.presence_waiting is not None:
+            feed.presence_waiting.append(text)
+            return
+        now = asyncio.get_running_loop().time()
+        sent = feed.presence_sent
+        if len(sent) < sent.maxlen or now - sent[0] >= settings.CHAT_PRESENCE_WINDOW:
+            sent.append(now)
+            await feed.push_live(Outgoing(text))
+            return
+        feed.presence_waiting = [text]
+        wait = sent[0] + settings.CHAT_PRESENCE_WINDOW - now
+        feed.presence_task = asyncio.create_task(self._flush_presence(feed, wait))
+
+    async def _flush_presence(self, feed: Feed, wait: float) -> None:
+        await asyncio.sleep(wait)
+        waiting, feed.presence_waiting = feed.presence_waiting or [], None
+        feed.presence_sent.append(asyncio.get_running_loop().time())
+        try:
+            if len(waiting) == 1:
+                frame = waiting[0]
+            else:
+                try:
+                    online = await shared_state().online(feed.room_id)
+                except Exception:
+                    online = json.loads(waiting[-1])["online"]  # the latest list heard here
+                frame = presence_frame(online)
+            await feed.push_live(Outgoing(frame))
+        except Exception:
+            logger.exception("room %s: could not send presence", feed.room_id)
 
     # --- resync, group refresh and presence upkeep ---------------------------------------
 

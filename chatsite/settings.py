@@ -223,6 +223,12 @@ CHAT_LOGIN_FAILURES_PER_USER = env_int("CHAT_LOGIN_FAILURES_PER_USER", 5)
 CHAT_LOGIN_FAILURES_PER_ADDRESS = env_int("CHAT_LOGIN_FAILURES_PER_ADDRESS", 20)
 CHAT_LOGIN_FAILURE_WINDOW = env_int("CHAT_LOGIN_FAILURE_WINDOW", 300)
 CHAT_PRESENCE_TTL = env_int("CHAT_PRESENCE_TTL", 45)
+# Presence in a crowd (chat/hub.py): up to CHAT_PRESENCE_BURST presence frames per
+# CHAT_PRESENCE_WINDOW seconds go out at once; joins and leaves beyond that wait for the window's
+# end and go out together as one frame with the new online list (a reconnect storm of 1,000 users
+# would otherwise send each of them 1,000 frames of up to 13 KB).
+CHAT_PRESENCE_WINDOW = float(os.environ.get("CHAT_PRESENCE_WINDOW", "0.25"))
+CHAT_PRESENCE_BURST = env_int("CHAT_PRESENCE_BURST", 3)
 # How often a process compares each of its rooms' cursors with the database, in case the channel
 # layer lost a doorbell (slow reader, Redis restart).
 CHAT_RESYNC_INTERVAL = float(os.environ.get("CHAT_RESYNC_INTERVAL", "2"))

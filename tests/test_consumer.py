@@ -1,12 +1,13 @@
 """The room WebSocket against a real Redis channel layer (PROTOCOL.md §2)."""
 
+import asyncio
 import json
 
 import pytest
 from channels.db import database_sync_to_async
 
 from chat.models import Message, Room
-from tests.helpers import join, make_room, open_socket
+from tests.helpers import join, make_room, make_user, open_socket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sockets_closed")]
 
@@ -266,6 +267,35 @@ async def test_presence_counts_a_user_with_two_tabs_once(alice, bob, room):
     left = await b.receive_type("presence")
     assert left == {"type": "presence", "online": ["bob"], "joined": None, "left": "alice"}
     await b.close()
+
+
+async def test_presence_in_a_crowd_is_batched_into_one_frame(alice, room, settings):
+    """Up to CHAT_PRESENCE_BURST presence frames per window go out at once; the joins beyond
+    wait for the window's end and become one frame with neither `joined` nor `left`."""
+    settings.CHAT_PRESENCE_WINDOW = 3.0
+    settings.CHAT_PRESENCE_BURST = 3
+    crowd = [await make_user(f"user{i}") for i in range(6)]
+    late = await make_user("late")
+    a = await join(alice, room.slug)
+    sockets = [await join(user, room.slug) for user in crowd]  # well within the window
+    names = sorted(["alice", *(user.username for user in crowd)])
+    # The room's hub was just made (its burst allowance follows the setting).
+    joined = [(await a.receive_type("presence", timeout=1))["joined"] for _ in range(3)]
+    assert joined == ["alice", "user0", "user1"]
+    assert await a.receive_type("presence", timeout=5) == {
+        "type": "presence",
+        "online": names,
+        "joined": None,
+        "left": None,
+    }
+    assert await a.nothing(0.5)
+
+    # A quiet window later, a join is its own frame again, sent at once.
+    await asyncio.sleep(3.0)
+    b = await join(late, room.slug)
+    assert (await a.receive_type("presence", timeout=1))["joined"] == "late"
+    for socket in [*sockets, b, a]:
+        await socket.close()
 
 
 async def test_typing_reaches_others_once_per_interval_but_not_the_typist(alice, bob, room):

@@ -715,8 +715,20 @@ input.addEventListener("input", () => {
 
 // --- presence and typing ----------------------------------------------------------------------
 
+// Who was online at the last frame: a batched presence frame (a crowd joining or leaving at
+// once: no `joined` or `left`) is told as the difference.
+let onlineBefore = null;
+
+function describeCrowd(names, verb) {
+  const others = names.filter((name) => name !== me);
+  if (!others.length) return;
+  const shown = others.length <= 3 ? others.join(", ") : `${others.length} people`;
+  systemLine(`${shown} ${verb}`);
+}
+
 function renderOnline(names) {
-  const unique = [...new Set(names)].sort((a, b) => a.localeCompare(b));
+  onlineBefore = new Set(names);
+  const unique = [...onlineBefore].sort((a, b) => a.localeCompare(b));
   onlineList.replaceChildren(
     ...unique.map((name) => {
       const li = el("li", name === me ? "me" : null, name);
@@ -964,7 +976,12 @@ const handlers = {
   },
 
   presence(frame) {
+    const before = onlineBefore;
     renderOnline(frame.online);
+    if (!frame.joined && !frame.left && before) {
+      describeCrowd(frame.online.filter((name) => !before.has(name)), "joined");
+      describeCrowd([...before].filter((name) => !onlineBefore.has(name)), "left");
+    }
     if (frame.joined && frame.joined !== me) systemLine(`${frame.joined} joined`);
     if (frame.left && frame.left !== me) {
       systemLine(`${frame.left} left`);
