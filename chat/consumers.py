@@ -38,6 +38,21 @@ def parse_since(query_string: bytes) -> int | None:
         return None
 
 
+def opening_state(slug: str, user, since: int | None):
+    """What a new socket reads from the database, in one trip to the database thread: the room
+    (None if there is none), whether the user is banned there, and the `ready` state.
+
+    Reading `ready` before the socket joins the hub's feed loses nothing: the socket then sends
+    every change after the `ready` cursor, from the feed's buffer or from the database.
+    """
+    room = selectors.room_by_slug(slug)
+    if room is None:
+        return None, False, None
+    if services.is_banned(room, user):
+        return room, True, None
+    return room, False, selectors.ready_state(room, since)
+
+
 class RoomConsumer(AsyncWebsocketConsumer):
     # No channel of its own: the process's hub is the room group's member and hands frames to
     # its sockets, so a broadcast costs one channel-layer message per process, not per socket.
@@ -60,11 +75,13 @@ class RoomConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close(code=Close.NOT_LOGGED_IN)
             return
-        room = await db(selectors.room_by_slug)(self.scope["url_route"]["kwargs"]["slug"])
+        room, banned, ready = await db(opening_state)(
+            self.scope["url_route"]["kwargs"]["slug"], user, parse_since(self.scope["query_string"])
+        )
         if room is None:
             await self.close(code=Close.NO_SUCH_ROOM)
             return
-        if await db(services.is_banned)(room, user):
+        if banned:
             await self.close(code=Close.BANNED)
             return
         self.user = user
@@ -81,7 +98,6 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.feed = await get_hub().attach(room.pk, self)
         joined = await self._join_presence()
         online = await self._online()
-        ready = await db(selectors.ready_state)(room, parse_since(self.scope["query_string"]))
         await self.send(
             text_data=protocol.ready_frame(
                 room={"slug": room.slug, "name": room.name},
