@@ -9,6 +9,9 @@ through here, so they all run the same server:
   writable (one `epoll_ctl` to register, one `send` on the next pass, one `epoll_ctl` to
   unregister): three system calls per frame, and at 1,000 receivers per message that was the
   largest single cost of a broadcast (+84% deliveries per second without it);
+- redis-py's version is looked up once: it reads it from the installed package's metadata for
+  every new connection (a scan of site-packages, on the event loop: 1 to 100 ms each time a
+  connection pool grows, seen as stalls in the bench);
 - the application and daphne's limit on WebSocket frames (2 MiB: daphne applies it to the frames
   it sends too, and a resume replay may be up to `CHAT_MAX_REPLAY_BYTES`) are filled in.
 
@@ -64,6 +67,15 @@ def write_at_once() -> None:
     abstract.FileDescriptor.write = write
 
 
+def cache_redis_version() -> None:
+    import functools
+
+    import redis.utils
+
+    if not hasattr(redis.utils.get_lib_version, "cache_info"):
+        redis.utils.get_lib_version = functools.cache(redis.utils.get_lib_version)
+
+
 def main(argv: list[str] | None = None, *, uvloop: bool = True, direct_writes: bool = True):
     """Run daphne with these arguments (default: the command line's).
 
@@ -76,6 +88,7 @@ def main(argv: list[str] | None = None, *, uvloop: bool = True, direct_writes: b
         use_uvloop()
     if direct_writes:
         write_at_once()
+    cache_redis_version()
     from daphne.cli import CommandLineInterface
 
     CommandLineInterface().run(
