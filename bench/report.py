@@ -376,6 +376,7 @@ def write_markdown(data: dict, path: Path) -> None:
     layer = {"core": "RedisChannelLayer", "pubsub": "RedisPubSubChannelLayer"}[
         data.get("tutorial_layer", "core")
     ]
+    variant = data.get("ours_variant") and f"; experiment `--ours-variant {data['ours_variant']}`"
     out = [
         "# Performance: fan-out against the peers",
         "",
@@ -383,22 +384,26 @@ def write_markdown(data: dict, path: Path) -> None:
         f"{data['seconds'] / 60:.0f} minutes) on {data['started']}. Issue 9 asks for the "
         "numbers; `bench/` holds the code, and the closing note the profile.",
         "",
-        f"- **Machine:** {data['machine']}. **Shared:** another engineer ran tests on it at the "
-        "same time, so absolute figures are noisy; the three peers run back to back per scenario "
+        f"- **Machine:** {data['machine']}. **Shared:** other work may run on it (a development "
+        "machine), so absolute figures are noisy; the three peers run back to back per scenario "
         "so their ratios are taken minutes apart. Every phase reports the CPU that *other* "
         'processes used meanwhile ("other processes"); a phase during which they used over '
-        f"40% of a core and failed (or was a fixed phase) was run again after a wait for a "
-        f"quieter moment, within a budget ({data.get('noise_repeats', 0)} repeats this run; "
-        'the "try" column). Load average before / after: '
+        "40% of a core and failed (or was a fixed phase) was run again after a wait for a "
+        "quieter moment, and a rate step that lost nothing and failed on p99 alone was run once "
+        "more (for every peer alike: one stall fails five seconds of posting), within a budget "
+        f"({data.get('noise_repeats', 0)} repeats this run; the 'try' column). "
+        "Load average before / after: "
         f"{' '.join(f'{x:.1f}' for x in data['load_average_before'])} / "
         f"{' '.join(f'{x:.1f}' for x in data['load_average_after'])}.",
         f"- **Software:** Python {v['python']}, Django {v['Django']}, Channels {v['channels']}, "
-        f"daphne {v['daphne']} (Twisted {v['Twisted']}), channels-redis {v['channels-redis']}, "
+        f"daphne {v['daphne']} (Twisted {v['Twisted']}, uvloop {v.get('uvloop', '?')}), "
+        f"channels-redis {v['channels-redis']}, "
         f"websockets {v['websockets']}; {v['redis-server'].split(' sha')[0]}; "
         f"{v['nginx'].replace('nginx version: ', '')}. Our database: {data['database']}.",
         "- **Peers**, each with its own `redis-server` and server process(es), started and "
-        "stopped by the bench on 127.0.0.1: **ours** (daphne `chatsite.asgi`, `DJANGO_DEBUG=0`, "
-        "`REDIS_URL`, `--websocket-max-message-size 2097152`, `CHAT_RATE_LIMIT_POSTS` raised); "
+        "stopped by the bench on 127.0.0.1: **ours** (as deployed: `python -m chatsite.serve`, "
+        "daphne on uvloop serving `chatsite.asgi`, `DJANGO_DEBUG=0`, `REDIS_URL`, "
+        f"`CHAT_RATE_LIMIT_POSTS` raised{variant or ''}); "
         "**tutorial** (`bench/tutorial/`: the Channels tutorial consumer in daphne, "
         "`group_send` per message to a group holding every socket's channel, "
         f"`{layer}` with its defaults, no database, no auth); **raw websockets** "

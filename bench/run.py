@@ -122,7 +122,12 @@ class Noise:
     """This machine is shared. Other processes' CPU can only make a phase look worse, so a
     phase is run again (after waiting, at most 20 s, for a quieter moment) only when others used
     more than `limit` of a core during it and it failed (rate steps) or it is a reported fixed
-    phase; until the run's budget of seconds for waiting and repeating is spent."""
+    phase; until the run's budget of seconds for waiting and repeating is spent.
+
+    A rate step that lost nothing and failed on p99 alone is also run once more, for every peer
+    alike: one stall of a fraction of a second (a page fault storm, another process's burst) is
+    enough to fail 5 seconds of posting, and would end the search far below the saturation
+    point. The search's p99 limit itself is not relaxed."""
 
     def __init__(self, budget: float, limit: float = 0.4) -> None:
         self.left = budget
@@ -142,12 +147,18 @@ class Noise:
     ) -> dict:
         result = await load.run(rate, duration, drain, **kw)
         attempt = 1
-        while (
-            attempt < attempts
-            and self.left > 0
-            and result["other_cpu_percent"] > 100 * self.limit
-            and (judge is None or not judge(result))
-        ):
+        tail_retried = False
+        while attempt < attempts and self.left > 0 and (judge is None or not judge(result)):
+            noisy = result["other_cpu_percent"] > 100 * self.limit
+            tail = (
+                judge is not None
+                and not tail_retried
+                and result["lost"] == 0
+                and not result["refused"]
+            )
+            if not (noisy or tail):
+                break
+            tail_retried = True
             started = time.monotonic()
             await load.settle(quiet=0.5, timeout=15)
             await load.quiet_machine(limit=self.limit * 0.75, max_wait=min(20, self.left))
@@ -443,7 +454,8 @@ def brief(run: dict[str, Any]) -> str:
 
 def versions() -> dict[str, str]:
     found = {"python": sys.version.split()[0]}
-    for name in ("Django", "channels", "daphne", "channels-redis", "websockets", "Twisted"):
+    packages = ("Django", "channels", "daphne", "channels-redis", "websockets", "Twisted", "uvloop")
+    for name in packages:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -518,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(
         specs,
         profile_dir=args.profile,
-        noise_budget=0 if args.smoke else 200,
+        noise_budget=0 if args.smoke else 400,
         variant=args.ours_variant,
         tutorial_layer=args.tutorial_layer,
     )

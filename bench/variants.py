@@ -9,6 +9,8 @@ Undo one step of the product's tuning:
 - `asyncio`: daphne's reactor on asyncio's default event loop instead of uvloop's.
 - `twistedwrite`: Twisted's own write path (buffer, wait for writable) instead of writing at once.
 - `gcdefault`: Python's default garbage collection (no `gc.freeze()`, thresholds 700, 10, 10).
+- `asgisend`: every frame through the ASGI `send` (daphne encodes and autobahn frames it for
+  each socket) instead of chat/transport.py's frame-once path.
 - `authstack`: channels' AuthMiddlewareStack and origin validator instead of chat/security.py's
   WebSocketGate (the session wrapper runs on every frame sent).
 
@@ -30,6 +32,15 @@ def gcdefault() -> None:
 
     gc.unfreeze()
     gc.set_threshold(700, 10, 10)
+
+
+def asgisend() -> None:
+    import importlib
+
+    import chatsite.asgi  # noqa: F401  (sets Django up before chat's models are imported)
+
+    consumers = importlib.import_module("chat.consumers")
+    consumers.connection_of = lambda send: None
 
 
 def authstack() -> None:
@@ -92,30 +103,40 @@ def gcstats() -> None:
 
 
 def stalls() -> None:
-    """A watchdog thread asks daphne's loop for a callback every 5 ms; late answers are logged."""
+    """A watchdog thread asks daphne's loop for a callback every 5 ms; late answers are logged,
+    with what the loop's thread was running 30 ms into the stall."""
     import os
     import threading
     import time
+    import traceback
 
     path = os.environ.get("BENCH_STALL_LOG", "/tmp/bench-stalls.log")
+    main_thread = threading.main_thread().ident
+
+    def running() -> str:
+        frame = sys._current_frames().get(main_thread)
+        stack = traceback.extract_stack(frame)[-12:] if frame else []
+        return " < ".join(
+            f"{f.name} ({os.path.basename(f.filename)}:{f.lineno})" for f in stack[::-1]
+        )
 
     def watch() -> None:
-        while (
-            "daphne.server" not in sys.modules
-            or not sys.modules["daphne.server"].twisted_loop.is_running()
-        ):
+        while "daphne.server" not in sys.modules:
             time.sleep(0.1)
         loop = sys.modules["daphne.server"].twisted_loop
+        while not loop.is_running():
+            time.sleep(0.1)
         answered = threading.Event()
         while True:
             answered.clear()
             asked = time.perf_counter()
             loop.call_soon_threadsafe(answered.set)
+            where = "" if answered.wait(0.03) else running()
             answered.wait()
             late = (time.perf_counter() - asked) * 1000
             if late > 20:
                 with open(path, "a") as log:
-                    log.write(f"{time.time():.3f} stall {late:.1f} ms\n")
+                    log.write(f"{time.time():.3f} {os.getpid()} stall {late:.1f} ms {where}\n")
             time.sleep(0.005)
 
     threading.Thread(target=watch, daemon=True, name="stall-watch").start()
@@ -139,6 +160,7 @@ def tracemalloc() -> None:
 
 
 PATCHES = {
+    "asgisend": asgisend,
     "gcdefault": gcdefault,
     "authstack": authstack,
     "gcstats": gcstats,
