@@ -26,7 +26,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/app/docker/healthcheck.py"]
 ENTRYPOINT ["/app/docker/entrypoint.sh"]
-# daphne, through chatsite/serve.py as everywhere (uvloop, the frame limit, the application).
+# daphne, through chatsite/serve.py as everywhere (direct writes, the frame limit, the application).
 # --proxy-headers: the client's address from nginx's X-Forwarded-For. -v 0: daphne's own access
 # log is plain text; the site logs requests and WebSocket connections as JSON lines itself
 # (chatsite/logging.py).

@@ -396,13 +396,13 @@ def write_markdown(data: dict, path: Path) -> None:
         f"{' '.join(f'{x:.1f}' for x in data['load_average_before'])} / "
         f"{' '.join(f'{x:.1f}' for x in data['load_average_after'])}.",
         f"- **Software:** Python {v['python']}, Django {v['Django']}, Channels {v['channels']}, "
-        f"daphne {v['daphne']} (Twisted {v['Twisted']}, uvloop {v.get('uvloop', '?')}), "
+        f"daphne {v['daphne']} (Twisted {v['Twisted']}), "
         f"channels-redis {v['channels-redis']}, "
         f"websockets {v['websockets']}; {v['redis-server'].split(' sha')[0]}; "
         f"{v['nginx'].replace('nginx version: ', '')}. Our database: {data['database']}.",
         "- **Peers**, each with its own `redis-server` and server process(es), started and "
         "stopped by the bench on 127.0.0.1: **ours** (as deployed: `python -m chatsite.serve`, "
-        "daphne on uvloop serving `chatsite.asgi`, `DJANGO_DEBUG=0`, `REDIS_URL`, "
+        "daphne serving `chatsite.asgi`, `DJANGO_DEBUG=0`, `REDIS_URL`, "
         f"`CHAT_RATE_LIMIT_POSTS` raised{variant or ''}); "
         "**tutorial** (`bench/tutorial/`: the Channels tutorial consumer in daphne, "
         "`group_send` per message to a group holding every socket's channel, "

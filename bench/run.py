@@ -454,7 +454,7 @@ def brief(run: dict[str, Any]) -> str:
 
 def versions() -> dict[str, str]:
     found = {"python": sys.version.split()[0]}
-    packages = ("Django", "channels", "daphne", "channels-redis", "websockets", "Twisted", "uvloop")
+    packages = ("Django", "channels", "daphne", "channels-redis", "websockets", "Twisted")
     for name in packages:
         try:
             found[name] = metadata.version(name)
@@ -482,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ours-variant",
         default="",
-        help="experiment: bench/variants.py (asyncio,twistedwrite,gcdefault,authstack,gcstats) "
+        help="experiment: bench/variants.py (asgisend,twistedwrite,gcdefault,authstack,uvloop,"
+        "stalls) "
         "or uvicorn[+uvloop]",
     )
     parser.add_argument(

@@ -250,7 +250,7 @@ class Site:
 class Ours(Process):
     """Our site as deployed (Makefile, Dockerfile): chatsite/serve.py (daphne) on Redis.
 
-    `variant` is for experiments only: bench/variants.py ("asyncio", "twistedwrite,gcdefault",
+    `variant` is for experiments only: bench/variants.py ("asgisend", "twistedwrite,gcdefault",
     "gcstats", ...), or "uvicorn[-sansio][+uvloop]" to serve the same application with uvicorn
     (its `websockets` or `websockets-sansio` protocol)."""
 

@@ -3,12 +3,11 @@
 Every place that runs the site (`make run`, the Docker image, the tests, the bench) starts it
 through here, so they all run the same server:
 
-- daphne's Twisted reactor runs on a uvloop event loop (about +50% deliveries per second);
 - a frame is written to the socket at once when nothing is queued before it, as asyncio's own
   transports do. Twisted instead queues every write and asks the event loop to report the socket
   writable (one `epoll_ctl` to register, one `send` on the next pass, one `epoll_ctl` to
-  unregister): three system calls per frame, and at 1,000 receivers per message that was the
-  largest single cost of a broadcast (+84% deliveries per second without it);
+  unregister): three system calls per frame. Undoing this costs about a fifth of the deliveries
+  per second in the bench (docs/performance.md);
 - redis-py's version is looked up once: it reads it from the installed package's metadata for
   every new connection (a scan of site-packages, on the event loop: 1 to 100 ms each time a
   connection pool grows, seen as stalls in the bench);
@@ -19,18 +18,10 @@ Any daphne option can be given (`-b`, `-p`, `--proxy-headers`, `-v` ...); see `d
 The measurements behind each step are in docs/performance.md.
 """
 
-import asyncio
 import sys
 
 APPLICATION = "chatsite.asgi:application"
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
-
-
-def use_uvloop() -> None:
-    """Make new event loops uvloop's; daphne creates its loop when `daphne.server` is imported."""
-    import uvloop
-
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def write_at_once() -> None:
@@ -76,16 +67,14 @@ def cache_redis_version() -> None:
         redis.utils.get_lib_version = functools.cache(redis.utils.get_lib_version)
 
 
-def main(argv: list[str] | None = None, *, uvloop: bool = True, direct_writes: bool = True):
+def main(argv: list[str] | None = None, *, direct_writes: bool = True) -> None:
     """Run daphne with these arguments (default: the command line's).
 
-    `uvloop` and `direct_writes` are on in production; the bench turns them off one at a time
-    to measure what each is worth (bench/variants.py).
+    `direct_writes` is on in production; the bench turns it off to measure what it is worth
+    (bench/variants.py).
     """
     args = sys.argv[1:] if argv is None else argv
-    # Both before daphne.server is imported: it makes its event loop and installs the reactor.
-    if uvloop:
-        use_uvloop()
+    # Before daphne.server is imported: it installs the reactor.
     if direct_writes:
         write_at_once()
     cache_redis_version()
