@@ -1,6 +1,8 @@
 """The processes a bench run starts and stops: redis-server, the three peers, nginx, a database.
 
 Everything listens on 127.0.0.1 only, on free ports, and is stopped by the run that started it.
+The test suite starts the same kinds of process with the helpers here (free ports, waiting for a
+port or /healthz, redis-server's command line, deploy/nginx.conf for loopback servers).
 """
 
 import os
@@ -102,6 +104,7 @@ def wait_for_port(port: int, process: subprocess.Popen, output, name: str, timeo
 
 
 def wait_for_healthz(url: str, process: subprocess.Popen, output, name: str, timeout=30) -> None:
+    """Until `url`/healthz answers 200; fails with the process's output if it exits or times out."""
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
@@ -115,6 +118,14 @@ def wait_for_healthz(url: str, process: subprocess.Popen, output, name: str, tim
         if time.monotonic() > deadline:
             raise RuntimeError(f"{name} did not answer /healthz:\n{output()}")
         time.sleep(0.1)
+
+
+def redis_command(binary: str, port: int, directory: str) -> list[str]:
+    """A throw-away redis-server on a loopback port: no persistence, so a restart forgets all."""
+    return [
+        binary, "--port", str(port), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", "no", "--dir", directory,
+    ]  # fmt: skip
 
 
 class Process:
@@ -169,23 +180,7 @@ class Redis(Process):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "Redis":
-        self.spawn(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-                "--maxclients",
-                "20000",
-            ]
-        )
+        self.spawn([*redis_command(self.binary, self.port, self.dir), "--maxclients", "20000"])
         wait_for_port(self.port, self.process, self.output, "redis-server")
         return self
 
@@ -337,18 +332,21 @@ class Raw(Process):
         return self
 
 
-def nginx_site(*, listen: int, upstreams: list[int]) -> str:
-    """deploy/nginx.conf with only its addresses changed (as tests/test_nginx.py does)."""
+def nginx_site(*, listen: int, upstreams: list[int], access_log: bool = True) -> str:
+    """deploy/nginx.conf with only its addresses changed, for loopback servers (the bench turns
+    the access log off; tests/test_nginx.py keeps it)."""
     deploy = ROOT / "deploy"
     servers = "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams)
     text = (deploy / "nginx.conf").read_text()
-    for old, new in {
+    changes = {
         "resolver 127.0.0.11 valid=10s ipv6=off;": f"upstream chat_web {{\n{servers}}}",
         "listen 8000;": f"listen 127.0.0.1:{listen};",
-        "access_log /dev/stdout chat_json;": "access_log off;",
         "set $chat_backend web:8000;": "set $chat_backend chat_web;",
         "include /etc/nginx/chat/common.conf;": f"include {deploy / 'nginx-common.conf'};",
-    }.items():
+    }
+    if not access_log:
+        changes["access_log /dev/stdout chat_json;"] = "access_log off;"
+    for old, new in changes.items():
         if text.count(old) != 1:
             raise RuntimeError(f"deploy/nginx.conf no longer has {old!r}")
         text = text.replace(old, new)
@@ -379,7 +377,7 @@ class Nginx(Process):
             f"{kind}_temp_path {d}/{kind};\n"
             for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
         )
-        site = nginx_site(listen=self.port, upstreams=upstreams)
+        site = nginx_site(listen=self.port, upstreams=upstreams, access_log=False)
         config = d / "nginx.conf"
         # One worker, as tests/test_nginx.py runs it: the daphne processes get the other core.
         config.write_text(

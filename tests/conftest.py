@@ -4,13 +4,11 @@ import filecmp
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
@@ -19,6 +17,9 @@ import pytest
 import redis
 from django.conf import settings
 from django.test.utils import override_settings
+
+# The process helpers the bench uses too: one copy of each.
+from bench.servers import free_port, redis_command, wait_for_healthz
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,12 +30,6 @@ def pytest_sessionstart(session) -> None:
     if name and settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
         for suffix in ("-wal", "-shm", "-journal"):
             Path(f"{name}{suffix}").unlink(missing_ok=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def need(binary: str, package: str) -> str:
@@ -64,19 +59,7 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.dir,
-            ],
+            redis_command(self.binary, self.port, self.dir),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -176,25 +159,6 @@ def database_url() -> str:
     host = quote(params.get("HOST") or "localhost", safe="")
     port = f":{params['PORT']}" if params.get("PORT") else ""
     return f"postgres://{auth}{host}{port}/{quote(params['NAME'], safe='')}"
-
-
-def wait_for_healthz(
-    url: str, process: subprocess.Popen, output: Callable[[], str], name: str, timeout: float = 30
-) -> None:
-    """Until `url`/healthz answers 200; fails with the process's output if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"{name} exited:\n{output()}")
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not answer /healthz:\n{output()}")
-        time.sleep(0.1)
 
 
 class Daphne:

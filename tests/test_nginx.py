@@ -25,29 +25,15 @@ import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
 
+from bench.servers import free_port, nginx_site, wait_for_healthz
 from chat.models import Message
-from tests.conftest import ROOT, Daphne, free_port, need, wait_for_healthz
+from tests.conftest import ROOT, Daphne, need
 from tests.helpers import create_room, create_user, password_for
 from tests.wsclient import Client, Poster, Resilient, read_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 DEPLOY = ROOT / "deploy"
-
-
-def site_config(*, listen: int, upstreams: list[int]) -> str:
-    """deploy/nginx.conf with only its addresses changed, for loopback servers."""
-    servers = "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams)
-    text = (DEPLOY / "nginx.conf").read_text()
-    for old, new in {
-        "resolver 127.0.0.11 valid=10s ipv6=off;": f"upstream chat_web {{\n{servers}}}",
-        "listen 8000;": f"listen 127.0.0.1:{listen};",
-        "set $chat_backend web:8000;": "set $chat_backend chat_web;",
-        "include /etc/nginx/chat/common.conf;": f"include {DEPLOY / 'nginx-common.conf'};",
-    }.items():
-        assert text.count(old) == 1, f"deploy/nginx.conf no longer has {old!r}"
-        text = text.replace(old, new)
-    return text
 
 
 class Nginx:
@@ -87,7 +73,7 @@ class Nginx:
         )
 
     def start(self, upstreams: list[int]) -> None:
-        config = self.write_config(site_config(listen=self.port, upstreams=upstreams))
+        config = self.write_config(nginx_site(listen=self.port, upstreams=upstreams))
         self.access = open(self.dir / "access.log", "wb")  # closed in stop()
         self.process = subprocess.Popen(
             [self.binary, "-c", str(config), "-e", str(self.dir / "error.log")],
