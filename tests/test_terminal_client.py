@@ -341,3 +341,22 @@ async def test_lines_piped_into_the_client_are_sent_through_the_rate_limit(daphn
 def test_the_client_does_not_import_django():
     code = "import sys, chat.client; sys.exit('django' in {m.split('.')[0] for m in sys.modules})"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30).returncode == 0
+
+
+def test_a_batched_presence_frame_is_told_as_who_joined_and_left(capsys):
+    """A crowd's joins and leaves in one frame (neither `joined` nor `left`): the difference."""
+    from chat.client import ChatClient
+
+    client = ChatClient("http://127.0.0.1:1", "general", "omkar", "-")
+    client.on_presence({"type": "presence", "online": ["omkar", "ann"], "joined": "ann"})
+    crowd = ["omkar", "bob", "cy", "di", "ed"]
+    client.on_presence({"type": "presence", "online": crowd, "joined": None, "left": None})
+    fewer = ["omkar", "bob"]
+    client.on_presence({"type": "presence", "online": fewer, "joined": None, "left": None})
+    assert capsys.readouterr().out.splitlines() == [
+        "* ann joined",
+        "* 4 people joined",
+        "* ann left",
+        "* cy, di, ed left",
+    ]
+    assert client.online == ["omkar", "bob"]
