@@ -82,8 +82,14 @@ def chromium() -> str:
 
 
 @pytest.fixture
-def server(static_files, daphne_factory) -> Iterator:
-    server = daphne_factory()
+def server_env() -> dict[str, str]:
+    """Extra environment for the test's daphne (a test may parametrize it)."""
+    return {}
+
+
+@pytest.fixture
+def server(static_files, daphne_factory, server_env) -> Iterator:
+    server = daphne_factory(**server_env)
     # The page loads the hashed name from the manifest; both names must be served.
     for name in ("chat/room.js", static_files["chat/room.js"]):
         with urllib.request.urlopen(f"{server.url}{settings.STATIC_URL}{name}", timeout=5) as r:
@@ -346,6 +352,19 @@ def test_two_users_chat_delete_and_script_stays_text(people, alice, bob):
         ("alice", False),
         ("alice", False),
     ]
+
+
+@pytest.mark.parametrize("server_env", [{"CHAT_PRESENCE_BURST": "1", "CHAT_PRESENCE_WINDOW": "20"}])
+def test_a_crowd_joining_at_once_is_one_line(people, alice, bob, room):
+    """Presence batched in a crowd (one frame, neither `joined` nor `left`): the page tells it
+    as the difference in who is online, and the online list holds everyone."""
+    carol, dan = orm(create_user, "carol"), orm(create_user, "dan")
+    a = people("alice", next=f"/rooms/{room.slug}/")  # alice's own join uses the burst
+    for name in (bob, carol, dan):
+        people(name.username, next=f"/rooms/{room.slug}/")  # held until the window ends
+    system = a.page.locator("#messages li.system")
+    expect(system).to_have_text(["bob, carol, dan joined"], timeout=30_000)
+    expect(a.page.locator("#online li")).to_have_text(["alice", "bob", "carol", "dan"])
 
 
 def test_edit_reaches_the_other_user(people, alice, bob, room):
