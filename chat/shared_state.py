@@ -44,7 +44,7 @@ return 0
 
 # Sliding-window limit. ARGV: now (ms), window (ms), limit, unique member.
 # Returns 0 when allowed, else the milliseconds until the oldest hit leaves the window.
-_HIT = """
+HIT_SCRIPT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -64,6 +64,11 @@ redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 return 1
 """
+
+
+def limit_key(key: str) -> str:
+    """The Redis key of one rate limit's sliding window."""
+    return f"chat:limit:{key}"
 
 
 def _sockets_key(user_id: int) -> str:
@@ -86,7 +91,7 @@ class RedisState:
         )
         self._join = self.client.register_script(_JOIN)
         self._leave = self.client.register_script(_LEAVE)
-        self._hit = self.client.register_script(_HIT)
+        self._hit = self.client.register_script(HIT_SCRIPT)
         self._open = self.client.register_script(_OPEN)
 
     async def open_socket(self, user_id: int, conn_id: str, cap: int) -> bool:
@@ -150,7 +155,7 @@ class RedisState:
 
     async def hit(self, key: str, limit: int, window: float) -> float:
         wait_ms = await self._hit(
-            keys=[f"chat:limit:{key}"],
+            keys=[limit_key(key)],
             args=[int(time.time() * 1000), int(window * 1000), limit, uuid.uuid4().hex],
         )
         return round(int(wait_ms) / 1000, 3)

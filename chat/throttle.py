@@ -1,0 +1,59 @@
+"""Rate limits for synchronous code (views, forms, the admin).
+
+The same sliding window as the sockets' limits (`chat.shared_state`), in the same Redis keys, so a
+limit counts every process. Without Redis (one local process) it counts in memory.
+"""
+
+import threading
+import time
+import uuid
+from collections import defaultdict, deque
+from functools import lru_cache
+
+from django.conf import settings
+
+from .shared_state import HIT_SCRIPT, limit_key
+
+
+@lru_cache(maxsize=4)
+def _script(url: str):
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return client.register_script(HIT_SCRIPT)
+
+
+_lock = threading.Lock()
+_hits: dict[str, deque[float]] = defaultdict(deque)
+
+
+def _hit_locally(key: str, limit: int, window: float) -> float:
+    now = time.monotonic()
+    with _lock:
+        hits = _hits[key]
+        while hits and hits[0] <= now - window:
+            hits.popleft()
+        if len(hits) >= limit:
+            return round(max(0.001, hits[0] + window - now), 3)
+        hits.append(now)
+        return 0.0
+
+
+def hit(key: str, limit: int, window: float) -> float:
+    """Count one use of `key`: 0 when allowed, else the seconds until the next use is allowed.
+
+    Raises redis' errors when Redis does not answer; callers decide whether to fail open.
+    """
+    if not settings.REDIS_URL:
+        return _hit_locally(key, limit, window)
+    wait_ms = _script(settings.REDIS_URL)(
+        keys=[limit_key(key)],
+        args=[int(time.time() * 1000), int(window * 1000), limit, uuid.uuid4().hex],
+    )
+    return round(int(wait_ms) / 1000, 3)
+
+
+def reset_local() -> None:
+    """Forget the in-memory counts (tests)."""
+    with _lock:
+        _hits.clear()
