@@ -105,14 +105,30 @@ TEMPLATES = [
 # Database: DATABASE_URL (PostgreSQL in the deployment), else an SQLite file in the project.
 DATABASES = {
     "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
+        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}", conn_max_age=0, conn_health_checks=True
     )
 }
+# PostgreSQL connections come from one pool per server process, bounded whatever the traffic.
+# Persistent connections (CONN_MAX_AGE > 0) do not fit ASGI: every HTTP request runs in a thread
+# of its own, and each thread's connection stayed open until the garbage collector found it, so
+# a burst of requests held every connection PostgreSQL had (issue 14). With the pool a request
+# borrows a connection and gives it back when it ends; past DATABASE_POOL_MAX_SIZE requests wait
+# (up to DATABASE_POOL_TIMEOUT seconds) instead of opening more. Each replica holds at most
+# DATABASE_POOL_MAX_SIZE connections: N replicas need N x that below PostgreSQL's
+# max_connections (README, "More servers"). 0 turns the pool off: a connection per request.
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 10)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and DATABASE_POOL_MAX_SIZE:
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": min(2, DATABASE_POOL_MAX_SIZE),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        "timeout": float(os.environ.get("DATABASE_POOL_TIMEOUT", "10")),
+        # Connections idle this long are closed (down to min_size), and none lives past an hour.
+        "max_idle": 300,
+        "max_lifetime": 3600,
+        "name": "chatsite",
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Concurrent writers (several sockets posting at once) must wait for the lock, not fail.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
