@@ -2,7 +2,8 @@
 
 Asks with a host name from DJANGO_ALLOWED_HOSTS: Django refuses any other (HTTP 400), and the
 container's own address is rarely in that list in production.
-Usage: python docker/healthcheck.py [port]   (default 8000)
+Usage: python docker/healthcheck.py [port]   (default: $PORT, else 8000; set PORT when the
+command serves on another port)
 """
 
 import os
@@ -19,7 +20,7 @@ def allowed_host() -> str:
 
 
 def main() -> int:
-    port = sys.argv[1] if len(sys.argv) > 1 else "8000"
+    port = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("PORT", "8000")
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/healthz", headers={"Host": allowed_host()}
     )
