@@ -338,8 +338,9 @@ def nginx_site(*, listen: int, upstreams: list[int], access_log: bool = True) ->
     deploy = ROOT / "deploy"
     servers = "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams)
     text = (deploy / "nginx.conf").read_text()
+    resolver = "resolver ${NGINX_LOCAL_RESOLVERS} valid=10s ipv6=off;"
     changes = {
-        "resolver 127.0.0.11 valid=10s ipv6=off;": f"upstream chat_web {{\n{servers}}}",
+        resolver: f"upstream chat_web {{\n{servers}}}",
         "listen 8000;": f"listen 127.0.0.1:{listen};",
         "set $chat_backend web:8000;": "set $chat_backend chat_web;",
         "include /etc/nginx/chat/common.conf;": f"include {deploy / 'nginx-common.conf'};",

@@ -160,7 +160,10 @@ def test_compose_serves_through_nginx_only_with_settings_from_env(tmp_path: Path
 
     # nginx reads both repository files, and the main one includes the shared one where it is.
     mounts_nginx = {Path(source).name: target for source, target in mounts(services["nginx"])}
-    assert mounts_nginx["nginx.conf"] == "/etc/nginx/conf.d/default.conf"
+    assert mounts_nginx["nginx.conf"] == "/etc/nginx/templates/default.conf.template"
+    # Its resolver is whatever DNS the engine gives the container (Docker's, podman's).
+    assert services["nginx"]["environment"]["NGINX_ENTRYPOINT_LOCAL_RESOLVERS"] == "1"
+    assert "resolver ${NGINX_LOCAL_RESOLVERS} " in (ROOT / "deploy" / "nginx.conf").read_text()
     nginx_conf = (ROOT / "deploy" / "nginx.conf").read_text()
     assert f"include {mounts_nginx['nginx-common.conf']};" in nginx_conf
 
