@@ -6,14 +6,17 @@ once; its health check; the admin account from DJANGO_SUPERUSER_*; JSON logs; an
 settings under `check --deploy`.
 """
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -399,3 +402,77 @@ def test_replicas_starting_together_migrate_and_create_the_admin_once(
         == []
     )
     assert sum("Applying chat.0001_initial... OK" in output for output in outputs) == 1
+
+
+class LateListener:
+    """A TCP port that answers only from `after` seconds on, forwarding to a real server then:
+    a database that is still starting when the container starts."""
+
+    def __init__(self, upstream_port: int, after: float) -> None:
+        self.port = free_port()
+        self.upstream_port = upstream_port
+        self.after = after
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+
+    def serve(self) -> None:
+        if self.stopped.wait(self.after):
+            return
+        with socket.create_server(("127.0.0.1", self.port)) as server:
+            server.settimeout(0.2)
+            while not self.stopped.is_set():
+                try:
+                    client, _ = server.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+                for source, target in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=pump, args=(source, target), daemon=True).start()
+
+    def __enter__(self) -> "LateListener":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join(5)
+
+
+def pump(source: socket.socket, target: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            target.sendall(data)
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)
+
+
+def test_entrypoint_waits_for_a_database_that_is_still_starting(
+    postgres: PostgresCluster, redis_server, tmp_path: Path
+):
+    postgres.create_database("late")
+    with LateListener(postgres.port, after=3) as late:
+        url = f"postgres://chat:{postgres.password}@127.0.0.1:{late.port}/late"
+        env = production_env(DATABASE_URL=url, REDIS_URL=redis_server.url)
+        log = tmp_path / "late.log"
+        started = time.monotonic()
+        process = entrypoint(env, log, "true")
+        assert process.wait(180) == 0, log.read_text()
+    output = log.read_text()
+    assert time.monotonic() - started >= 3
+    assert f"waiting for the database (127.0.0.1:{late.port}/late)" in output
+    assert "Applying chat.0001_initial... OK" in output
+    assert "Traceback" not in output
+
+
+def test_entrypoint_gives_up_on_an_unreachable_database_with_a_clear_message(
+    redis_server, tmp_path: Path
+):
+    url = f"postgres://chat:secret@127.0.0.1:{free_port()}/chat"
+    env = production_env(DATABASE_URL=url, REDIS_URL=redis_server.url, CHAT_STARTUP_WAIT="2")
+    log = tmp_path / "never.log"
+    process = entrypoint(env, log, "true")
+    assert process.wait(60) != 0
+    output = log.read_text()
+    assert "gave up after 2 s: the database" in output, output
+    assert "Check DATABASE_URL and REDIS_URL" in output
+    assert "Traceback" not in output
