@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-fast test-browser lint format migrate superuser env clean
+.PHONY: run test test-fast test-browser lint format migrate superuser env clean backup restore
 
 $(BIN)/daphne: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
@@ -54,6 +54,13 @@ env:
 	    -e "s|^DJANGO_SUPERUSER_PASSWORD=.*|DJANGO_SUPERUSER_PASSWORD=$$(secret 18)|" \
 	    .env.example > .env
 	@echo "Wrote .env with random secrets. The admin's password: grep DJANGO_SUPERUSER_PASSWORD .env"
+
+# Backups (deploy/backup.sh, deploy/restore.sh): the compose stack's PostgreSQL, or DATABASE_URL's.
+backup:
+	@deploy/backup.sh
+
+restore:
+	@deploy/restore.sh "$(FILE)"
 
 clean:
 	rm -rf $(VENV) staticfiles test-db.sqlite3*

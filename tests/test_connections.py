@@ -10,10 +10,8 @@ that a leak shows as refused connections and 5xx answers.
 """
 
 import asyncio
-import http.cookiejar
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -32,6 +30,7 @@ from django.conf import settings
 
 from tests.conftest import ROOT, Daphne
 from tests.pg import PostgresCluster
+from tests.webclient import Browser
 from tests.wsclient import Client
 
 # What the server may hold at most: its pool. PostgreSQL gets a few more than that and no more,
@@ -100,53 +99,6 @@ def server(cluster: PostgresCluster, redis_server, static_files) -> Iterator[Dap
         os.unlink(daphne.log.name)
 
 
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-class Session:
-    """A logged-in browser, as far as HTTP goes: cookies, CSRF token, no redirects followed."""
-
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.jar), NoRedirect()
-        )
-
-    def log_in(self, username: str, password: str) -> None:
-        page = self.opener.open(f"{self.base_url}/accounts/login/", timeout=30).read().decode()
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-        self.post("/accounts/login/", username=username, password=password, csrf=token)
-        assert self.cookie(settings.SESSION_COOKIE_NAME), "not logged in"
-
-    def cookie(self, name: str) -> str | None:
-        return next((c.value for c in self.jar if c.name == name), None)
-
-    def get(self, path: str) -> int:
-        try:
-            with self.opener.open(f"{self.base_url}{path}", timeout=60) as response:
-                response.read()
-                return response.status
-        except urllib.error.HTTPError as error:
-            return error.code
-
-    def post(self, path: str, *, csrf: str | None = None, **form: str) -> int:
-        token = csrf or self.cookie(settings.CSRF_COOKIE_NAME)
-        request = urllib.request.Request(
-            f"{self.base_url}{path}",
-            data=urllib.parse.urlencode({**form, "csrfmiddlewaretoken": token}).encode(),
-            headers={"Origin": self.base_url, "Referer": f"{self.base_url}/"},
-        )
-        try:
-            with self.opener.open(request, timeout=60) as response:
-                response.read()
-                return response.status
-        except urllib.error.HTTPError as error:
-            return error.code
-
-
 def anonymous_get(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=60) as response:
@@ -210,10 +162,10 @@ async def test_a_burst_of_requests_holds_no_more_connections_than_the_pool(
 ):
     """500 anonymous requests and 100 logged-in page loads and room creations, at 40 at once,
     while a chat goes on: no 5xx, the chat loses nothing, the connections stay within the pool."""
-    user = Session(server.url)
+    user = Browser(server.url)
     user.log_in("burst", PASSWORD)
     assert user.post("/rooms/", name="Burst room") == 302
-    cookie = user.cookie(settings.SESSION_COOKIE_NAME)
+    cookie = user.session
 
     anonymous = [f"{server.url}/healthz"] * 400 + [f"{server.url}/accounts/login/"] * 100
     pages = ["/", "/rooms/burst-room/"] * 40

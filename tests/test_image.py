@@ -10,15 +10,11 @@ stand-in base); the image is built once per run.
 """
 
 import asyncio
-import http.cookiejar
 import json
 import re
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +24,7 @@ from django.conf import settings
 
 from tests.conftest import ROOT, free_port
 from tests.pg import PostgresCluster
+from tests.webclient import Browser
 from tests.wsclient import Client
 
 IMAGE = "localhost/chatsite:test"
@@ -139,37 +136,6 @@ def image_command(port: int) -> list[str]:
     return [replace.get(word, word) for word in json.loads(cmd)]
 
 
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None
-
-
-class Browser:
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.jar = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.jar), NoRedirect()
-        )
-
-    def cookie(self, name: str) -> str | None:
-        return next((c.value for c in self.jar if c.name == name), None)
-
-    def request(self, path: str, form: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
-        data = None
-        headers = {}
-        if form is not None:
-            token = self.cookie(settings.CSRF_COOKIE_NAME)
-            data = urllib.parse.urlencode({**form, "csrfmiddlewaretoken": token}).encode()
-            headers = {"Origin": self.base_url, "Referer": f"{self.base_url}{path}"}
-        request = urllib.request.Request(f"{self.base_url}{path}", data=data, headers=headers)
-        try:
-            with self.opener.open(request, timeout=30) as response:
-                return response.status, dict(response.headers), response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read()
-
-
 def test_the_image_runs_the_site_as_deployed(container: Container, cluster: PostgresCluster):
     database = container_database(container)
 
@@ -206,7 +172,7 @@ def test_the_image_runs_the_site_as_deployed(container: Container, cluster: Post
     # A room made through the lobby form, and a message posted over the WebSocket is stored.
     status, headers, _ = browser.request("/rooms/", {"name": "From the image"})
     assert (status, headers.get("Location")) == (302, "/rooms/from-the-image/")
-    session = browser.cookie(settings.SESSION_COOKIE_NAME)
+    session = browser.session
     frame = asyncio.run(post_once(container.url, session, "from-the-image", "hello from podman"))
     assert frame["message"]["body"] == "hello from podman"
     assert cluster.query(database, "SELECT body FROM chat_message") == [("hello from podman",)]
