@@ -1,12 +1,11 @@
-import logging
-import math
-
 from django import forms
-from django.conf import settings
-from django.contrib.auth.forms import AuthenticationForm
-from django.core.cache import cache
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth import authenticate
+from django.contrib.auth.forms import AdminUserCreationForm as DjangoAdminUserCreationForm
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm, UsernameField
 from django.utils.text import slugify
 
+from . import accounts
 from .models import Room
 
 
@@ -26,41 +25,81 @@ class RoomForm(forms.Form):
         return name
 
 
-logger = logging.getLogger(__name__)
+class ThrottleMessageMixin:
+    """For login forms: say so when the login throttle (chat.accounts) refused the attempt.
 
-
-class ThrottledAuthenticationForm(AuthenticationForm):
-    """Django's login form, refusing further tries after repeated failures.
-
-    Failures are counted per account and per client address over a window (in the cache, which
-    is Redis when there is one, so every server process shares the counts).
+    The throttle itself is an authentication backend, so it holds for every door whether or not
+    its form has this; the mixin only turns "wrong password" into the real reason.
     """
 
-    def _keys(self) -> list[tuple[str, int]]:
-        username = (self.data.get("username") or "").strip().lower()[:150]
-        address = self.request.META.get("REMOTE_ADDR", "") if self.request else ""
-        return [
-            (f"login-fail:user:{username}", settings.CHAT_LOGIN_FAILURES_PER_USER),
-            (f"login-fail:addr:{address}", settings.CHAT_LOGIN_FAILURES_PER_ADDRESS),
-        ]
+    def get_invalid_login_error(self):
+        return accounts.login_throttled_error(self.request) or super().get_invalid_login_error()
 
-    def clean(self):
-        window = settings.CHAT_LOGIN_FAILURE_WINDOW
-        for key, limit in self._keys():
-            if (cache.get(key) or 0) >= limit:
-                logger.warning("login throttled: %s", key.split(":", 2)[1])
-                raise forms.ValidationError(
-                    "Too many failed logins. Try again in %(minutes)s minutes.",
-                    code="throttled",
-                    params={"minutes": math.ceil(window / 60)},
-                )
-        try:
-            return super().clean()
-        except forms.ValidationError:
-            for key, _ in self._keys():
-                cache.add(key, 0, timeout=window)
-                try:
-                    cache.incr(key)
-                except ValueError:  # expired between add and incr
-                    cache.set(key, 1, timeout=window)
-            raise
+
+class LoginForm(ThrottleMessageMixin, AuthenticationForm):
+    """The site's login form (/accounts/login/)."""
+
+
+class AdminLoginForm(ThrottleMessageMixin, AdminAuthenticationForm):
+    """The admin's login form (/admin/login/)."""
+
+
+class SafeUsernameField(UsernameField):
+    """A username without bidi controls or invisible characters (before Django's own check,
+    so the person reads why)."""
+
+    def validate(self, value) -> None:
+        super().validate(value)
+        accounts.check_username_characters(value)
+
+
+class UsernameRulesMixin:
+    """For forms that create accounts: no look-alike of an existing name, no reserved name.
+
+    Pair with `SafeUsernameField` for the username (in the form's Meta.field_classes).
+    """
+
+    def clean_username(self) -> str:
+        # Django's first: no name that differs only in case (it answers None for one).
+        username = super().clean_username()
+        if username is not None:
+            accounts.check_username_available(username)
+        return username
+
+
+class SignupForm(UsernameRulesMixin, UserCreationForm):
+    """The site's sign-up form (/accounts/signup/)."""
+
+    class Meta(UserCreationForm.Meta):
+        field_classes = {"username": SafeUsernameField}
+
+
+class AdminUserCreationForm(UsernameRulesMixin, DjangoAdminUserCreationForm):
+    """The admin's "add user" form with the same rules (for a UserAdmin's `add_form`)."""
+
+    class Meta(DjangoAdminUserCreationForm.Meta):
+        field_classes = {"username": SafeUsernameField}
+
+
+class DeleteAccountForm(forms.Form):
+    """Confirm with the password; the check goes through the login throttle like any login."""
+
+    password = forms.CharField(
+        label="Your password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+
+    def __init__(self, *args, request, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.request = request
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        user = self.request.user
+        checked = authenticate(self.request, username=user.get_username(), password=password)
+        if checked is None or checked.pk != user.pk:
+            raise accounts.login_throttled_error(self.request) or forms.ValidationError(
+                "That is not your password.", code="password_incorrect"
+            )
+        return password

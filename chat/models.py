@@ -193,3 +193,21 @@ class ReadMarker(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} read {self.room} to Id{self.last_read_id}"
+
+
+class UsernameSkeleton(models.Model):
+    """Each account's username as Unicode TR39 reduces look-alikes (chat.accounts.skeleton).
+
+    Kept by a signal whenever a user is saved; sign-up refuses a name whose skeleton is here.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="username_skeleton",
+    )
+    skeleton = models.CharField(max_length=1000, db_index=True)
+
+    def __str__(self) -> str:
+        return self.skeleton

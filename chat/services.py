@@ -5,9 +5,11 @@ from any door reaches every open socket. Each function is synchronous and runs i
 transaction; async callers wrap it in `database_sync_to_async`.
 """
 
+import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -279,3 +281,72 @@ def mark_read(*, user, room: Room, message_id: int) -> int:
                 last_read_id=seen, updated=timezone.now()
             )
     return max(marker.last_read_id, seen)
+
+
+# --- accounts: erasure and retention ----------------------------------------------------------
+# The rules for logging in and signing up are in chat/accounts.py; these change stored data.
+
+
+def delete_account(*, user) -> str:
+    """Erase an account at its owner's request; returns the name it now has.
+
+    The row stays (messages, rooms and the moderation log point at it with PROTECT), anonymized:
+    renamed `deleted-<random>`, no email or name, an unusable password, inactive, no staff
+    rights. Its sessions end with it, so its open sockets close with 4401 within
+    CHAT_SESSION_CHECK_INTERVAL (the hub's session watcher). Then every message of theirs
+    becomes a tombstone deleted by that name, announced to open pages like any deletion; each
+    room is its own transaction, so a long history holds no lock for long. Running it again
+    finishes an erasure that was interrupted.
+    """
+    from .accounts import DELETED_PREFIX
+    from .models import ReadMarker
+
+    with transaction.atomic():
+        user = get_user_model()._default_manager.select_for_update().get(pk=user.pk)
+        if not (user.get_username().startswith(DELETED_PREFIX) and not user.is_active):
+            setattr(user, user.USERNAME_FIELD, f"{DELETED_PREFIX}{secrets.token_hex(6)}")
+            user.email = ""
+            user.first_name = user.last_name = ""
+            user.set_unusable_password()
+            user.is_active = user.is_staff = user.is_superuser = False
+            user.save()
+            user.groups.clear()
+            user.user_permissions.clear()
+            ReadMarker.objects.filter(user=user).delete()
+    live = Message.objects.filter(author=user, deleted_at__isnull=True)
+    room_ids = set(live.order_by().values_list("room_id", flat=True).distinct())
+    for room_id in sorted(room_ids):
+        with transaction.atomic():
+            _lock_room(room_id)
+            now = timezone.now()
+            for message in live.filter(room_id=room_id).order_by("id"):
+                message.author = message.deleted_by = user  # frames carry the new name
+                message.deleted_at = now
+                _record(room_id, message, Change.Kind.DELETE)
+    return user.get_username()
+
+
+def erase_deleted_text(*, older_than, batch_size: int = 500) -> int:
+    """Empty the text of messages their authors deleted before `older_than`; returns how many.
+
+    Tombstones stay (clients never had the text again anyway). Messages a moderator hid keep
+    their text for the audit. Idempotent, and in batches of `batch_size` rows, each its own
+    statement, so a large backlog never holds a long transaction.
+    """
+    from django.db.models import Exists, F, OuterRef
+
+    hidden = ModerationAction.objects.filter(
+        message=OuterRef("pk"), action=ModerationAction.Action.HIDE
+    )
+    due = (
+        Message.objects.filter(deleted_at__lt=older_than, deleted_by=F("author"))
+        .exclude(body="")
+        .exclude(Exists(hidden))
+    )
+    erased = 0
+    while True:
+        ids = list(due.order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return erased
+        # The conditions again: a moderator may have restored one in between.
+        erased += due.filter(pk__in=ids).update(body="")

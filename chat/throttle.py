@@ -14,13 +14,24 @@ from django.conf import settings
 
 from .shared_state import HIT_SCRIPT, limit_key
 
+# How long until `key` may be used again, without counting a use (KEYS: the window; ARGV: now
+# in ms, window in ms, limit).
+PEEK_SCRIPT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return math.max(1, tonumber(oldest[2]) + tonumber(ARGV[2]) - tonumber(ARGV[1]))
+end
+return 0
+"""
 
-@lru_cache(maxsize=4)
-def _script(url: str):
+
+@lru_cache(maxsize=8)
+def _script(url: str, source: str = HIT_SCRIPT):
     import redis
 
     client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-    return client.register_script(HIT_SCRIPT)
+    return client.register_script(source)
 
 
 _lock = threading.Lock()
@@ -49,6 +60,30 @@ def hit(key: str, limit: int, window: float) -> float:
     wait_ms = _script(settings.REDIS_URL)(
         keys=[limit_key(key)],
         args=[int(time.time() * 1000), int(window * 1000), limit, uuid.uuid4().hex],
+    )
+    return round(int(wait_ms) / 1000, 3)
+
+
+def _peek_locally(key: str, limit: int, window: float) -> float:
+    now = time.monotonic()
+    with _lock:
+        hits = _hits[key]
+        while hits and hits[0] <= now - window:
+            hits.popleft()
+        if len(hits) >= limit:
+            return round(max(0.001, hits[0] + window - now), 3)
+        return 0.0
+
+
+def peek(key: str, limit: int, window: float) -> float:
+    """Like `hit`, without counting a use: 0 when a use would be allowed now, else the wait.
+
+    For limits on failures (logins): check before trying, `hit` after a failure.
+    """
+    if not settings.REDIS_URL:
+        return _peek_locally(key, limit, window)
+    wait_ms = _script(settings.REDIS_URL, PEEK_SCRIPT)(
+        keys=[limit_key(key)], args=[int(time.time() * 1000), int(window * 1000), limit]
     )
     return round(int(wait_ms) / 1000, 3)
 

@@ -4,9 +4,9 @@ import time
 from functools import lru_cache
 
 from django.conf import settings
-from django.contrib.auth import login
+from django.contrib.auth import login, logout
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
 from django.db import IntegrityError, connection
 from django.db.models import Count, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
@@ -16,8 +16,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import services
-from .forms import RoomForm
+from . import accounts, services
+from .forms import DeleteAccountForm, RoomForm, SignupForm
 from .models import Message, ReadMarker, Room
 from .shared_state import presence_key
 
@@ -159,12 +159,49 @@ def mark_read(request: HttpRequest, slug: str) -> JsonResponse:
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("chat:lobby")
-    form = UserCreationForm(request.POST or None)
+    form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
+        # Counted only when everything else is right: a typo costs nothing.
+        wait = accounts.signup_wait(request)
+        if wait:
+            form.add_error(None, accounts.too_many("new accounts", wait))
+            return render(request, "registration/signup.html", {"form": form}, status=429)
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("chat:lobby")
     return render(request, "registration/signup.html", {"form": form})
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Django's, limited per address and per email address (chat.accounts)."""
+
+    def form_valid(self, form):
+        wait = accounts.password_reset_wait(self.request, form.cleaned_data["email"])
+        if wait:
+            form.add_error(None, accounts.too_many("password reset requests", wait))
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        return super().form_valid(form)
+
+
+@login_required
+@require_GET
+def account(request: HttpRequest) -> HttpResponse:
+    return render(request, "registration/account.html")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def delete_account(request: HttpRequest) -> HttpResponse:
+    """Erase the account after the password is confirmed (services.delete_account)."""
+    form = DeleteAccountForm(request.POST or None, request=request)
+    if request.method == "POST" and form.is_valid():
+        services.delete_account(user=request.user)
+        logout(request)
+        return render(request, "registration/account_deleted.html")
+    status = 400 if form.errors else 200
+    if accounts.login_throttled_error(request):
+        status = 429
+    return render(request, "registration/delete_account.html", {"form": form}, status=status)
 
 
 def _channel_layer_ok() -> bool:

@@ -161,7 +161,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# The cache holds login-failure counters: shared through Redis when there is one.
+# Django's cache, in Redis when there is one (our limits use chat.throttle, not the cache).
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
@@ -175,6 +175,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# Every password check passes the login throttle first (chat/accounts.py); sessions name
+# ModelBackend, as before.
+AUTHENTICATION_BACKENDS = [
+    "chat.accounts.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 LOGIN_URL = "/accounts/login/"
@@ -238,6 +245,14 @@ CHAT_MAX_SOCKETS_PER_USER = env_int("CHAT_MAX_SOCKETS_PER_USER", 20)
 CHAT_LOGIN_FAILURES_PER_USER = env_int("CHAT_LOGIN_FAILURES_PER_USER", 5)
 CHAT_LOGIN_FAILURES_PER_ADDRESS = env_int("CHAT_LOGIN_FAILURES_PER_ADDRESS", 20)
 CHAT_LOGIN_FAILURE_WINDOW = env_int("CHAT_LOGIN_FAILURE_WINDOW", 300)
+CHAT_SIGNUPS_PER_ADDRESS = env_int("CHAT_SIGNUPS_PER_ADDRESS", 5)
+CHAT_SIGNUP_WINDOW = env_int("CHAT_SIGNUP_WINDOW", 3600)
+CHAT_PASSWORD_RESETS_PER_ADDRESS = env_int("CHAT_PASSWORD_RESETS_PER_ADDRESS", 5)
+CHAT_PASSWORD_RESETS_PER_EMAIL = env_int("CHAT_PASSWORD_RESETS_PER_EMAIL", 3)
+CHAT_PASSWORD_RESET_WINDOW = env_int("CHAT_PASSWORD_RESET_WINDOW", 3600)
+# The text of a message its author deleted is erased this many days later
+# (`manage.py purge_deleted_text`); moderators' hides keep theirs for the audit.
+CHAT_DELETED_TEXT_RETENTION_DAYS = env_int("CHAT_DELETED_TEXT_RETENTION_DAYS", 30)
 CHAT_PRESENCE_TTL = env_int("CHAT_PRESENCE_TTL", 45)
 # Presence in a crowd (chat/hub.py): up to CHAT_PRESENCE_BURST presence frames per
 # CHAT_PRESENCE_WINDOW seconds go out at once; joins and leaves beyond that wait for the window's
@@ -252,6 +267,22 @@ CHAT_RESYNC_INTERVAL = float(os.environ.get("CHAT_RESYNC_INTERVAL", "2"))
 # How often each process checks that its sockets' sessions still stand (logout, password
 # change, expiry, deactivation close them with 4401).
 CHAT_SESSION_CHECK_INTERVAL = float(os.environ.get("CHAT_SESSION_CHECK_INTERVAL", "3"))
+
+# Mail (password resets): SMTP when EMAIL_HOST is set, else printed on stdout (the console
+# backend), so a local run works without a mail server.
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+EMAIL_BACKEND = os.environ.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587 if env_bool("EMAIL_USE_TLS", True) else 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "chat@localhost")
 
 LOG_LEVEL = os.environ.get("DJANGO_LOG_LEVEL", "INFO")
 # One JSON object per line on stdout (chatsite/logging.py): requests from

@@ -349,6 +349,8 @@ def test_entrypoint_migrates_creates_the_admin_once_and_daphne_serves(
 
     first = serve_once(env, tmp_path / "first.log")
     assert "Applying chat.0001_initial... OK" in first
+    # Deleted messages' text is erased at every start (and daily): nothing to do on a new site.
+    assert "purge_deleted_text: erased the text of 0 message(s)" in first
     assert "ensure_superuser: created superuser 'admin'." in first
 
     second = serve_once(env, tmp_path / "second.log")  # a restart: nothing fails, nothing twice
