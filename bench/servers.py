@@ -332,9 +332,12 @@ class Raw(Process):
         return self
 
 
-def nginx_site(*, listen: int, upstreams: list[int], access_log: bool = True) -> str:
+def nginx_site(
+    *, listen: int, upstreams: list[int], access_log: bool = True, redirect_dir: Path | None = None
+) -> str:
     """deploy/nginx.conf with only its addresses changed, for loopback servers (the bench turns
-    the access log off; tests/test_nginx.py keeps it)."""
+    the access log off; tests/test_nginx.py keeps it, and gives the directory where
+    deploy/nginx-tls.sh writes its redirect to HTTPS)."""
     deploy = ROOT / "deploy"
     servers = "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams)
     text = (deploy / "nginx.conf").read_text()
@@ -344,6 +347,9 @@ def nginx_site(*, listen: int, upstreams: list[int], access_log: bool = True) ->
         "listen 8000;": f"listen 127.0.0.1:{listen};",
         "set $chat_backend web:8000;": "set $chat_backend chat_web;",
         "include /etc/nginx/chat/common.conf;": f"include {deploy / 'nginx-common.conf'};",
+        "include /etc/nginx/chat-redirect/*.conf;": (
+            f"include {redirect_dir}/*.conf;" if redirect_dir else ""
+        ),
     }
     if not access_log:
         changes["access_log /dev/stdout chat_json;"] = "access_log off;"

@@ -75,13 +75,23 @@ class WebSocketGate:
         return await self.application(admitted, receive, send)
 
 
+def _proxy_ssl_header() -> tuple[bytes, str] | None:
+    """SECURE_PROXY_SSL_HEADER as an ASGI header name and the value that means HTTPS."""
+    setting = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+    if not setting:
+        return None
+    name, value = setting
+    return name.removeprefix("HTTP_").replace("_", "-").lower().encode("latin-1"), value
+
+
 async def admit(scope) -> dict | None:
     """The scope to hand on (with `user` and `session_key`), or None to refuse the socket.
 
     A function of its own so that nothing it reads (the headers, the session) stays referenced
     by the middleware's frame while the connection lasts.
     """
-    origin = host = cookie = None
+    origin = host = cookie = forwarded_proto = None
+    proxy_header = _proxy_ssl_header()
     for name, value in scope.get("headers", ()):
         if name == b"origin":
             origin = value.decode("latin-1")
@@ -89,7 +99,15 @@ async def admit(scope) -> dict | None:
             host = value.decode("latin-1")
         elif name == b"cookie":
             cookie = value.decode("latin-1")
-    if not allowed_origin(origin, host, scope.get("scheme", "ws")):
+        elif proxy_header and name == proxy_header[0]:
+            forwarded_proto = value.decode("latin-1").strip()
+    scheme = scope.get("scheme", "ws")
+    # Behind a TLS-terminating proxy the socket reaches daphne as ws://, and daphne leaves the
+    # forwarded scheme out of a WebSocket's scope: believe the proxy's header as Django does for
+    # pages (DJANGO_TRUST_PROXY_HEADERS), so the https page's origin is the socket's own.
+    if proxy_header and forwarded_proto == proxy_header[1]:
+        scheme = "wss"
+    if not allowed_origin(origin, host, scheme):
         logger.info("websocket refused: origin %r on host %r", origin, host)
         return None
     key = parse_cookie(cookie).get(settings.SESSION_COOKIE_NAME) if cookie else None

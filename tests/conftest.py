@@ -179,6 +179,8 @@ class Daphne:
         }
         self.process: subprocess.Popen | None = None
         self.log = tempfile.NamedTemporaryFile(prefix="daphne-", suffix=".log", delete=False)
+        # More daphne options (`--proxy-headers`, as the image runs it behind nginx).
+        self.extra_args: list[str] = []
 
     @property
     def url(self) -> str:
@@ -200,6 +202,7 @@ class Daphne:
                 "127.0.0.1",
                 "-p",
                 str(self.port),
+                *self.extra_args,
             ],
             cwd=ROOT,
             env=self.env,
@@ -256,8 +259,9 @@ def static_files() -> dict[str, str]:
 def daphne_factory(redis_server: RedisServer, transactional_db, static_files) -> Iterator:
     started: list[Daphne] = []
 
-    def start(**env: str) -> Daphne:
+    def start(*, args: list[str] | None = None, **env: str) -> Daphne:
         server = Daphne(redis_server.url, **env)
+        server.extra_args = list(args or [])
         server.start()
         started.append(server)
         return server

@@ -136,10 +136,10 @@ def test_compose_serves_through_nginx_only_with_settings_from_env(tmp_path: Path
     services = config["services"]
     assert set(services) == {"db", "redis", "web", "nginx"}
 
-    # Only nginx publishes a port: 8000.
+    # Only nginx publishes ports: 8000, and 8443 for HTTPS once it has a certificate.
     assert [name for name, service in services.items() if service.get("ports")] == ["nginx"]
-    (port,) = services["nginx"]["ports"]
-    assert (str(port["published"]), port["target"]) == ("8000", 8000)
+    ports = {(str(port["published"]), port["target"]) for port in services["nginx"]["ports"]}
+    assert ports == {("8000", 8000), ("8443", 8443)}
 
     # The web server gets .env (env_file), with DEBUG forced off.
     web = services["web"]["environment"]
@@ -407,19 +407,23 @@ def test_replicas_starting_together_migrate_and_create_the_admin_once(
 
 
 class LateListener:
-    """A TCP port that answers only from `after` seconds on, forwarding to a real server then:
+    """A TCP port that answers only once `open()` is called, forwarding to a real server then:
     a database that is still starting when the container starts."""
 
-    def __init__(self, upstream_port: int, after: float) -> None:
+    def __init__(self, upstream_port: int) -> None:
         self.port = free_port()
         self.upstream_port = upstream_port
-        self.after = after
+        self.opened = threading.Event()
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self.serve, daemon=True)
 
+    def open(self) -> None:
+        self.opened.set()
+
     def serve(self) -> None:
-        if self.stopped.wait(self.after):
-            return
+        while not self.opened.wait(0.1):
+            if self.stopped.is_set():
+                return
         with socket.create_server(("127.0.0.1", self.port)) as server:
             server.settimeout(0.2)
             while not self.stopped.is_set():
@@ -452,16 +456,22 @@ def test_entrypoint_waits_for_a_database_that_is_still_starting(
     postgres: PostgresCluster, redis_server, tmp_path: Path
 ):
     postgres.create_database("late")
-    with LateListener(postgres.port, after=3) as late:
+    with LateListener(postgres.port) as late:
         url = f"postgres://chat:{postgres.password}@127.0.0.1:{late.port}/late"
         env = production_env(DATABASE_URL=url, REDIS_URL=redis_server.url)
         log = tmp_path / "late.log"
-        started = time.monotonic()
         process = entrypoint(env, log, "true")
+        waiting = f"waiting for the database (127.0.0.1:{late.port}/late)"
+        deadline = time.monotonic() + 60
+        while waiting not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        time.sleep(1.5)  # still waiting, not crashed
+        assert process.poll() is None, log.read_text()
+        late.open()
         assert process.wait(180) == 0, log.read_text()
     output = log.read_text()
-    assert time.monotonic() - started >= 3
-    assert f"waiting for the database (127.0.0.1:{late.port}/late)" in output
     assert "Applying chat.0001_initial... OK" in output
     assert "Traceback" not in output
 

@@ -11,6 +11,7 @@ import http.cookiejar
 import json
 import re
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -24,11 +25,13 @@ from pathlib import Path
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings
+from websockets.asyncio.client import connect
 
 from bench.servers import free_port, nginx_site, wait_for_healthz
 from chat.models import Message
 from tests.conftest import ROOT, Daphne, need
 from tests.helpers import create_room, create_user, password_for
+from tests.webclient import Browser
 from tests.wsclient import Client, Poster, Resilient, read_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -72,8 +75,9 @@ class Nginx:
             timeout=30,
         )
 
-    def start(self, upstreams: list[int]) -> None:
-        config = self.write_config(nginx_site(listen=self.port, upstreams=upstreams))
+    def start(self, upstreams: list[int], site: str | None = None) -> None:
+        site = site or nginx_site(listen=self.port, upstreams=upstreams)
+        config = self.write_config(site)
         self.access = open(self.dir / "access.log", "wb")  # closed in stop()
         self.process = subprocess.Popen(
             [self.binary, "-c", str(config), "-e", str(self.dir / "error.log")],
@@ -271,4 +275,142 @@ async def test_a_process_killed_mid_chat_costs_no_acknowledged_message(proxied: 
         f"{sender.reconnects}, {len(poster.answered_by_ack)} answered by ack "
         "(stored before the kill), "
         f"reader reconnects {reader.reconnects}; 0 lost, 0 duplicated"
+    )
+
+
+# --- HTTPS: nginx terminates TLS when certificate files are given ------------------------------
+
+
+def self_signed_certificate(directory: Path) -> None:
+    """fullchain.pem and privkey.pem for 127.0.0.1, as a certificate authority would name them."""
+    need("openssl", "openssl")
+    result = subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(directory / "privkey.pem"),
+            "-out",
+            str(directory / "fullchain.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def tls_site(root: Path, *, http_port: int, https_port: int, upstream: int) -> str:
+    """What the nginx image runs once deploy/nginx-tls.sh has found the certificate: the plain
+    server of deploy/nginx.conf (now redirecting) and deploy/nginx-tls.conf, on loopback ports."""
+    for name in ("tls", "conf.d", "chat"):
+        (root / name).mkdir()
+    self_signed_certificate(root / "tls")
+    shutil.copy(DEPLOY / "nginx-tls.conf", root / "chat" / "tls.conf")
+    script = subprocess.run(
+        ["sh", str(DEPLOY / "nginx-tls.sh")],
+        env={"PATH": "/usr/bin:/bin", "CHAT_NGINX_ROOT": str(root), "HTTPS_PORT": str(https_port)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert script.returncode == 0, script.stderr
+    assert "HTTPS on" in script.stdout
+    plain = nginx_site(listen=http_port, upstreams=[upstream], redirect_dir=root / "chat-redirect")
+    tls = (root / "conf.d" / "chat-tls.conf").read_text()
+    for old, new in {
+        "listen 8443 ssl http2;": f"listen 127.0.0.1:{https_port} ssl http2;",
+        "/etc/nginx/tls/": f"{root}/tls/",
+        "set $chat_backend web:8000;": "set $chat_backend chat_web;",
+        "include /etc/nginx/chat/common.conf;": f"include {DEPLOY / 'nginx-common.conf'};",
+    }.items():
+        assert tls.count(old) >= 1, old
+        tls = tls.replace(old, new)
+    return plain + "\n" + tls
+
+
+def test_without_a_certificate_nginx_stays_on_plain_http(tmp_path: Path):
+    (tmp_path / "tls").mkdir()
+    script = subprocess.run(
+        ["sh", str(DEPLOY / "nginx-tls.sh")],
+        env={"PATH": "/usr/bin:/bin", "CHAT_NGINX_ROOT": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert script.returncode == 0, script.stderr
+    assert "plain HTTP only" in script.stdout
+    assert list((tmp_path / "chat-redirect").iterdir()) == []
+
+
+async def test_https_and_wss_through_the_repository_config_with_a_certificate(
+    daphne_factory, tmp_path: Path
+):
+    await database_sync_to_async(create_user)("omkar")
+    slug = await database_sync_to_async(lambda: create_room("Over TLS", create_user("ada")).slug)()
+
+    daphne = tls_daphne(daphne_factory)
+    nginx = Nginx()
+    https_port = free_port()
+    site = tls_site(tmp_path, http_port=nginx.port, https_port=https_port, upstream=daphne.port)
+    context = ssl.create_default_context(cafile=str(tmp_path / "tls" / "fullchain.pem"))
+    try:
+        nginx.start([daphne.port], site=site)
+        base = f"https://127.0.0.1:{https_port}"
+
+        # Plain HTTP answers with a redirect to the same path over HTTPS.
+        status, headers, _ = Browser(nginx.url).request("/accounts/login/?next=/")
+        assert status == 301
+        assert headers["Location"] == f"{base}/accounts/login/?next=/"
+
+        # Over HTTPS the site knows it is behind TLS: HSTS, and cookies only for HTTPS.
+        browser = Browser(base, ssl_context=context)
+        status, headers, _ = browser.request("/accounts/login/")
+        assert status == 200
+        assert headers["Strict-Transport-Security"].startswith("max-age=")
+        await asyncio.to_thread(browser.log_in, "omkar", password_for("omkar"))
+        assert browser.cookie_is_secure(settings.SESSION_COOKIE_NAME)
+        assert browser.cookie_is_secure(settings.CSRF_COOKIE_NAME)
+
+        # A WebSocket over wss: the page's origin is https, and a post comes back.
+        async with connect(
+            f"wss://127.0.0.1:{https_port}/ws/rooms/{slug}/",
+            ssl=context,
+            additional_headers={
+                "Cookie": f"{settings.SESSION_COOKIE_NAME}={browser.session}",
+                "Origin": base,
+            },
+            open_timeout=10,
+        ) as socket:
+            ready = json.loads(await asyncio.wait_for(socket.recv(), 10))
+            assert ready["type"] == "ready", ready
+            await socket.send(json.dumps({"type": "post", "body": "over wss", "client_id": "t1"}))
+            while True:
+                frame = json.loads(await asyncio.wait_for(socket.recv(), 10))
+                if frame["type"] == "message":
+                    break
+            assert frame["message"]["body"] == "over wss"
+    finally:
+        nginx.stop()
+
+
+def tls_daphne(daphne_factory) -> Daphne:
+    """A web process as the image runs it behind nginx with TLS (README, "TLS")."""
+    return daphne_factory(
+        DJANGO_HTTPS="1",
+        DJANGO_TRUST_PROXY_HEADERS="1",
+        DJANGO_ALLOWED_HOSTS="127.0.0.1",
+        args=["--proxy-headers"],
     )

@@ -88,3 +88,22 @@ async def test_logging_out_through_the_site_closes_the_socket():
     response = await database_sync_to_async(client.post)("/accounts/logout/")
     assert response.status_code == 302
     assert await closed_code(socket) == 4401
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_an_https_page_behind_a_trusted_tls_proxy_may_open_its_socket(trusted):
+    """Behind TLS the socket reaches daphne as ws:// with X-Forwarded-Proto: https, and its
+    origin is the https page's. Only a trusted proxy's header counts (DJANGO_TRUST_PROXY_HEADERS);
+    otherwise anyone could claim https and an http page's origin check would change."""
+    from tests.helpers import open_socket
+
+    user = await database_sync_to_async(create_user)("tls")
+    room = await database_sync_to_async(create_room)("Behind TLS", user)
+    proxy = ("HTTP_X_FORWARDED_PROTO", "https") if trusted else None
+    with override_settings(SECURE_PROXY_SSL_HEADER=proxy):
+        communicator, _ = await open_socket(user, room.slug, origin=b"https://localhost")
+        communicator.scope["headers"].append((b"x-forwarded-proto", b"https"))
+        connected, _ = await communicator.connect()
+        assert connected is trusted
+        if connected:
+            await communicator.disconnect()

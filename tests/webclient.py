@@ -6,6 +6,7 @@ token and the Origin a browser would send.
 
 import http.cookiejar
 import re
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,15 +20,20 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 class Browser:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self.base_url = base_url
         self.jar = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.jar), NoRedirect()
+            urllib.request.HTTPCookieProcessor(self.jar),
+            urllib.request.HTTPSHandler(context=ssl_context),
+            NoRedirect(),
         )
 
     def cookie(self, name: str) -> str | None:
         return next((c.value for c in self.jar if c.name == name), None)
+
+    def cookie_is_secure(self, name: str) -> bool:
+        return next(c.secure for c in self.jar if c.name == name)
 
     @property
     def session(self) -> str | None:

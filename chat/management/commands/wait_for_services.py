@@ -88,6 +88,7 @@ class Command(BaseCommand):
             for name, error in problems.items():
                 if reported.get(name) != error:
                     self.stdout.write(f"wait_for_services: waiting for {name}: {error}")
+                    self.stdout.flush()  # seen now, not when the wait is over
                     reported[name] = error
             if time.monotonic() >= deadline:
                 names = " and ".join(problems)
