@@ -210,6 +210,44 @@ def test_the_deploy_check_fails_without_https():
         assert warning in result.stdout + result.stderr
 
 
+def hsts_header(env: dict[str, str]) -> str:
+    """The Strict-Transport-Security header the settings module makes under `env` (a fresh
+    process: settings are read once)."""
+    script = (
+        "import django; django.setup();"
+        "from django.http import HttpResponse;"
+        "from django.middleware.security import SecurityMiddleware;"
+        "from django.test import RequestFactory;"
+        "request = RequestFactory().get('/', secure=True, HTTP_HOST='chat.example.com');"
+        "print(SecurityMiddleware(lambda r: HttpResponse())(request)['Strict-Transport-Security'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_hsts_covers_only_this_host_and_is_not_preloaded_unless_asked():
+    assert hsts_header(production_env()) == "max-age=31536000"
+    # Asked for, each is added (and `check --deploy` stays clean either way).
+    assert hsts_header(production_env(DJANGO_HSTS_INCLUDE_SUBDOMAINS="1")) == (
+        "max-age=31536000; includeSubDomains"
+    )
+    assert hsts_header(
+        production_env(DJANGO_HSTS_INCLUDE_SUBDOMAINS="1", DJANGO_HSTS_PRELOAD="1")
+    ) == ("max-age=31536000; includeSubDomains; preload")
+    result = deploy_check(
+        production_env(DJANGO_HSTS_INCLUDE_SUBDOMAINS="1", DJANGO_HSTS_PRELOAD="1")
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 # --- ensure_superuser -----------------------------------------------------------------------
 
 
