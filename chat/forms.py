@@ -5,25 +5,12 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.cache import cache
-from django.utils.text import slugify
-
-from .models import Room
 
 
 class RoomForm(forms.Form):
-    name = forms.CharField(max_length=80, strip=True)
+    """The lobby's "Start a room" form; the name rule itself is chat.services.clean_room_name."""
 
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"]
-        slug = slugify(name)
-        if not slug:
-            raise forms.ValidationError("A room name needs at least one letter or digit.")
-        if (
-            Room.objects.filter(name__iexact=name).exists()
-            or Room.objects.filter(slug=slug).exists()
-        ):
-            raise forms.ValidationError("A room with this name already exists.")
-        return name
+    name = forms.CharField(max_length=80, strip=True)
 
 
 logger = logging.getLogger(__name__)

@@ -25,13 +25,23 @@ def env_bool(name: str, default: bool = False) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+# An empty value means "not set" everywhere: docker-compose.yml passes every setting to the web
+# service as `${NAME:-}`, so a setting missing from .env arrives empty.
+
+
 def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+    value = os.environ.get(name) or default
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(name)
     return int(value) if value else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
 
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
@@ -226,22 +236,27 @@ CHAT_MAX_SOCKETS_PER_USER = env_int("CHAT_MAX_SOCKETS_PER_USER", 20)
 CHAT_LOGIN_FAILURES_PER_USER = env_int("CHAT_LOGIN_FAILURES_PER_USER", 5)
 CHAT_LOGIN_FAILURES_PER_ADDRESS = env_int("CHAT_LOGIN_FAILURES_PER_ADDRESS", 20)
 CHAT_LOGIN_FAILURE_WINDOW = env_int("CHAT_LOGIN_FAILURE_WINDOW", 300)
+# Rooms one user may create per window (seconds), from the site's form (chat.services.create_room).
+CHAT_ROOMS_PER_USER = env_int("CHAT_ROOMS_PER_USER", 10)
+CHAT_ROOMS_PER_USER_WINDOW = env_int("CHAT_ROOMS_PER_USER_WINDOW", 3600)
+# Rooms per page of the lobby's directory.
+CHAT_LOBBY_PAGE_SIZE = env_int("CHAT_LOBBY_PAGE_SIZE", 50)
 CHAT_PRESENCE_TTL = env_int("CHAT_PRESENCE_TTL", 45)
 # Presence in a crowd (chat/hub.py): up to CHAT_PRESENCE_BURST presence frames per
 # CHAT_PRESENCE_WINDOW seconds go out at once; joins and leaves beyond that wait for the window's
 # end and go out together as one frame with the new online list (a reconnect storm of 1,000 users
 # would otherwise send each of them 1,000 frames of up to 13 KB).
-CHAT_PRESENCE_WINDOW = float(os.environ.get("CHAT_PRESENCE_WINDOW", "0.25"))
+CHAT_PRESENCE_WINDOW = env_float("CHAT_PRESENCE_WINDOW", 0.25)
 CHAT_PRESENCE_BURST = env_int("CHAT_PRESENCE_BURST", 3)
 # How often a process compares each of its rooms' cursors with the database, in case the channel
 # layer lost a doorbell (slow reader, Redis restart).
-CHAT_RESYNC_INTERVAL = float(os.environ.get("CHAT_RESYNC_INTERVAL", "2"))
+CHAT_RESYNC_INTERVAL = env_float("CHAT_RESYNC_INTERVAL", 2)
 
 # How often each process checks that its sockets' sessions still stand (logout, password
 # change, expiry, deactivation close them with 4401).
-CHAT_SESSION_CHECK_INTERVAL = float(os.environ.get("CHAT_SESSION_CHECK_INTERVAL", "3"))
+CHAT_SESSION_CHECK_INTERVAL = env_float("CHAT_SESSION_CHECK_INTERVAL", 3)
 
-LOG_LEVEL = os.environ.get("DJANGO_LOG_LEVEL", "INFO")
+LOG_LEVEL = os.environ.get("DJANGO_LOG_LEVEL") or "INFO"
 # One JSON object per line on stdout (chatsite/logging.py): requests from
 # chatsite.middleware, WebSocket connects and disconnects from chat.consumers.
 LOGGING = {
