@@ -551,3 +551,36 @@ def test_an_archived_room_leaves_the_lobby_and_its_page_is_gone(logged_in, alice
     services.unarchive_room(room=general, by=mod)
     assert set(_lobby_rooms(logged_in)) == {"general-chat", "random"}
     assert logged_in.get("/rooms/general-chat/").status_code == 200
+
+
+# --- Content-Security-Policy ----------------------------------------------------------------
+
+
+def _policy(response) -> dict[str, str]:
+    header = response["Content-Security-Policy"]
+    return dict(part.strip().split(" ", 1) for part in header.split(";"))
+
+
+@pytest.mark.parametrize("path", ["/", "/rooms/general-chat/", "/accounts/login/", "/admin/"])
+def test_every_page_carries_the_content_security_policy(client, alice, general, path):
+    client.force_login(create_user("root", is_staff=True, is_superuser=True))
+    response = client.get(path)
+    assert response.status_code == 200
+    policy = _policy(response)
+    for directive in ("default-src", "script-src", "style-src"):
+        assert policy[directive] == "'self'"
+    assert policy["object-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+    # The page's own WebSocket origin, and no other.
+    assert policy["connect-src"] == "'self' ws://testserver"
+    assert _policy(client.get(path, secure=True))["connect-src"] == "'self' wss://testserver"
+
+
+def test_templates_have_no_inline_script_style_or_handlers():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for template in [*root.glob("templates/**/*.html"), *root.glob("chat/templates/**/*.html")]:
+        text = template.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), template
+        assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=", text), template
