@@ -248,6 +248,26 @@ def test_hsts_covers_only_this_host_and_is_not_preloaded_unless_asked():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_daphne_sends_no_server_banner(daphne_factory):
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    server = daphne_factory()
+    with urllib.request.urlopen(f"{server.url}/healthz", timeout=10) as response:
+        assert response.status == 200
+        assert "Server" not in response.headers, response.headers["Server"]
+
+    async def handshake_headers():
+        async with connect(
+            f"{server.ws_url}/ws/rooms/general/", additional_headers={"Origin": server.url}
+        ) as socket:
+            return socket.response.headers
+
+    headers = asyncio.run(handshake_headers())
+    assert "Server" not in headers, headers["Server"]
+
+
 # --- ensure_superuser -----------------------------------------------------------------------
 
 
