@@ -5,4 +5,6 @@
 set -eu
 python manage.py run_locked migrate --noinput
 python manage.py run_locked ensure_superuser
+# Needed only by ensure_superuser: the server (and anything it starts) never holds it.
+unset DJANGO_SUPERUSER_PASSWORD
 exec "$@"

@@ -141,13 +141,14 @@ def test_compose_serves_through_nginx_only_with_settings_from_env(tmp_path: Path
     (port,) = services["nginx"]["ports"]
     assert (str(port["published"]), port["target"]) == ("8000", 8000)
 
-    # The web server gets .env (env_file), with DEBUG forced off.
+    # The web server gets its settings from .env, with DEBUG forced off.
     web = services["web"]["environment"]
     assert web["DJANGO_DEBUG"] == "0"
     assert web["DJANGO_SUPERUSER_USERNAME"] == "admin"
     assert web["DJANGO_SUPERUSER_PASSWORD"] == env["DJANGO_SUPERUSER_PASSWORD"]
     assert web["DATABASE_URL"] == env["DATABASE_URL"]
     assert web["REDIS_URL"] == "redis://redis:6379/0"
+    assert web["DJANGO_ALLOWED_HOSTS"] == "localhost,127.0.0.1"
 
     # Started in order, each once the one before is healthy; PostgreSQL 15 on a named volume.
     assert services["web"]["depends_on"] == {
@@ -166,6 +167,73 @@ def test_compose_serves_through_nginx_only_with_settings_from_env(tmp_path: Path
     assert mounts_nginx["nginx.conf"] == "/etc/nginx/conf.d/default.conf"
     nginx_conf = (ROOT / "deploy" / "nginx.conf").read_text()
     assert f"include {mounts_nginx['nginx-common.conf']};" in nginx_conf
+
+
+def test_each_service_gets_only_the_secrets_it_needs(tmp_path: Path):
+    env = make_env(tmp_path)
+    env["CHAT_ROOMS_PER_USER"] = "7"  # a setting added to .env reaches the web server
+    config = compose_config(compose_project(tmp_path, env))
+    services = config["services"]
+    for name, service in services.items():
+        assert "env_file" not in service, name
+    environments = {name: service.get("environment", {}) for name, service in services.items()}
+    # No service but db gets the database password (web has it inside DATABASE_URL only).
+    assert [name for name, e in environments.items() if "POSTGRES_PASSWORD" in e] == ["db"]
+    assert environments["db"] == {
+        "POSTGRES_DB": "chat",
+        "POSTGRES_USER": "chat",
+        "POSTGRES_PASSWORD": env["POSTGRES_PASSWORD"],
+    }
+    # Django's secrets go to web only.
+    for key in ("DJANGO_SECRET_KEY", "DJANGO_SUPERUSER_PASSWORD"):
+        assert [name for name, e in environments.items() if key in e] == ["web"], key
+    assert environments["redis"] == {} and environments["nginx"] == {}
+    assert environments["web"]["CHAT_ROOMS_PER_USER"] == "7"
+    # Every setting the README documents has its line (an unset one arrives empty).
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Z_]+)`", table, re.MULTILINE))
+    documented.discard("POSTGRES_PASSWORD")  # the db service's
+    assert documented <= set(environments["web"]), documented - set(environments["web"])
+
+
+def test_settings_left_empty_by_compose_take_their_defaults():
+    # What compose passes for a setting .env does not set: an empty value.
+    names = [
+        "DJANGO_ALLOWED_HOSTS",
+        "DJANGO_LOG_LEVEL",
+        "CHAT_PRESENCE_WINDOW",
+        "CHAT_RESYNC_INTERVAL",
+        "CHAT_SESSION_CHECK_INTERVAL",
+        "CHAT_ROOMS_PER_USER",
+        "DJANGO_HSTS_SECONDS",
+    ]
+    script = (
+        "import json; from django.conf import settings;"
+        "print(json.dumps([settings.ALLOWED_HOSTS, settings.LOG_LEVEL,"
+        " settings.CHAT_PRESENCE_WINDOW, settings.CHAT_RESYNC_INTERVAL,"
+        " settings.CHAT_SESSION_CHECK_INTERVAL, settings.CHAT_ROOMS_PER_USER,"
+        " settings.SECURE_HSTS_SECONDS]))"
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SECRET_KEY": "x",
+        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+        **dict.fromkeys(names, ""),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        ["localhost", "127.0.0.1", "[::1]"],
+        "INFO",
+        0.25,
+        2,
+        3,
+        10,
+        0,
+    ]
 
 
 # --- production settings --------------------------------------------------------------------
@@ -500,6 +568,11 @@ def test_entrypoint_migrates_creates_the_admin_once_and_daphne_serves(
     )
 
     first = serve_once(env, tmp_path / "first.log")
+    # The admin's password is for ensure_superuser only: the server's environment lacks it.
+    environ = tmp_path / "environ.log"
+    assert entrypoint(env, environ, "env").wait(120) == 0, environ.read_text()
+    assert "DJANGO_SUPERUSER_USERNAME=admin" in environ.read_text()
+    assert ADMIN_PASSWORD not in environ.read_text()
     assert "Applying chat.0001_initial... OK" in first
     assert "ensure_superuser: created superuser 'admin'." in first
 
