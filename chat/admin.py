@@ -1,6 +1,7 @@
 """Moderation in the Django admin. Every change goes through chat.services, so it reaches live
 sockets on every server process; nothing is removed from the database behind their backs."""
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -10,6 +11,7 @@ from django.utils.html import format_html
 
 from . import services
 from .models import Message, ModerationAction, Room, RoomRestriction
+from .protocol import ChatError
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -25,17 +27,77 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class RoomAdminForm(forms.ModelForm):
+    """Adding a room: the site's own name rule (chat.services.clean_room_name)."""
+
+    class Meta:
+        model = Room
+        fields = ["name"]
+
+    def clean_name(self) -> str:
+        try:
+            name, _ = services.clean_room_name(self.cleaned_data["name"])
+        except ChatError as error:
+            raise forms.ValidationError(error.detail) from None
+        return name
+
+
+class ArchivedFilter(admin.SimpleListFilter):
+    title = "archived"
+    parameter_name = "archived"
+
+    def lookups(self, request, model_admin):
+        return [("no", "open"), ("yes", "archived")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("no", "yes"):
+            return queryset.filter(archived_at__isnull=self.value() == "no")
+        return queryset
+
+
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "created_by", "created", "cursor"]
+    list_display = ["name", "slug", "created_by", "created", "cursor", "archived_at"]
+    list_select_related = ["created_by"]
+    list_filter = [ArchivedFilter]
     search_fields = ["name", "slug"]
-    prepopulated_fields = {"slug": ["name"]}
-    raw_id_fields = ["created_by"]
-    readonly_fields = ["cursor"]
+    form = RoomAdminForm
+    actions = ["archive_rooms", "unarchive_rooms"]
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["name"]
+        return ["name", "slug", "created_by", "created", "cursor", "archived_at", "archived_by"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A room is made through the service and then only archived or unarchived (audited);
+        # renaming would move its URL under open pages, so it is not offered.
+        return self.get_fields(request, obj) if obj is not None else []
+
+    def save_model(self, request, obj: Room, form, change: bool) -> None:
+        if change:
+            return
+        room = services.create_room(
+            name=form.cleaned_data["name"], created_by=request.user, enforce_limit=False
+        )
+        obj.pk, obj.slug, obj.created_by = room.pk, room.slug, room.created_by
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        # A room's messages are the record; rooms are not deleted from the admin.
+        # A room's messages are the record; rooms are archived, not deleted.
         return False
+
+    def has_archive_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("chat.archive_room")
+
+    @admin.action(description="Archive selected rooms", permissions=["archive"])
+    def archive_rooms(self, request: HttpRequest, queryset: QuerySet) -> None:
+        archived = sum(services.archive_room(room=room, by=request.user) for room in queryset)
+        self.message_user(request, f"Archived {archived} room(s).", messages.SUCCESS)
+
+    @admin.action(description="Unarchive selected rooms", permissions=["archive"])
+    def unarchive_rooms(self, request: HttpRequest, queryset: QuerySet) -> None:
+        restored = sum(services.unarchive_room(room=room, by=request.user) for room in queryset)
+        self.message_user(request, f"Unarchived {restored} room(s).", messages.SUCCESS)
 
 
 class StateFilter(admin.SimpleListFilter):

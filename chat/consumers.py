@@ -46,7 +46,7 @@ def opening_state(slug: str, user, since: int | None):
     every change after the `ready` cursor, from the feed's buffer or from the database.
     """
     room = selectors.room_by_slug(slug)
-    if room is None:
+    if room is None or room.archived_at is not None:  # an archived room is gone for users
         return None, False, None
     if services.is_banned(room, user):
         return room, True, None

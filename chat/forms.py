@@ -3,26 +3,14 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import authenticate
 from django.contrib.auth.forms import AdminUserCreationForm as DjangoAdminUserCreationForm
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm, UsernameField
-from django.utils.text import slugify
 
 from . import accounts
-from .models import Room
 
 
 class RoomForm(forms.Form):
-    name = forms.CharField(max_length=80, strip=True)
+    """The lobby's "Start a room" form; the name rule itself is chat.services.clean_room_name."""
 
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"]
-        slug = slugify(name)
-        if not slug:
-            raise forms.ValidationError("A room name needs at least one letter or digit.")
-        if (
-            Room.objects.filter(name__iexact=name).exists()
-            or Room.objects.filter(slug=slug).exists()
-        ):
-            raise forms.ValidationError("A room with this name already exists.")
-        return name
+    name = forms.CharField(max_length=80, strip=True)
 
 
 class ThrottleMessageMixin:

@@ -183,6 +183,11 @@ class Hub:
             for socket in list(feed.sockets):
                 if socket.username == event["user"]:
                     await socket.close(code=event["code"])
+        elif kind == "room.close":
+            # The room was archived: every socket in it closes (sockets leave the feed as
+            # they close, so close a copy of the set).
+            for socket in list(feed.sockets):
+                await socket.close(code=event["code"])
 
     async def advance(self, feed: Feed, cursor: int, frame: str | None = None) -> None:
         """Bring the feed up to `cursor`, from the event's frame or from the database."""

@@ -12,9 +12,20 @@ class Room(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     # The room's change counter: every create, edit, delete or restore moves it forward by one.
     cursor = models.BigIntegerField(default=0, editable=False)
+    # Archived by a moderator (chat.services.archive_room): gone for users, kept for the record.
+    archived_at = models.DateTimeField(null=True, blank=True, editable=False)
+    archived_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        editable=False,
+    )
 
     class Meta:
         ordering = ["name"]
+        permissions = [("archive_room", "Can archive and unarchive rooms")]
 
     def __str__(self) -> str:
         return self.name
@@ -154,6 +165,8 @@ class ModerationAction(models.Model):
         BAN = "ban"
         MUTE = "mute"
         LIFT = "lift"
+        ARCHIVE = "archive"
+        UNARCHIVE = "unarchive"
 
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     action = models.CharField(max_length=10, choices=Action.choices)

@@ -5,19 +5,27 @@ from any door reaches every open socket. Each function is synchronous and runs i
 transaction; async callers wrap it in `database_sync_to_async`.
 """
 
+import logging
+import math
 import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import protocol, selectors
+from . import protocol, selectors, throttle
 from .broadcast import publish_change, publish_now
 from .models import Change, Message, ModerationAction, Room, RoomRestriction
 from .protocol import ChatError
+
+logger = logging.getLogger(__name__)
+
+
+ROOM_ARCHIVED = "This room has been archived."
 
 
 @dataclass(frozen=True)
@@ -39,36 +47,49 @@ def clean_body(body: str, *, ref: object = None) -> str:
     return body
 
 
-def create_room(*, name: str, created_by) -> Room:
-    return Room.objects.create(name=name.strip(), slug=slugify(name), created_by=created_by)
-
-
 def _lock_room(room_id: int) -> None:
     """Take the room's row lock for the rest of the transaction (writers queue here)."""
     Room.objects.select_for_update().only("id").get(pk=room_id)
 
 
-def _next_cursor(room_id: int) -> int:
+def _next_cursor(room_id: int, *, archived_ok: bool = False) -> int:
     """Move the room's cursor one step and return it.
 
     One statement: the UPDATE also takes the room's row lock for the rest of the transaction,
-    so writers to one room queue here and cursors are handed out in commit order.
+    so writers to one room queue here and cursors are handed out in commit order. It also
+    checks that the room is not archived, so no change slips in beside an archiving.
     """
-    table, column = map(connection.ops.quote_name, (Room._meta.db_table, "cursor"))
+    table, column, archived = map(
+        connection.ops.quote_name, (Room._meta.db_table, "cursor", "archived_at")
+    )
+    condition = "" if archived_ok else f" AND {archived} IS NULL"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET {column} = {column} + 1 WHERE id = %s RETURNING {column}",
+            f"UPDATE {table} SET {column} = {column} + 1 WHERE id = %s{condition} "
+            f"RETURNING {column}",
             [room_id],
         )
         row = cursor.fetchone()
     if row is None:
+        if Room.objects.filter(pk=room_id).exists():
+            raise ChatError("forbidden", ROOM_ARCHIVED)
         raise Room.DoesNotExist(f"room {room_id}")
     return row[0]
 
 
-def _record(room_id: int, message: Message, kind: str, client_id: str | None = None) -> None:
-    """Move the room's cursor by one for this change, log it, and broadcast after commit."""
-    cursor = message.cursor = _next_cursor(room_id)
+def _record(
+    room_id: int,
+    message: Message,
+    kind: str,
+    client_id: str | None = None,
+    *,
+    archived_ok: bool = False,
+) -> None:
+    """Move the room's cursor by one for this change, log it, and broadcast after commit.
+
+    Refuses a change in an archived room unless `archived_ok` (a moderator's hide or restore).
+    """
+    cursor = message.cursor = _next_cursor(room_id, archived_ok=archived_ok)
     if message.pk is None:
         message.save()
     else:
@@ -162,7 +183,7 @@ def delete_message(*, room: Room, message_id: int, by, moderator: bool = False) 
             return message
         message.deleted_at = timezone.now()
         message.deleted_by = by
-        _record(room.pk, message, Change.Kind.DELETE)
+        _record(room.pk, message, Change.Kind.DELETE, archived_ok=moderator)
     return message
 
 
@@ -175,7 +196,7 @@ def restore_message(*, room: Room, message_id: int, by) -> Message:
             return message
         message.deleted_at = None
         message.deleted_by = None
-        _record(room.pk, message, Change.Kind.RESTORE)
+        _record(room.pk, message, Change.Kind.RESTORE, archived_ok=True)
     return message
 
 
@@ -350,3 +371,89 @@ def erase_deleted_text(*, older_than, batch_size: int = 500) -> int:
             return erased
         # The conditions again: a moderator may have restored one in between.
         erased += due.filter(pk__in=ids).update(body="")
+
+
+# --- rooms: creating, archiving ----------------------------------------------------------------
+
+ROOM_NAME_MAX = Room._meta.get_field("name").max_length
+ROOM_SLUG_MAX = Room._meta.get_field("slug").max_length
+
+
+def clean_room_name(name: str) -> tuple[str, str]:
+    """The room-name rule, for every door (the lobby's form, the admin): the name as stored and
+    its slug. Raises ChatError `invalid` with a sentence for the form."""
+    name = name.strip()
+    slug = slugify(name)
+    if not slug:
+        raise ChatError("invalid", "A room name needs at least one letter or digit.")
+    # The slug can outgrow the name: "ﬃ" becomes "ffi".
+    if len(name) > ROOM_NAME_MAX or len(slug) > ROOM_SLUG_MAX:
+        raise ChatError("invalid", f"A room name may be at most {ROOM_NAME_MAX} characters.")
+    if Room.objects.filter(Q(name__iexact=name) | Q(slug=slug)).exists():
+        raise ChatError("invalid", "A room with this name already exists.")
+    return name, slug
+
+
+def create_room(*, name: str, created_by, enforce_limit: bool = True) -> Room:
+    """A new room named `name`. At most CHAT_ROOMS_PER_USER rooms per user per
+    CHAT_ROOMS_PER_USER_WINDOW seconds (`rate_limited`, with `retry_after`); staff creating rooms
+    in the admin pass `enforce_limit=False`. Nothing is created when it raises."""
+    name, slug = clean_room_name(name)
+    if enforce_limit:
+        limit, window = settings.CHAT_ROOMS_PER_USER, settings.CHAT_ROOMS_PER_USER_WINDOW
+        try:
+            wait = throttle.hit(f"rooms:{created_by.pk}", limit, window)
+        except Exception:
+            logger.warning("room limit unavailable", exc_info=True)
+            raise ChatError(
+                "unavailable", "Rooms cannot be created right now; try again.", retry_after=1
+            ) from None
+        if wait:
+            raise ChatError(
+                "rate_limited",
+                f"You can create at most {limit} rooms in {_duration(window)}; "
+                f"try again in {_duration(wait)}.",
+                retry_after=wait,
+            )
+    try:
+        with transaction.atomic():
+            return Room.objects.create(name=name, slug=slug, created_by=created_by)
+    except IntegrityError:  # created by someone else between the check and the insert
+        raise ChatError("invalid", "A room with this name already exists.") from None
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(1, math.ceil(seconds))
+    if seconds < 120:
+        return f"{seconds} seconds"
+    if seconds < 7200:
+        return f"{math.ceil(seconds / 60)} minutes"
+    return f"{math.ceil(seconds / 3600)} hours"
+
+
+def archive_room(*, room: Room, by, reason: str = "") -> bool:
+    """A moderator archives a room: it leaves the lobby, its page answers 404, its open sockets
+    close with 4404 at once on every process, and no change can be made in it. Its messages
+    stay (moderators read them in the admin). Returns whether anything changed."""
+    with transaction.atomic():
+        updated = Room.objects.filter(pk=room.pk, archived_at__isnull=True).update(
+            archived_at=timezone.now(), archived_by=by
+        )
+        if updated:
+            _audit(actor=by, action=ModerationAction.Action.ARCHIVE, room=room, reason=reason)
+            # 4404 (consumers.Close.NO_SUCH_ROOM): for its users the room is gone.
+            transaction.on_commit(
+                lambda: publish_now(room.pk, {"type": "room.close", "code": 4404})
+            )
+    return bool(updated)
+
+
+def unarchive_room(*, room: Room, by, reason: str = "") -> bool:
+    """Undo an archiving: the room is back in the lobby, open to sockets and posts."""
+    with transaction.atomic():
+        updated = Room.objects.filter(pk=room.pk, archived_at__isnull=False).update(
+            archived_at=None, archived_by=None
+        )
+        if updated:
+            _audit(actor=by, action=ModerationAction.Action.UNARCHIVE, room=room, reason=reason)
+    return bool(updated)

@@ -1,17 +1,20 @@
 import json
 import logging
+import math
 import time
 from functools import lru_cache
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib.auth import login, logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.db import IntegrityError, connection
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db import connection
+from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -19,6 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from . import accounts, services
 from .forms import DeleteAccountForm, RoomForm, SignupForm
 from .models import Message, ReadMarker, Room
+from .protocol import ChatError
 from .shared_state import presence_key
 
 logger = logging.getLogger(__name__)
@@ -27,8 +31,15 @@ logger = logging.getLogger(__name__)
 MAX_QUERY = 80
 
 
-def lobby_rooms(user, query: str = ""):
-    """Rooms (matching `query`) with `unread` for `user` and `last_activity`, in one query.
+# The lobby's orders: most recently active first (the default), or by name.
+LOBBY_SORTS = ("active", "name")
+# The deepest page the lobby serves (an offset beyond every room costs the database for nothing).
+MAX_PAGE = 10_000
+
+
+def lobby_rooms(user, query: str = "", sort: str = "active"):
+    """Rooms not archived (matching `query`) with `unread` for `user` and `last_activity`, in
+    one query.
 
     Unread: messages not deleted, by someone else, after the user's read marker in that room
     (no marker: every such message).
@@ -45,12 +56,13 @@ def lobby_rooms(user, query: str = ""):
         .values("n")
     )
     latest = Message.objects.filter(room=OuterRef("pk")).order_by("-id").values("created")[:1]
-    rooms = Room.objects.all()
+    rooms = Room.objects.filter(archived_at__isnull=True)
     if query:
         rooms = rooms.filter(name__icontains=query)
-    return rooms.annotate(
-        unread=Coalesce(Subquery(unread), 0), last_activity=Subquery(latest)
-    ).order_by("name")
+    rooms = rooms.annotate(unread=Coalesce(Subquery(unread), 0), last_activity=Subquery(latest))
+    if sort == "name":
+        return rooms.order_by("name")
+    return rooms.order_by(F("last_activity").desc(nulls_last=True), "name")
 
 
 @lru_cache(maxsize=4)
@@ -82,13 +94,47 @@ def online_counts(room_ids: list[int]) -> dict[int, int] | None:
     return dict(zip(room_ids, (int(n) for n in counts), strict=True))
 
 
+def _page_number(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        return 1
+    return min(max(number, 1), MAX_PAGE)
+
+
 def _lobby(request: HttpRequest, form: RoomForm, status: int = 200) -> HttpResponse:
+    """One page of the room directory: CHAT_LOBBY_PAGE_SIZE rooms, however many there are."""
     query = request.GET.get("q", "").strip()[:MAX_QUERY]
-    rooms = list(lobby_rooms(request.user, query))
+    sort = request.GET.get("sort", "")
+    sort = sort if sort in LOBBY_SORTS else LOBBY_SORTS[0]
+    page = _page_number(request.GET.get("page", "1"))
+    size = settings.CHAT_LOBBY_PAGE_SIZE
+    # One row more than a page says whether there is a next page, without counting them all.
+    rooms = list(lobby_rooms(request.user, query, sort)[(page - 1) * size : page * size + 1])
+    has_next = len(rooms) > size
+    rooms = rooms[:size]
     online = online_counts([room.pk for room in rooms])
     for room in rooms:
         room.online = None if online is None else online.get(room.pk, 0)
-    context = {"rooms": rooms, "form": form, "query": query}
+
+    def url(**changes) -> str:
+        params = {"q": query, "sort": sort, "page": page} | changes
+        defaults = {"q": "", "sort": LOBBY_SORTS[0], "page": 1}
+        kept = {key: value for key, value in params.items() if value != defaults[key]}
+        return reverse("chat:lobby") + (f"?{urlencode(kept)}" if kept else "")
+
+    context = {
+        "rooms": rooms,
+        "form": form,
+        "query": query,
+        "sort": sort,
+        "page": page,
+        "this_url": url(),
+        "first_url": url(page=1),
+        "next_url": url(page=page + 1) if has_next and page < MAX_PAGE else None,
+        "previous_url": url(page=page - 1) if page > 1 else None,
+        "sort_urls": {choice: url(sort=choice, page=1) for choice in LOBBY_SORTS},
+    }
     return render(request, "chat/lobby.html", context, status=status)
 
 
@@ -98,25 +144,34 @@ def lobby(request: HttpRequest) -> HttpResponse:
     return _lobby(request, RoomForm())
 
 
+# Refused room creations: the form again, with the error, and this status.
+CREATE_ROOM_STATUS = {"rate_limited": 429, "unavailable": 503}
+
+
 @login_required
 @require_POST
 def create_room(request: HttpRequest) -> HttpResponse:
     form = RoomForm(request.POST)
-    if form.is_valid():
-        try:
-            room = services.create_room(name=form.cleaned_data["name"], created_by=request.user)
-        except IntegrityError:  # created by someone else between the check and the insert
-            form.add_error("name", "A room with this name already exists.")
-        else:
-            return redirect("chat:room", slug=room.slug)
-    return _lobby(request, form, status=400)
+    if not form.is_valid():
+        return _lobby(request, form, status=400)
+    try:
+        room = services.create_room(name=form.cleaned_data["name"], created_by=request.user)
+    except ChatError as error:
+        # A bad or taken name is about the field; a limit is about the whole form.
+        form.add_error("name" if error.code == "invalid" else None, error.detail)
+        response = _lobby(request, form, status=CREATE_ROOM_STATUS.get(error.code, 400))
+        if error.retry_after:
+            response["Retry-After"] = str(math.ceil(error.retry_after))
+        return response
+    return redirect("chat:room", slug=room.slug)
 
 
 @login_required
 @require_GET
 @ensure_csrf_cookie
 def room(request: HttpRequest, slug: str) -> HttpResponse:
-    room = get_object_or_404(Room, slug=slug)
+    # An archived room is gone for users: 404, as for a room that never was.
+    room = get_object_or_404(Room, slug=slug, archived_at__isnull=True)
     last_read_id = (
         ReadMarker.objects.filter(user=request.user, room=room)
         .values_list("last_read_id", flat=True)

@@ -81,7 +81,13 @@ def main(argv: list[str] | None = None, *, direct_writes: bool = True) -> None:
     from daphne.cli import CommandLineInterface
 
     CommandLineInterface().run(
-        ["--websocket-max-message-size", str(MAX_MESSAGE_BYTES), *args, APPLICATION]
+        [
+            "--websocket-max-message-size",
+            str(MAX_MESSAGE_BYTES),
+            "--no-server-name",  # no `Server: daphne` banner on responses and handshakes
+            *args,
+            APPLICATION,
+        ]
     )
 
 

@@ -12,6 +12,8 @@ python manage.py wait_for_services --timeout "${CHAT_STARTUP_WAIT:-60}"
 python manage.py run_locked migrate --noinput
 python manage.py run_locked purge_deleted_text
 python manage.py run_locked ensure_superuser
+# Needed only by ensure_superuser: the server (and anything it starts) never holds it.
+unset DJANGO_SUPERUSER_PASSWORD
 
 server=$$  # exec below keeps this process id for the command
 interval="${CHAT_PURGE_INTERVAL:-86400}"

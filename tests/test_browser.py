@@ -1007,3 +1007,69 @@ def test_keyboard_only_login_send_edit_delete(browser, server, alice, bob, room)
     assert rows == [(message_id, "alice", "edited by keyboard", True)]
     assert errors == []
     context.close()
+
+
+# --- Content-Security-Policy -----------------------------------------------------------------
+
+# Before any page script runs: every CSP violation the page reports, as text.
+RECORD_VIOLATIONS = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  const where = `${event.sourceFile}:${event.lineNumber}`;
+  window.cspViolations.push(`${event.effectiveDirective} blocked ${event.blockedURI} (${where})`);
+});
+"""
+
+
+def violations(person: Person) -> list[str]:
+    return person.page.evaluate("window.cspViolations")
+
+
+def test_pages_pass_the_content_security_policy_in_chromium(people, alice, bob, mod, room):
+    post_id = orm(post, room, bob, "hello from bob")
+    a = people("alice")
+    a.page.context.add_init_script(RECORD_VIOLATIONS)
+    b = people("bob", next=f"/rooms/{room.slug}/")
+
+    # The lobby, with its periodic refresh.
+    response = a.page.goto(f"{a.base_url}/")
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy
+    expect(lobby_row(a, room.slug).locator(".unread-count")).to_have_text("1")
+    a.page.evaluate("window.lobbyDebug.refresh()")
+    expect(lobby_row(a, room.slug).locator(".room-online")).to_have_text("1 online")
+    assert violations(a) == []
+
+    # A room while chatting: the WebSocket (connect-src), sending, editing, the read marker.
+    lobby_row(a, room.slug).locator("a").click()
+    a.expect_connected()
+    a.send("hello from alice")
+    expect(b.message("hello from alice")).to_have_count(1)
+    b.send("and back")
+    expect(a.message("and back")).to_have_count(1)
+    wait_read(a, post_id)
+    assert violations(a) == []
+
+    # The admin: the message list, an action run from it, and the message it reports.
+    m = people("mod", next="/admin/", admin=True)
+    m.page.context.add_init_script(RECORD_VIOLATIONS)
+    m.goto("/admin/chat/message/")
+    run_admin_action(m, post_id, "Hide selected messages")
+    expect(m.page.locator("ul.messagelist li.success")).to_have_text("Hid 1 message(s).")
+    assert violations(m) == []
+    m.page.locator("#toggle-nav-sidebar").click()  # the admin's own scripts run
+    expect(m.page.locator("#nav-sidebar")).to_be_hidden()
+    assert violations(m) == []
+    expect(a.page.locator(f'#messages li.message.tombstone[data-id="{post_id}"]')).to_have_count(1)
+    assert violations(a) == []
+    refused = [line for p in (a, m) for line in p.console if "Content Security Policy" in line]
+    assert refused == []
+
+    # The listener has teeth: an inline script is refused and reported.
+    a.page.evaluate(
+        "() => { const s = document.createElement('script');"
+        " s.textContent = 'window.inlineRan = true'; document.body.append(s); }"
+    )
+    a.page.wait_for_function("window.cspViolations.length > 0")
+    assert violations(a)[0].startswith("script-src-elem blocked inline")
+    assert a.page.evaluate("window.inlineRan") is None

@@ -141,13 +141,14 @@ def test_compose_serves_through_nginx_only_with_settings_from_env(tmp_path: Path
     ports = {(str(port["published"]), port["target"]) for port in services["nginx"]["ports"]}
     assert ports == {("8000", 8000), ("8443", 8443)}
 
-    # The web server gets .env (env_file), with DEBUG forced off.
+    # The web server gets its settings from .env, with DEBUG forced off.
     web = services["web"]["environment"]
     assert web["DJANGO_DEBUG"] == "0"
     assert web["DJANGO_SUPERUSER_USERNAME"] == "admin"
     assert web["DJANGO_SUPERUSER_PASSWORD"] == env["DJANGO_SUPERUSER_PASSWORD"]
     assert web["DATABASE_URL"] == env["DATABASE_URL"]
     assert web["REDIS_URL"] == "redis://redis:6379/0"
+    assert web["DJANGO_ALLOWED_HOSTS"] == "localhost,127.0.0.1"
 
     # Started in order, each once the one before is healthy; PostgreSQL 15 on a named volume.
     assert services["web"]["depends_on"] == {
@@ -169,6 +170,73 @@ def test_compose_serves_through_nginx_only_with_settings_from_env(tmp_path: Path
     assert "resolver ${NGINX_LOCAL_RESOLVERS} " in (ROOT / "deploy" / "nginx.conf").read_text()
     nginx_conf = (ROOT / "deploy" / "nginx.conf").read_text()
     assert f"include {mounts_nginx['nginx-common.conf']};" in nginx_conf
+
+
+def test_each_service_gets_only_the_secrets_it_needs(tmp_path: Path):
+    env = make_env(tmp_path)
+    env["CHAT_ROOMS_PER_USER"] = "7"  # a setting added to .env reaches the web server
+    config = compose_config(compose_project(tmp_path, env))
+    services = config["services"]
+    for name, service in services.items():
+        assert "env_file" not in service, name
+    environments = {name: service.get("environment", {}) for name, service in services.items()}
+    # No service but db gets the database password (web has it inside DATABASE_URL only).
+    assert [name for name, e in environments.items() if "POSTGRES_PASSWORD" in e] == ["db"]
+    assert environments["db"] == {
+        "POSTGRES_DB": "chat",
+        "POSTGRES_USER": "chat",
+        "POSTGRES_PASSWORD": env["POSTGRES_PASSWORD"],
+    }
+    # Django's secrets go to web only.
+    for key in ("DJANGO_SECRET_KEY", "DJANGO_SUPERUSER_PASSWORD"):
+        assert [name for name, e in environments.items() if key in e] == ["web"], key
+    assert environments["redis"] == {} and environments["nginx"] == {}
+    assert environments["web"]["CHAT_ROOMS_PER_USER"] == "7"
+    # Every setting the README documents has its line (an unset one arrives empty).
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Z_]+)`", table, re.MULTILINE))
+    documented.discard("POSTGRES_PASSWORD")  # the db service's
+    assert documented <= set(environments["web"]), documented - set(environments["web"])
+
+
+def test_settings_left_empty_by_compose_take_their_defaults():
+    # What compose passes for a setting .env does not set: an empty value.
+    names = [
+        "DJANGO_ALLOWED_HOSTS",
+        "DJANGO_LOG_LEVEL",
+        "CHAT_PRESENCE_WINDOW",
+        "CHAT_RESYNC_INTERVAL",
+        "CHAT_SESSION_CHECK_INTERVAL",
+        "CHAT_ROOMS_PER_USER",
+        "DJANGO_HSTS_SECONDS",
+    ]
+    script = (
+        "import json; from django.conf import settings;"
+        "print(json.dumps([settings.ALLOWED_HOSTS, settings.LOG_LEVEL,"
+        " settings.CHAT_PRESENCE_WINDOW, settings.CHAT_RESYNC_INTERVAL,"
+        " settings.CHAT_SESSION_CHECK_INTERVAL, settings.CHAT_ROOMS_PER_USER,"
+        " settings.SECURE_HSTS_SECONDS]))"
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "DJANGO_SECRET_KEY": "x",
+        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+        **dict.fromkeys(names, ""),
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        ["localhost", "127.0.0.1", "[::1]"],
+        "INFO",
+        0.25,
+        2,
+        3,
+        10,
+        0,
+    ]
 
 
 # --- production settings --------------------------------------------------------------------
@@ -211,6 +279,64 @@ def test_the_deploy_check_fails_without_https():
     assert result.returncode != 0
     for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
         assert warning in result.stdout + result.stderr
+
+
+def hsts_header(env: dict[str, str]) -> str:
+    """The Strict-Transport-Security header the settings module makes under `env` (a fresh
+    process: settings are read once)."""
+    script = (
+        "import django; django.setup();"
+        "from django.http import HttpResponse;"
+        "from django.middleware.security import SecurityMiddleware;"
+        "from django.test import RequestFactory;"
+        "request = RequestFactory().get('/', secure=True, HTTP_HOST='chat.example.com');"
+        "print(SecurityMiddleware(lambda r: HttpResponse())(request)['Strict-Transport-Security'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_hsts_covers_only_this_host_and_is_not_preloaded_unless_asked():
+    assert hsts_header(production_env()) == "max-age=31536000"
+    # Asked for, each is added (and `check --deploy` stays clean either way).
+    assert hsts_header(production_env(DJANGO_HSTS_INCLUDE_SUBDOMAINS="1")) == (
+        "max-age=31536000; includeSubDomains"
+    )
+    assert hsts_header(
+        production_env(DJANGO_HSTS_INCLUDE_SUBDOMAINS="1", DJANGO_HSTS_PRELOAD="1")
+    ) == ("max-age=31536000; includeSubDomains; preload")
+    result = deploy_check(
+        production_env(DJANGO_HSTS_INCLUDE_SUBDOMAINS="1", DJANGO_HSTS_PRELOAD="1")
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_daphne_sends_no_server_banner(daphne_factory):
+    import asyncio
+
+    from websockets.asyncio.client import connect
+
+    server = daphne_factory()
+    with urllib.request.urlopen(f"{server.url}/healthz", timeout=10) as response:
+        assert response.status == 200
+        assert "Server" not in response.headers, response.headers["Server"]
+
+    async def handshake_headers():
+        async with connect(
+            f"{server.ws_url}/ws/rooms/general/", additional_headers={"Origin": server.url}
+        ) as socket:
+            return socket.response.headers
+
+    headers = asyncio.run(handshake_headers())
+    assert "Server" not in headers, headers["Server"]
 
 
 # --- ensure_superuser -----------------------------------------------------------------------
@@ -348,6 +474,11 @@ def test_entrypoint_migrates_creates_the_admin_once_and_daphne_serves(
     )
 
     first = serve_once(env, tmp_path / "first.log")
+    # The admin's password is for ensure_superuser only: the server's environment lacks it.
+    environ = tmp_path / "environ.log"
+    assert entrypoint(env, environ, "env").wait(120) == 0, environ.read_text()
+    assert "DJANGO_SUPERUSER_USERNAME=admin" in environ.read_text()
+    assert ADMIN_PASSWORD not in environ.read_text()
     assert "Applying chat.0001_initial... OK" in first
     # Deleted messages' text is erased at every start (and daily): nothing to do on a new site.
     assert "purge_deleted_text: erased the text of 0 message(s)" in first

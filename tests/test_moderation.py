@@ -12,8 +12,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from chat import services
-from chat.models import Message, ModerationAction, RoomRestriction
-from tests.helpers import create_room, create_user, join, open_socket
+from chat.models import Message, ModerationAction, Room, RoomRestriction
+from chat.protocol import ChatError
+from tests.helpers import create_room, create_user, join, open_socket, session_cookie_for
+from tests.wsclient import Client as WsClient
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sockets_closed")]
 
@@ -27,6 +29,8 @@ def moderators_group() -> Group:
     migration = importlib.import_module("chat.migrations.0003_moderators_group")
     if not Group.objects.filter(name="Moderators").exists():
         migration.create_group(apps, None)
+        archive = importlib.import_module("chat.migrations.0005_room_archive")
+        archive.grant_archive_to_moderators(apps, None)
     return Group.objects.get(name="Moderators")
 
 
@@ -203,6 +207,7 @@ def test_moderators_group_has_exactly_the_moderation_permissions():
     assert sorted(f"{p.content_type.app_label}.{p.codename}" for p in group.permissions.all()) == [
         "auth.view_user",
         "chat.add_roomrestriction",
+        "chat.archive_room",
         "chat.change_roomrestriction",
         "chat.moderate_message",
         "chat.view_message",
@@ -248,3 +253,147 @@ def test_changelists_make_no_query_per_row(url):
     few = queries_for_rows(3)
     many = queries_for_rows(40)
     assert many == few, f"{few} queries for 3 rows, {many} for 43"
+
+
+# --- archiving rooms -------------------------------------------------------------------------
+
+
+async def closed_with(socket) -> int:
+    """The code a socket's server closed it with (frames before the close are skipped)."""
+    output = await socket.communicator.receive_output(timeout=5)
+    while output["type"] != "websocket.close":
+        output = await socket.communicator.receive_output(timeout=5)
+    return output["code"]
+
+
+async def test_archiving_from_the_admin_closes_every_socket_in_the_room_on_every_process(
+    daphne_factory,
+):
+    from websockets.exceptions import ConnectionClosed
+
+    alice, bob, room, mod_client, message = await scene()
+    other = await database_sync_to_async(create_room)("Random", bob)
+    server = daphne_factory()
+    cookie = await database_sync_to_async(session_cookie_for)(bob)
+    a = await join(alice, room.slug)
+    b_elsewhere = await WsClient.open(server.url, cookie, room.slug)  # another server process
+    b_other_room = await join(bob, other.slug)
+
+    response = await sync_to_async(changelist_action)(
+        mod_client, "room", "archive_rooms", [room.pk]
+    )
+    assert response.status_code == 302
+    assert await closed_with(a) == 4404
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await b_elsewhere.receive(timeout=5)
+    assert closed.value.rcvd.code == 4404
+    # Other rooms go on.
+    await b_other_room.send({"type": "post", "body": "still here"})
+    assert (await b_other_room.receive_type("message"))["message"]["body"] == "still here"
+
+    # New sockets are refused as for a room that does not exist, on every process.
+    communicator, _ = await open_socket(alice, room.slug)
+    assert (await communicator.connect())[0]
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
+    with pytest.raises(ConnectionClosed) as refused:
+        again = await WsClient.open(server.url, cookie, room.slug)
+        await again.receive(timeout=5)
+    assert refused.value.rcvd.code == 4404
+
+    record = await database_sync_to_async(
+        lambda: ModerationAction.objects.values_list("action", "actor__username", "room_id").get()
+    )()
+    assert record == ("archive", "mod", room.pk)
+    # The history is kept, and moderators still read it in the admin.
+    page = await sync_to_async(mod_client.get)(f"/admin/chat/message/?room__id__exact={room.pk}")
+    assert b"rude words" in page.content
+    assert await database_sync_to_async(Message.objects.filter(pk=message.pk).exists)()
+
+
+def test_an_archived_room_takes_no_changes_from_any_door():
+    alice = create_user("alice")
+    room = create_room("General Chat", alice)
+    kept = services.post_message(room=room, author=alice, body="before").message
+    mod = make_moderator()
+    assert services.archive_room(room=room, by=mod, reason="spam room")
+    assert not services.archive_room(room=room, by=mod)  # once
+
+    cursor = Room.objects.get(pk=room.pk).cursor
+    with pytest.raises(ChatError) as error:
+        services.post_message(room=room, author=alice, body="after", client_id="late-1")
+    assert error.value.code == "forbidden"
+    for change in (
+        lambda: services.edit_message(room=room, message_id=kept.pk, by=alice, body="rewritten"),
+        lambda: services.delete_message(room=room, message_id=kept.pk, by=alice),
+    ):
+        with pytest.raises(ChatError):
+            change()
+    assert list(Message.objects.values_list("body", "deleted_at")) == [("before", None)]
+    assert Room.objects.get(pk=room.pk).cursor == cursor
+    # Moderators may still hide what is there (the record stays theirs to keep).
+    assert services.hide_message(message=kept, by=mod)
+
+    assert services.unarchive_room(room=room, by=mod)
+    services.post_message(room=room, author=alice, body="open again")
+    assert list(ModerationAction.objects.order_by("at").values_list("action", "reason")) == [
+        ("archive", "spam room"),
+        ("hide", ""),
+        ("unarchive", ""),
+    ]
+
+
+async def test_unarchiving_lets_sockets_in_again():
+    alice, _, room, mod_client, _ = await scene()
+    await sync_to_async(changelist_action)(mod_client, "room", "archive_rooms", [room.pk])
+    communicator, _ = await open_socket(alice, room.slug)
+    assert (await communicator.connect())[0]
+    assert await communicator.receive_output(timeout=5) == {"type": "websocket.close", "code": 4404}
+
+    response = await sync_to_async(changelist_action)(
+        mod_client, "room", "unarchive_rooms", [room.pk]
+    )
+    assert response.status_code == 302
+    a = await join(alice, room.slug)
+    await a.send({"type": "post", "body": "back"})
+    assert (await a.receive_type("message"))["message"]["body"] == "back"
+    actions = await database_sync_to_async(
+        lambda: list(ModerationAction.objects.order_by("at").values_list("action", flat=True))
+    )()
+    assert actions == ["archive", "unarchive"]
+
+
+def test_only_moderators_archive_rooms():
+    alice = create_user("alice")
+    room = create_room("General Chat", alice)
+    staff = create_user("staff", is_staff=True)
+    changelist_action(admin_client(staff), "room", "archive_rooms", [room.pk])
+    changelist_action(admin_client(alice), "room", "archive_rooms", [room.pk])
+    assert Room.objects.get(pk=room.pk).archived_at is None
+    assert not ModerationAction.objects.exists()
+    changelist_action(admin_client(make_moderator()), "room", "archive_rooms", [room.pk])
+    assert Room.objects.get(pk=room.pk).archived_at is not None
+
+
+def test_rooms_added_in_the_admin_follow_the_sites_name_rule():
+    alice = create_user("alice")
+    create_room("General Chat", alice)
+    root = admin_client(create_user("root", is_staff=True, is_superuser=True))
+    for name, error in [
+        ("general chat", "already exists"),
+        ("General-Chat", "already exists"),
+        ("!!!", "at least one letter or digit"),
+        ("ﬃ" * 80, "at most 80 characters"),  # its slug is 240 characters
+    ]:
+        response = root.post("/admin/chat/room/add/", {"name": name})
+        assert response.status_code == 200, name
+        assert error in response.content.decode(), name
+    assert Room.objects.count() == 1
+
+    response = root.post("/admin/chat/room/add/", {"name": "  Release Planning "})
+    assert response.status_code == 302
+    room = Room.objects.get(slug="release-planning")
+    assert (room.name, room.created_by.username) == ("Release Planning", "root")
+    # Made, then only archived or unarchived: the change page writes nothing.
+    root.post(f"/admin/chat/room/{room.pk}/change/", {"name": "Renamed", "slug": "renamed"})
+    assert Room.objects.get(pk=room.pk).slug == "release-planning"

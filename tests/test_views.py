@@ -75,6 +75,32 @@ def test_bad_room_names_answer_the_form_with_an_error(logged_in, name):
     assert not Room.objects.exists()
 
 
+def test_room_creation_is_limited_per_user(logged_in, client, alice, bob, settings):
+    settings.CHAT_ROOMS_PER_USER = 3
+    settings.CHAT_ROOMS_PER_USER_WINDOW = 600
+    for n in range(3):
+        assert logged_in.post("/rooms/", {"name": f"Room {n}"}).status_code == 302
+    response = logged_in.post("/rooms/", {"name": "One too many"})
+    assert response.status_code == 429
+    assert 0 < int(response["Retry-After"]) <= 600
+    page = response.content.decode()
+    assert "You can create at most 3 rooms in 10 minutes" in page
+    assert 'name="name"' in page and 'value="One too many"' in page  # the form, as typed
+    assert not Room.objects.filter(name="One too many").exists()
+    assert Room.objects.count() == 3
+    # Another user is not held back by alice's rooms.
+    client.force_login(bob)
+    assert client.post("/rooms/", {"name": "Bob's room"}).status_code == 302
+
+
+def test_a_room_name_whose_slug_outgrows_its_column_is_refused(logged_in):
+    # "ﬃ" is one character and slugifies to "ffi": 80 of them make a 240-character slug.
+    response = logged_in.post("/rooms/", {"name": "ﬃ" * 80})
+    assert response.status_code == 400
+    assert "at most 80 characters" in response.content.decode()
+    assert not Room.objects.exists()
+
+
 def test_create_room_is_csrf_protected(alice):
     from django.test import Client
 
@@ -436,3 +462,125 @@ def test_lobby_without_redis_shows_no_online_count(logged_in, settings, general)
     response = logged_in.get("/")
     assert response.status_code == 200
     assert "online</span>" not in response.content.decode()
+
+
+# --- the lobby as a directory: pages, order, archived rooms --------------------------------
+
+
+def _many_rooms(owner, count: int, start: int = 0) -> None:
+    Room.objects.bulk_create(
+        Room(name=f"Room {n:04}", slug=f"room-{n:04}", created_by=owner)
+        for n in range(start, start + count)
+    )
+
+
+def _listed(response) -> list[str]:
+    return [room.slug for room in response.context["rooms"]]
+
+
+def test_lobby_with_500_rooms_serves_one_bounded_page(logged_in, alice, bob, settings):
+    assert settings.CHAT_LOBBY_PAGE_SIZE == 50
+
+    def lobby() -> tuple[int, int, Any]:
+        with CaptureQueriesContext(connection) as queries:
+            response = logged_in.get("/")
+        assert response.status_code == 200
+        return len(response.content), len(queries), response
+
+    _many_rooms(alice, 50)
+    for room in Room.objects.all()[:10]:
+        _post(room, bob, "x" * 100)
+    size_50, queries_50, _ = lobby()
+    _many_rooms(alice, 450, start=50)
+    size_500, queries_500, response = lobby()
+    assert len(_listed(response)) == 50
+    # The page holds 50 rooms whether there are 50 or 500 (names differ in length by nothing).
+    assert size_500 <= size_50 + 200, (size_50, size_500)
+    assert size_500 < 60_000
+    assert queries_500 == queries_50 <= 3
+    assert 'rel="next" href="/?page=2"' in response.content.decode()
+
+    last = logged_in.get("/?page=10")
+    assert len(_listed(last)) == 50 and 'rel="next"' not in last.content.decode()
+    assert 'rel="prev" href="/?page=9"' in last.content.decode()
+    beyond = logged_in.get("/?page=11")
+    assert _listed(beyond) == [] and "No more rooms" in beyond.content.decode()
+    # Every room is on exactly one page.
+    slugs = [slug for n in range(1, 11) for slug in _listed(logged_in.get(f"/?page={n}"))]
+    assert sorted(slugs) == sorted(Room.objects.values_list("slug", flat=True))
+    for junk in ("0", "-3", "x", "9" * 40):
+        assert logged_in.get(f"/?page={junk}").status_code == 200
+
+
+def test_lobby_lists_recently_active_rooms_first_or_by_name(logged_in, alice, bob):
+    quiet = create_room("A quiet room", alice)
+    older = create_room("B older chat", alice)
+    newer = create_room("C newer chat", alice)
+    _post(older, bob, "first")
+    _post(newer, bob, "second")
+    assert _listed(logged_in.get("/")) == [newer.slug, older.slug, quiet.slug]
+    assert _listed(logged_in.get("/?sort=name")) == [quiet.slug, older.slug, newer.slug]
+    assert _listed(logged_in.get("/?sort=nonsense")) == [newer.slug, older.slug, quiet.slug]
+
+
+def test_lobby_pages_keep_the_search_and_the_order(logged_in, alice, settings):
+    settings.CHAT_LOBBY_PAGE_SIZE = 2
+    for name in ("General Chat", "general support", "General Planning", "Random"):
+        create_room(name, alice)
+    first = logged_in.get("/?q=general&sort=name")
+    assert _listed(first) == ["general-chat", "general-planning"]
+    page = first.content.decode()
+    assert 'rel="next" href="/?q=general&amp;sort=name&amp;page=2"' in page
+    assert 'data-refresh-url="/?q=general&amp;sort=name"' in page
+    assert '<input type="hidden" name="sort" value="name">' in page
+    second = logged_in.get("/?q=general&sort=name&page=2")
+    assert _listed(second) == ["general-support"]
+    assert 'data-refresh-url="/?q=general&amp;sort=name&amp;page=2"' in second.content.decode()
+
+
+def test_an_archived_room_leaves_the_lobby_and_its_page_is_gone(logged_in, alice, general):
+    mod = create_user("mod", is_staff=True)
+    create_room("Random", alice)
+    services.archive_room(room=general, by=mod)
+    assert set(_lobby_rooms(logged_in)) == {"random"}
+    assert set(_lobby_rooms(logged_in, "/?q=general")) == set()
+    assert logged_in.get("/rooms/general-chat/").status_code == 404
+    # Its name stays taken: the room and its history are kept.
+    assert logged_in.post("/rooms/", {"name": "General Chat"}).status_code == 400
+
+    services.unarchive_room(room=general, by=mod)
+    assert set(_lobby_rooms(logged_in)) == {"general-chat", "random"}
+    assert logged_in.get("/rooms/general-chat/").status_code == 200
+
+
+# --- Content-Security-Policy ----------------------------------------------------------------
+
+
+def _policy(response) -> dict[str, str]:
+    header = response["Content-Security-Policy"]
+    return dict(part.strip().split(" ", 1) for part in header.split(";"))
+
+
+@pytest.mark.parametrize("path", ["/", "/rooms/general-chat/", "/accounts/login/", "/admin/"])
+def test_every_page_carries_the_content_security_policy(client, alice, general, path):
+    client.force_login(create_user("root", is_staff=True, is_superuser=True))
+    response = client.get(path)
+    assert response.status_code == 200
+    policy = _policy(response)
+    for directive in ("default-src", "script-src", "style-src"):
+        assert policy[directive] == "'self'"
+    assert policy["object-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+    # The page's own WebSocket origin, and no other.
+    assert policy["connect-src"] == "'self' ws://testserver"
+    assert _policy(client.get(path, secure=True))["connect-src"] == "'self' wss://testserver"
+
+
+def test_templates_have_no_inline_script_style_or_handlers():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for template in [*root.glob("templates/**/*.html"), *root.glob("chat/templates/**/*.html")]:
+        text = template.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), template
+        assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=", text), template

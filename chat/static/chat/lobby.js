@@ -1,5 +1,7 @@
 // The lobby: local times on hover, and the room list kept fresh (unread counts, who is online)
-// while the page stays open. The list is the server's own HTML, fetched again and swapped in.
+// while the page stays open. The list is the server's own HTML for the page on screen (one page
+// of the directory, CHAT_LOBBY_PAGE_SIZE rooms at most, however many rooms there are), fetched
+// again and swapped in.
 
 const results = document.getElementById("room-results");
 const REFRESH_EVERY = 20000; // ms, while the tab is visible
