@@ -5,9 +5,16 @@ from django import forms
 from django.conf import settings
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.cache import cache
-from django.utils.text import slugify
 
+from . import services, text
 from .models import Room
+
+
+def check_room_name(name: str) -> None:
+    """Room names take no bidi controls, NUL or stacked marks (chat/text.py), wherever made."""
+    problem = text.name_problem(name)
+    if problem:
+        raise forms.ValidationError(problem, code="invalid")
 
 
 class RoomForm(forms.Form):
@@ -15,7 +22,8 @@ class RoomForm(forms.Form):
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]
-        slug = slugify(name)
+        check_room_name(name)
+        slug = services.room_slug(name)
         if not slug:
             raise forms.ValidationError("A room name needs at least one letter or digit.")
         if (

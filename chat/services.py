@@ -12,7 +12,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import protocol, selectors
+from . import protocol, selectors, text
 from .broadcast import publish_change, publish_now
 from .models import Change, Message, ModerationAction, Room, RoomRestriction
 from .protocol import ChatError
@@ -25,20 +25,34 @@ class Posted:
 
 
 def clean_body(body: str, *, ref: object = None) -> str:
+    """The body as stored (stripped), or ChatError: `invalid` for text the database cannot hold
+    or that draws over its neighbours, `empty` when nothing would show, `too_long`."""
     body = body.strip()
-    if not body:
-        raise ChatError("empty", "A message needs some text.", ref=ref)
+    problem = text.unstorable(body)
+    if problem:
+        raise ChatError("invalid", problem, ref=ref)
+    if text.is_blank(body):
+        raise ChatError("empty", "A message needs some visible text.", ref=ref)
     if len(body) > settings.CHAT_MAX_BODY:
         raise ChatError(
             "too_long",
             f"A message may be at most {settings.CHAT_MAX_BODY} characters.",
             ref=ref,
         )
+    problem = text.too_many_marks(body)
+    if problem:
+        raise ChatError("invalid", problem, ref=ref)
     return body
 
 
+def room_slug(name: str) -> str:
+    """The room's slug: `General Chat` → `general-chat`, cut to the slug column's length, as
+    compatibility forms expand (`ﬃ` is `ffi`: an 80-character name can make 240)."""
+    return slugify(name)[: Room._meta.get_field("slug").max_length].strip("-_")
+
+
 def create_room(*, name: str, created_by) -> Room:
-    return Room.objects.create(name=name.strip(), slug=slugify(name), created_by=created_by)
+    return Room.objects.create(name=name.strip(), slug=room_slug(name), created_by=created_by)
 
 
 def _lock_room(room_id: int) -> None:

@@ -143,7 +143,7 @@ def mark_read(request: HttpRequest, slug: str) -> JsonResponse:
         return JsonResponse({"error": "No such room."}, status=404)
     try:
         data = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         data = None
     value = data.get("last_read_id") if isinstance(data, dict) else None
     # bool is an int in Python, not in JSON.
