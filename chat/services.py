@@ -239,10 +239,20 @@ def unhide_message(*, message: Message, by, reason: str = "") -> bool:
     return True
 
 
+def check_can_restrict(*, user, by) -> None:
+    """Staff accounts (moderators, admins) are banned or muted only by a superuser."""
+    if (user.is_staff or user.is_superuser) and not by.is_superuser:
+        raise ChatError(
+            "forbidden",
+            f"{user.get_username()} is a staff account: only an administrator can ban or mute it.",
+        )
+
+
 def restrict_user(
     *, room: Room, user, kind: str, by, until=None, reason: str = ""
 ) -> RoomRestriction:
     """Ban or mute a user in a room. A ban closes their open sockets there (4403) at once."""
+    check_can_restrict(user=user, by=by)
     with transaction.atomic():
         restriction = RoomRestriction.objects.create(
             room=room, user=user, kind=kind, until=until, reason=reason, created_by=by
