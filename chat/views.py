@@ -83,7 +83,8 @@ def online_counts(room_ids: list[int]) -> dict[int, int] | None:
 
 
 def _lobby(request: HttpRequest, form: RoomForm, status: int = 200) -> HttpResponse:
-    query = request.GET.get("q", "").strip()[:MAX_QUERY]
+    # PostgreSQL's text cannot hold NUL: `?q=%00` would be a 500.
+    query = request.GET.get("q", "").replace("\x00", "").strip()[:MAX_QUERY]
     rooms = list(lobby_rooms(request.user, query))
     online = online_counts([room.pk for room in rooms])
     for room in rooms:

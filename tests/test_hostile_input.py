@@ -118,6 +118,16 @@ def test_a_room_name_with_nul_is_refused_by_the_form(no_errors_logged):
     assert not Room.objects.exists()
 
 
+def test_a_lobby_search_with_nul_is_answered_not_a_500(no_errors_logged):
+    alice = create_user("alice")
+    create_room("General Chat", alice)
+    client = Client()
+    client.force_login(alice)
+    response = client.get("/", {"q": "Gene\x00ral"})
+    assert response.status_code == 200
+    assert b"General Chat" in response.content
+
+
 # --- invisible, stacked and direction-changing characters ------------------------------------
 
 
