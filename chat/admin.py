@@ -3,8 +3,20 @@ sockets on every server process; nothing is removed from the database behind the
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import (
+    ALL_VAR,
+    ERROR_FLAG,
+    IS_FACETS_VAR,
+    IS_POPUP_VAR,
+    ORDER_VAR,
+    PAGE_VAR,
+    SEARCH_VAR,
+    TO_FIELD_VAR,
+)
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseBadRequest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -218,6 +230,24 @@ class RoomRestrictionAdmin(admin.ModelAdmin):
         # Once made, a restriction is only lifted (an audited action), never rewritten.
         return self.fields if obj is not None else []
 
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if obj is not None:
+            return form
+
+        class RestrictionForm(form):
+            def clean(self):
+                # services.restrict_user refuses it too; here it is a form error, not a 500.
+                cleaned = super().clean()
+                if cleaned.get("user") is not None:
+                    try:
+                        services.check_can_restrict(user=cleaned["user"], by=request.user)
+                    except ChatError as error:
+                        self.add_error("user", error.detail)
+                return cleaned
+
+        return RestrictionForm
+
     def save_model(self, request, obj: RoomRestriction, form, change: bool) -> None:
         if change:
             return
@@ -252,3 +282,57 @@ class ModerationActionAdmin(ReadOnlyAdmin):
     list_filter = ["action", "room"]
     search_fields = ["actor__username", "target__username", "reason"]
     date_hierarchy = "at"
+
+
+# The admin's own changelist parameters (paging, sorting, search, pop-ups), not field filters.
+CHANGELIST_PARAMS = {
+    ALL_VAR,
+    ERROR_FLAG,
+    IS_FACETS_VAR,
+    IS_POPUP_VAR,
+    ORDER_VAR,
+    PAGE_VAR,
+    SEARCH_VAR,
+    TO_FIELD_VAR,
+}
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class ChatUserAdmin(UserAdmin):
+    """Whoever may view users but not change them (moderators, who look people up to ban or
+    mute them) sees usernames only: no email, names, staff flags, groups, dates or password
+    hash, and can neither search nor filter by them (a filter in the URL such as
+    `?password__startswith=` would otherwise read a hash out one character at a time)."""
+
+    def usernames_only(self, request: HttpRequest) -> bool:
+        return not self.has_change_permission(request)
+
+    def get_list_display(self, request):
+        return ["username"] if self.usernames_only(request) else super().get_list_display(request)
+
+    def get_list_filter(self, request):
+        return [] if self.usernames_only(request) else super().get_list_filter(request)
+
+    def get_search_fields(self, request):
+        # Also what the autocomplete of a restriction's user field searches.
+        return ["username"] if self.usernames_only(request) else super().get_search_fields(request)
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is not None and self.usernames_only(request):
+            return [(None, {"fields": ["username"]})]
+        return super().get_fieldsets(request, obj)
+
+    def lookup_allowed(self, lookup, value, request) -> bool:
+        if self.usernames_only(request):
+            return lookup.split("__")[0] == "username"
+        return super().lookup_allowed(lookup, value, request)
+
+    def changelist_view(self, request, extra_context=None):
+        # Any field filter in the URL is refused plainly here (lookup_allowed would refuse it
+        # too, but as a SuspiciousOperation logged with a traceback).
+        if self.usernames_only(request) and set(request.GET) - CHANGELIST_PARAMS:
+            return HttpResponseBadRequest("Users can only be searched by username here.")
+        return super().changelist_view(request, extra_context)

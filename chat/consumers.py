@@ -2,6 +2,7 @@
 
 import logging
 import uuid
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -51,6 +52,47 @@ def opening_state(slug: str, user, since: int | None):
     if services.is_banned(room, user):
         return room, True, None
     return room, False, selectors.ready_state(room, since)
+
+
+class NoSuchRoom(AsyncWebsocketConsumer):
+    """Every socket path that names no room (`/ws/rooms/%2e%2e/`, `/ws/rooms/ünï/`): closed like
+    an unknown room's socket, instead of the router's "No route found" traceback."""
+
+    channel_layer_alias = None
+
+    async def connect(self) -> None:
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=Close.NOT_LOGGED_IN)
+        else:
+            await self.close(code=Close.NO_SUCH_ROOM)
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        pass  # closing; nothing to answer
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A per-user rate limit on some kinds of frame; its numbers are settings, read at each use."""
+
+    name: str
+    count_setting: str
+    window_setting: str
+    what: str  # for the error's sentence: "at most 20 {what} in 10 seconds"
+
+    @property
+    def count(self) -> int:
+        return getattr(settings, self.count_setting)
+
+    @property
+    def window(self) -> float:
+        return getattr(settings, self.window_setting)
+
+
+CHANGES = Limit(
+    "changes", "CHAT_RATE_LIMIT_CHANGES", "CHAT_RATE_LIMIT_CHANGES_WINDOW", "edits and deletions"
+)
 
 
 class RoomConsumer(AsyncWebsocketConsumer):
@@ -166,6 +208,15 @@ class RoomConsumer(AsyncWebsocketConsumer):
             if text_data is None:
                 raise ChatError("invalid", "Frames must be JSON text, not binary.")
             frame = protocol.parse(text_data)
+            limit = self.limits.get(type(frame))
+            if limit is not None:
+                await self._limit(
+                    f"{limit.name}:{self.user.pk}",
+                    limit.count,
+                    limit.window,
+                    ref=frame.ref,
+                    what=limit.what,
+                )
             await self.handlers[type(frame)](self, frame)
         except ChatError as error:
             await self.send(text_data=protocol.error_frame(error))
@@ -208,6 +259,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             f"history:{self.user.pk}",
             settings.CHAT_RATE_LIMIT_HISTORY,
             settings.CHAT_RATE_LIMIT_HISTORY_WINDOW,
+            what="history requests",
         )
         await self._check_not_banned()
         messages, has_more = await db(selectors.messages_before)(
@@ -236,6 +288,15 @@ class RoomConsumer(AsyncWebsocketConsumer):
         protocol.Delete: on_delete,
         protocol.History: on_history,
         protocol.Typing: on_typing,
+    }
+
+    # Frames that change state count against a per-user limit (all rooms, all connections and
+    # processes) before their handler runs; a refused one changes nothing. A new state-changing
+    # frame (react, report) is limited by adding its line here. Posts keep their own per-room
+    # limit in on_post, as a retry of a stored post is answered with its ack, limited or not.
+    limits = {
+        protocol.Edit: CHANGES,
+        protocol.Delete: CHANGES,
     }
 
     # --- frames to the client (called by the hub) ----------------------------------------
@@ -301,12 +362,14 @@ class RoomConsumer(AsyncWebsocketConsumer):
             raise ChatError("forbidden", "You are banned from this room.")
         return kinds
 
-    async def _limit(self, key: str, limit: int, window: float, *, ref=None) -> None:
+    async def _limit(
+        self, key: str, limit: int, window: float, *, ref=None, what: str = "messages"
+    ) -> None:
         wait = await self._shared(self.state.hit(key, limit, window), ref=ref)
         if wait:
             raise ChatError(
                 "rate_limited",
-                f"Slow down: at most {limit} messages in {window:g} seconds.",
+                f"Slow down: at most {limit} {what} in {window:g} seconds.",
                 ref=ref,
                 retry_after=wait,
             )

@@ -119,10 +119,17 @@ def error_frame(error: ChatError) -> str:
 # --- client frames -------------------------------------------------------------------------
 
 
+# Each frame's `ref`: what an `error` about it refers to (PROTOCOL.md §2, Errors).
+
+
 @dataclass(frozen=True)
 class Post:
     body: str
     client_id: str | None
+
+    @property
+    def ref(self) -> str | None:
+        return self.client_id
 
 
 @dataclass(frozen=True)
@@ -130,10 +137,18 @@ class Edit:
     id: int
     body: str
 
+    @property
+    def ref(self) -> int:
+        return self.id
+
 
 @dataclass(frozen=True)
 class Delete:
     id: int
+
+    @property
+    def ref(self) -> int:
+        return self.id
 
 
 @dataclass(frozen=True)
@@ -141,10 +156,12 @@ class History:
     before: int
     limit: int
 
+    ref = None
+
 
 @dataclass(frozen=True)
 class Typing:
-    pass
+    ref = None
 
 
 ClientFrame = Post | Edit | Delete | History | Typing

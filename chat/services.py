@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import protocol, selectors, throttle
+from . import protocol, selectors, text, throttle
 from .broadcast import publish_change, publish_now
 from .models import Change, Message, ModerationAction, Room, RoomRestriction
 from .protocol import ChatError
@@ -35,15 +35,23 @@ class Posted:
 
 
 def clean_body(body: str, *, ref: object = None) -> str:
+    """The body as stored (stripped), or ChatError: `invalid` for text the database cannot hold
+    or that draws over its neighbours, `empty` when nothing would show, `too_long`."""
     body = body.strip()
-    if not body:
-        raise ChatError("empty", "A message needs some text.", ref=ref)
+    problem = text.unstorable(body)
+    if problem:
+        raise ChatError("invalid", problem, ref=ref)
+    if text.is_blank(body):
+        raise ChatError("empty", "A message needs some visible text.", ref=ref)
     if len(body) > settings.CHAT_MAX_BODY:
         raise ChatError(
             "too_long",
             f"A message may be at most {settings.CHAT_MAX_BODY} characters.",
             ref=ref,
         )
+    problem = text.too_many_marks(body)
+    if problem:
+        raise ChatError("invalid", problem, ref=ref)
     return body
 
 
@@ -248,10 +256,20 @@ def unhide_message(*, message: Message, by, reason: str = "") -> bool:
     return True
 
 
+def check_can_restrict(*, user, by) -> None:
+    """Staff accounts (moderators, admins) are banned or muted only by a superuser."""
+    if (user.is_staff or user.is_superuser) and not by.is_superuser:
+        raise ChatError(
+            "forbidden",
+            f"{user.get_username()} is a staff account: only an administrator can ban or mute it.",
+        )
+
+
 def restrict_user(
     *, room: Room, user, kind: str, by, until=None, reason: str = ""
 ) -> RoomRestriction:
     """Ban or mute a user in a room. A ban closes their open sockets there (4403) at once."""
+    check_can_restrict(user=user, by=by)
     with transaction.atomic():
         restriction = RoomRestriction.objects.create(
             room=room, user=user, kind=kind, until=until, reason=reason, created_by=by
@@ -383,12 +401,15 @@ def clean_room_name(name: str) -> tuple[str, str]:
     """The room-name rule, for every door (the lobby's form, the admin): the name as stored and
     its slug. Raises ChatError `invalid` with a sentence for the form."""
     name = name.strip()
-    slug = slugify(name)
+    problem = text.name_problem(name)  # bidi controls, NUL, stacked marks
+    if problem:
+        raise ChatError("invalid", problem)
+    if len(name) > ROOM_NAME_MAX:
+        raise ChatError("invalid", f"A room name may be at most {ROOM_NAME_MAX} characters.")
+    # The slug can outgrow the name ("ﬃ" becomes "ffi": 80 of them make 240): cut to the column.
+    slug = slugify(name)[:ROOM_SLUG_MAX].strip("-_")
     if not slug:
         raise ChatError("invalid", "A room name needs at least one letter or digit.")
-    # The slug can outgrow the name: "ﬃ" becomes "ffi".
-    if len(name) > ROOM_NAME_MAX or len(slug) > ROOM_SLUG_MAX:
-        raise ChatError("invalid", f"A room name may be at most {ROOM_NAME_MAX} characters.")
     if Room.objects.filter(Q(name__iexact=name) | Q(slug=slug)).exists():
         raise ChatError("invalid", "A room with this name already exists.")
     return name, slug

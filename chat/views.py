@@ -104,7 +104,8 @@ def _page_number(value: str) -> int:
 
 def _lobby(request: HttpRequest, form: RoomForm, status: int = 200) -> HttpResponse:
     """One page of the room directory: CHAT_LOBBY_PAGE_SIZE rooms, however many there are."""
-    query = request.GET.get("q", "").strip()[:MAX_QUERY]
+    # PostgreSQL's text cannot hold NUL: `?q=%00` would be a 500.
+    query = request.GET.get("q", "").replace("\x00", "").strip()[:MAX_QUERY]
     sort = request.GET.get("sort", "")
     sort = sort if sort in LOBBY_SORTS else LOBBY_SORTS[0]
     page = _page_number(request.GET.get("page", "1"))
@@ -198,7 +199,7 @@ def mark_read(request: HttpRequest, slug: str) -> JsonResponse:
         return JsonResponse({"error": "No such room."}, status=404)
     try:
         data = json.loads(request.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         data = None
     value = data.get("last_read_id") if isinstance(data, dict) else None
     # bool is an int in Python, not in JSON.

@@ -687,6 +687,40 @@ def test_markup_in_room_names_is_text_in_the_lobby_and_the_room(people, alice):
     assert a.dialogs == []
 
 
+def test_a_right_to_left_override_cannot_turn_a_link_around(people, alice, room):
+    """An RLO before a URL and one inside it (`…/\u202egpj.exe` shows as `…/exe.jpg`): the link's
+    text and href hold no bidi control, and it reads left to right on screen."""
+    rlo = "\u202e"
+    orm(
+        services.post_message,
+        room=room,
+        author=alice,
+        body=f"see {rlo}https://example.com/{rlo}gpj.exe now",
+    )
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    link = a.messages.locator(".body a")
+    expect(link).to_have_count(1)
+    expect(link).to_have_text("https://example.com/gpj.exe")
+    expect(link).to_have_attribute("href", "https://example.com/gpj.exe")
+    # On screen: each character of the link to the right of the one before it.
+    lefts = link.evaluate(
+        """a => {
+            const text = a.firstChild, range = document.createRange(), lefts = [];
+            for (let i = 0; i < text.length; i++) {
+                range.setStart(text, i);
+                range.setEnd(text, i + 1);
+                lefts.push(range.getBoundingClientRect().left);
+            }
+            return lefts;
+        }"""
+    )
+    assert lefts == sorted(lefts) and lefts[0] < lefts[-1], lefts
+    # The message text is isolated with its own direction: its controls end with it.
+    body = a.messages.locator(".body")
+    assert body.get_attribute("dir") == "auto"
+    assert body.evaluate("b => getComputedStyle(b).unicodeBidi") == "isolate"
+
+
 # --- unread counts, read markers, scroll-back, keyboard --------------------------------------
 
 

@@ -1,5 +1,6 @@
 """Moderation in the admin reaches live sockets (real Redis), and only moderators can do it."""
 
+import logging
 from datetime import timedelta
 
 import pytest
@@ -397,3 +398,97 @@ def test_rooms_added_in_the_admin_follow_the_sites_name_rule():
     # Made, then only archived or unarchived: the change page writes nothing.
     root.post(f"/admin/chat/room/{room.pk}/change/", {"name": "Renamed", "slug": "renamed"})
     assert Room.objects.get(pk=room.pk).slug == "release-planning"
+
+
+# --- what moderators see of users, and whom they may restrict --------------------------------
+
+
+def people_with_secrets():
+    """A moderator's client, and accounts whose email, flags and hash must not reach them."""
+    mod = make_moderator()
+    alice = create_user("alice", email="alice@secret.example", first_name="Alice")
+    staff = create_user("staffer", email="staffer@secret.example", is_staff=True)
+    root = create_user("root", email="root@secret.example", is_staff=True, is_superuser=True)
+    return admin_client(mod), mod, alice, staff, root
+
+
+def test_moderators_see_usernames_only_in_the_user_list_and_pages():
+    client, _, alice, staff, _ = people_with_secrets()
+    page = client.get("/admin/auth/user/")
+    assert page.status_code == 200
+    for username in (b"alice", b"staffer", b"root"):
+        assert username in page.content
+    for secret in (b"secret.example", b"Alice", b"Staff status", b"is_staff", b"is_superuser"):
+        assert secret not in page.content, secret
+
+    for user in (alice, staff):
+        page = client.get(f"/admin/auth/user/{user.pk}/change/")
+        assert page.status_code == 200
+        assert user.username.encode() in page.content
+        for secret in (b"secret.example", b"pbkdf2", b"Staff status", b"Superuser status"):
+            assert secret not in page.content, secret
+        assert user.password.split("$")[2][:6].encode() not in page.content  # the salt
+
+
+def test_moderators_cannot_search_or_filter_users_by_hidden_fields(caplog):
+    client, _, alice, _, _ = people_with_secrets()
+    found = client.get("/admin/auth/user/", {"q": "secret.example"})
+    assert found.status_code == 200
+    assert b"alice" not in found.content
+    # A filter in the URL would read a hash out one character at a time.
+    for params in (
+        {"password__startswith": "pbkdf2"},
+        {"email__contains": "secret"},
+        {"is_staff__exact": "1"},
+    ):
+        assert client.get("/admin/auth/user/", params).status_code == 400, params
+    # The restriction form's user field searches usernames and shows usernames.
+    field = {"app_label": "chat", "model_name": "roomrestriction", "field_name": "user"}
+    found = client.get("/admin/autocomplete/", {**field, "term": "secret.example"})
+    assert found.json()["results"] == []
+    found = client.get("/admin/autocomplete/", {**field, "term": "ali"})
+    assert found.json()["results"] == [{"id": str(alice.pk), "text": "alice"}]
+    room = create_room("General Chat", alice)
+    page = client.get("/admin/chat/roomrestriction/add/", {"room": room.pk, "user": alice.pk})
+    assert page.status_code == 200
+    assert b"alice" in page.content and b"secret.example" not in page.content
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_superusers_still_see_and_filter_everything():
+    _, _, _, _, root = people_with_secrets()
+    client = admin_client(root)
+    assert b"alice@secret.example" in client.get("/admin/auth/user/").content
+    assert client.get("/admin/auth/user/", {"is_staff__exact": "1"}).status_code == 200
+
+
+def test_moderators_cannot_ban_or_mute_staff_from_any_door(caplog):
+    client, mod, alice, staff, root = people_with_secrets()
+    room = create_room("General Chat", alice)
+    for target in (staff, root):
+        for kind in ("ban", "mute"):
+            page = client.post(
+                "/admin/chat/roomrestriction/add/",
+                {"room": room.pk, "user": target.pk, "kind": kind, "until": "", "reason": ""},
+            )
+            assert page.status_code == 200  # the form again, with the reason
+            assert b"only an administrator can ban or mute it" in page.content
+        with pytest.raises(ChatError) as refused:
+            services.restrict_user(room=room, user=target, kind="ban", by=mod)
+        assert refused.value.code == "forbidden"
+    assert not RoomRestriction.objects.exists()
+    assert not ModerationAction.objects.exists()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+    # Other users still can be restricted by moderators; staff by a superuser.
+    response = client.post(
+        "/admin/chat/roomrestriction/add/",
+        {"room": room.pk, "user": alice.pk, "kind": "mute", "until": "", "reason": ""},
+    )
+    assert response.status_code == 302
+    response = admin_client(root).post(
+        "/admin/chat/roomrestriction/add/",
+        {"room": room.pk, "user": staff.pk, "kind": "mute", "until": "", "reason": ""},
+    )
+    assert response.status_code == 302
+    assert RoomRestriction.objects.count() == 2

@@ -137,6 +137,9 @@ function timeEl(iso) {
 
 // http(s) URLs become links; trailing sentence punctuation is left out of the link.
 const URL_RE = /\bhttps?:\/\/[^\s<>"'`]+/gi;
+// Bidi controls (embeddings, overrides, isolates, marks): in a URL they only serve to make it
+// read in another order than it goes. A link's text and href are the URL without them.
+const BIDI_CONTROLS = /[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]/g;
 
 function appendLinkified(parent, text) {
   let last = 0;
@@ -145,15 +148,18 @@ function appendLinkified(parent, text) {
     // Keep a closing parenthesis that balances one inside the URL (Wikipedia-style links).
     const rest = match[0].slice(url.length);
     if (rest.startsWith(")") && url.split("(").length > url.split(")").length) url += ")";
+    const shown = url.replace(BIDI_CONTROLS, "");
     let href;
     try {
-      href = new URL(url);
+      href = new URL(shown);
     } catch {
       continue;
     }
     if (href.protocol !== "http:" && href.protocol !== "https:") continue;
     parent.append(document.createTextNode(text.slice(last, match.index)));
-    const a = el("a", null, url);
+    // Left to right and isolated (chat.css): an override before it cannot turn the URL around.
+    const a = el("a", null, shown);
+    a.dir = "ltr";
     a.href = href.href;
     a.rel = "noopener noreferrer";
     a.target = "_blank";
@@ -393,7 +399,9 @@ function renderMessage(msg) {
   if (own) li.classList.add("own");
 
   const meta = el("div", "meta");
-  meta.append(el("span", "author", msg.author), timeEl(msg.created));
+  const author = el("span", "author", msg.author);
+  author.dir = "auto";
+  meta.append(author, timeEl(msg.created));
   if (msg.edited && !msg.deleted) {
     const edited = el("span", "edited", "(edited)");
     edited.title = `Edited ${fullFmt.format(new Date(msg.edited))}`;
@@ -409,6 +417,7 @@ function renderMessage(msg) {
   }
 
   const body = el("div", "body");
+  body.dir = "auto"; // its own direction, isolated: its bidi controls end with it
   appendLinkified(body, msg.body);
   li.append(body);
 
@@ -594,6 +603,7 @@ function renderPending(body) {
   const meta = el("div", "meta");
   meta.append(el("span", "author", me || "you"), el("span", "status", isReady ? "sending…" : "waiting for connection…"));
   const text = el("div", "body");
+  text.dir = "auto";
   appendLinkified(text, body.trim());
   li.append(meta, text);
   return li;
@@ -1002,13 +1012,13 @@ const handlers = {
       pausePosts(frame.retry_after);
     } else if (entry) {
       failPending(entry, frame.detail);
+    } else if (typeof frame.ref === "number") {
+      // A refused edit or delete (rate_limited too): show the message as the server has it.
+      if (shown.get(frame.ref)?.optimistic) mutate(() => rerender(frame.ref));
     } else if (retry && pending.size) {
       // A retryable refusal that names no post: re-send them all later (repeats answer `ack`).
       for (const p of pending.values()) p.sentGen = 0;
       pausePosts(frame.retry_after);
-    } else if (typeof frame.ref === "number" && shown.get(frame.ref)?.optimistic) {
-      // A refused edit or delete: show the message as the server has it.
-      mutate(() => rerender(frame.ref));
     }
     showAlert(frame.detail || "Something went wrong.", { key: frame.code });
   },
