@@ -30,7 +30,7 @@ def moderators_group() -> Group:
     migration = importlib.import_module("chat.migrations.0003_moderators_group")
     if not Group.objects.filter(name="Moderators").exists():
         migration.create_group(apps, None)
-        archive = importlib.import_module("chat.migrations.0005_room_archive")
+        archive = importlib.import_module("chat.migrations.0006_room_archive")
         archive.grant_archive_to_moderators(apps, None)
     return Group.objects.get(name="Moderators")
 
