@@ -191,7 +191,9 @@ def test_the_migrations_job_runs_what_the_entrypoint_runs_with_the_web_image():
     entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text()
     expected = [line.strip() for line in entrypoint.splitlines() if line.startswith("python ")]
     assert expected == [
+        'python manage.py wait_for_services --timeout "${CHAT_STARTUP_WAIT:-60}"',
         "python manage.py run_locked migrate --noinput",
+        "python manage.py run_locked purge_deleted_text",
         "python manage.py run_locked ensure_superuser",
     ]
     job = job_container()
