@@ -11,11 +11,11 @@ WORKDIR /app
 # The server runs as this user; the code stays root's, so the process cannot rewrite it.
 RUN useradd --system --uid 10001 --no-create-home --home-dir /app --shell /usr/sbin/nologin chat
 
-# Dependencies in their own layer: rebuilt only when pyproject.toml changes.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+# Dependencies in their own layer, rebuilt only when the lock changes: exactly the versions and
+# files (hashes) of requirements.lock, what the site needs to run and nothing else (`make lock`
+# writes it from pyproject.toml). The project itself is not installed: it runs from /app.
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 
 # The code runs from /app (manage.py's directory), as `make run` runs it from the checkout.
 COPY . .

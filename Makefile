@@ -5,14 +5,41 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test test-fast test-browser lint format migrate superuser env clean backup restore audit
+.PHONY: run test test-fast test-browser lint format migrate superuser env clean backup restore audit lock
 
-$(BIN)/daphne: pyproject.toml
+# Every package comes from a lock with its hashes (`make lock` writes them from pyproject.toml):
+# requirements.lock is what the site needs to run (the Dockerfile installs only that),
+# requirements-test.lock adds the test tools and the build backend, requirements-bench.lock the
+# bench's plot. The project itself goes in last, without dependencies and built by the locked
+# setuptools, so nothing outside a lock is installed.
+PIP_VERSION := 26.3
+define install-locked
+	$(BIN)/pip install --quiet --require-hashes -r $(1)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+endef
+
+$(BIN)/daphne: pyproject.toml requirements-test.lock
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
+	$(call install-locked,requirements-test.lock)
 	@touch $@
+
+# Writes the locks again from pyproject.toml, keeping every pin that still fits; then commit them.
+# LOCK_ARGS=--upgrade moves everything to the newest versions, LOCK_ARGS="-P twisted" one package.
+# pip-tools runs in a virtualenv of its own, so it never changes what the tests run on.
+LOCK_VENV ?= .venv-lock
+LOCK_FLAGS = --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+	--no-emit-find-links --no-emit-trusted-host $(LOCK_ARGS)
+lock: export CUSTOM_COMPILE_COMMAND = make lock
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCK_VENV) \
+	    && $(LOCK_VENV)/bin/pip install --quiet pip==$(PIP_VERSION) pip-tools==7.6.2; }
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) -o requirements.lock pyproject.toml
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) -c requirements.lock --extra test \
+	    --build-deps-for editable -o requirements-test.lock pyproject.toml
+	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) -c requirements-test.lock --extra test \
+	    --extra bench --build-deps-for editable -o requirements-bench.lock pyproject.toml
 
 # The site on http://127.0.0.1:8000: SQLite, one process, in-memory channel layer.
 run: export DJANGO_DEBUG ?= 1
@@ -61,6 +88,7 @@ backup:
 
 restore:
 	@deploy/restore.sh "$(FILE)"
+
 # Known vulnerabilities in the installed dependencies (pip-audit, installed into the venv on first
 # use). Needs the network: PyPI's JSON API holds the vulnerability data. --strict: a package that
 # could not be looked up fails the audit (without it, an offline run reports "No known
@@ -70,7 +98,7 @@ audit: $(BIN)/daphne
 	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off
 
 clean:
-	rm -rf $(VENV) staticfiles test-db.sqlite3*
+	rm -rf $(VENV) $(LOCK_VENV) staticfiles test-db.sqlite3*
 
 # The fan-out benchmark (issue 9): ours, the tutorial consumer and a raw websockets server through
 # scenarios A-E, about 15 minutes on 2 cores; writes docs/performance.md and docs/performance.png.
@@ -78,5 +106,5 @@ clean:
 # temporary SQLite file. BENCH_ARGS="--scenarios A,C" runs a subset.
 .PHONY: bench
 bench: $(BIN)/daphne
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(call install-locked,requirements-bench.lock)
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -10,11 +10,36 @@ The hub hands `Outgoing` frames to sockets; a socket served by daphne writes the
 to its connection, any other server (or a test's communicator) gets the text through ASGI.
 Ordering is kept: daphne's ASGI `send` also writes synchronously, so frames sent either way
 reach the connection in the order they were sent.
+
+This leans on how daphne builds `send` (below) and on autobahn's prepared messages, both pinned in
+requirements.lock; tests/test_transport.py runs the real daphne to prove the path is taken. If a
+daphne under `chatsite.serve` ever hands a socket no connection, frames go through ASGI (slower,
+still in order) and the process logs one warning.
 """
 
+import logging
 from functools import partial
 
 from autobahn.websocket.protocol import PreparedMessage, WebSocketProtocol
+
+logger = logging.getLogger(__name__)
+
+# Set by chatsite.serve: this process is daphne's, so every socket's `send` should lead to its
+# connection, and one that does not is worth a warning (once: it would be every socket's).
+daphne_serves = False
+_warned = False
+
+
+class FrameCounts:
+    """Broadcast frames written prepared (reported by chatsite.serve with CHAT_TRANSPORT_STATS)."""
+
+    __slots__ = ("prepared",)
+
+    def __init__(self) -> None:
+        self.prepared = 0
+
+
+frames = FrameCounts()
 
 
 class Outgoing:
@@ -49,7 +74,19 @@ def connection_of(send) -> WebSocketProtocol | None:
     """
     if isinstance(send, partial) and send.args and isinstance(send.args[0], WebSocketProtocol):
         return send.args[0]
+    if daphne_serves:
+        _warn_no_connection()
     return None
+
+
+def _warn_no_connection() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        logger.warning(
+            "daphne's send does not lead to its connection: broadcast frames go through ASGI "
+            "(slower, still in order); check chat/transport.py against the daphne version"
+        )
 
 
 def write(connection: WebSocketProtocol, frame: Outgoing) -> None:
@@ -57,3 +94,4 @@ def write(connection: WebSocketProtocol, frame: Outgoing) -> None:
     daphne drops replies to a connection that has gone."""
     if connection.state == WebSocketProtocol.STATE_OPEN:
         connection.sendPreparedMessage(frame.prepared)
+        frames.prepared += 1

@@ -16,12 +16,34 @@ through here, so they all run the same server:
 
 Any daphne option can be given (`-b`, `-p`, `--proxy-headers`, `-v` ...); see `daphne --help`.
 The measurements behind each step are in docs/performance.md.
+
+With `CHAT_TRANSPORT_STATS=1` the process logs at exit (INFO, `transport stats`) how its writes
+went: TCP writes sent whole at once, in part, or queued by Twisted, and broadcast frames written
+prepared (chat/transport.py). tests/test_transport.py runs the real daphne with it to prove the
+fast paths are taken, in order, on the pinned Twisted, autobahn and daphne. The counts are plain
+integer increments, always kept; only the report is switched on. A report at exit rather than an
+endpoint: nothing more is served or needs guarding, and nothing more runs in a normal process.
 """
 
+import atexit
+import logging
+import os
 import sys
 
 APPLICATION = "chatsite.asgi:application"
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+
+
+class WriteCounts:
+    """TCP writes by the way they went (see `write_at_once`)."""
+
+    __slots__ = ("at_once", "in_part", "queued")
+
+    def __init__(self) -> None:
+        self.at_once = self.in_part = self.queued = 0
+
+
+writes = WriteCounts()
 
 
 def write_at_once() -> None:
@@ -50,8 +72,11 @@ def write_at_once() -> None:
             sent = self.writeSomeData(data)
             if isinstance(sent, int) and sent > 0:
                 if sent == len(data):
+                    writes.at_once += 1
                     return
+                writes.in_part += 1
                 data = data[sent:]
+        writes.queued += 1
         buffered(self, data)
 
     write.writes_at_once = True
@@ -67,6 +92,15 @@ def cache_redis_version() -> None:
         redis.utils.get_lib_version = functools.cache(redis.utils.get_lib_version)
 
 
+def report_transport_stats() -> None:
+    """Log how this process's writes went (once, at exit)."""
+    from chat import transport
+
+    counts = {name: getattr(writes, name) for name in WriteCounts.__slots__}
+    counts |= {name: getattr(transport.frames, name) for name in transport.FrameCounts.__slots__}
+    logging.getLogger("chatsite.serve").info("transport stats", extra=counts)
+
+
 def main(argv: list[str] | None = None, *, direct_writes: bool = True) -> None:
     """Run daphne with these arguments (default: the command line's).
 
@@ -77,8 +111,14 @@ def main(argv: list[str] | None = None, *, direct_writes: bool = True) -> None:
     # Before daphne.server is imported: it installs the reactor.
     if direct_writes:
         write_at_once()
+    if os.environ.get("CHAT_TRANSPORT_STATS") == "1":
+        atexit.register(report_transport_stats)
     cache_redis_version()
     from daphne.cli import CommandLineInterface
+
+    from chat import transport  # after daphne.cli: daphne installs its reactor first
+
+    transport.daphne_serves = True
 
     CommandLineInterface().run(
         [

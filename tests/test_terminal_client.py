@@ -1,4 +1,4 @@
-"""The terminal client (`chat-client`, chat/client.py) in a pseudo-terminal against real daphne.
+"""The terminal client (`chat-client`, chat_client/) in a pseudo-terminal against real daphne.
 
 The other side of every conversation is a plain protocol client (tests/wsclient.py), so what the
 terminal client sends is checked on the wire, and what it prints is checked on its screen.
@@ -40,13 +40,13 @@ def client_env(password: str | None) -> dict[str, str]:
 
 
 class Terminal:
-    """`python -m chat.client` in a pseudo-terminal; blocking pexpect calls run in a thread."""
+    """`python -m chat_client` in a pseudo-terminal; blocking pexpect calls run in a thread."""
 
     def __init__(self, url: str, slug: str, user: str, password: str | None) -> None:
         self.transcript = io.StringIO()
         self.child = pexpect.spawn(
             sys.executable,
-            ["-m", "chat.client", url, slug, "--user", user],
+            ["-m", "chat_client", url, slug, "--user", user],
             cwd=str(ROOT),
             env=client_env(password),
             encoding="utf-8",
@@ -317,7 +317,7 @@ async def test_lines_piped_into_the_client_are_sent_through_the_rate_limit(daphn
     burst = [f"burst {n}" for n in range(10)]
     result = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "chat.client", server.url, slug, "--user", "omkar"],
+        [sys.executable, "-m", "chat_client", server.url, slug, "--user", "omkar"],
         input="".join(f"{line}\n" for line in ["piped in", *burst, "/who"]),
         capture_output=True,
         text=True,
@@ -338,14 +338,21 @@ async def test_lines_piped_into_the_client_are_sent_through_the_rate_limit(daphn
     await bob.close()
 
 
-def test_the_client_does_not_import_django():
-    code = "import sys, chat.client; sys.exit('django' in {m.split('.')[0] for m in sys.modules})"
-    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, timeout=30).returncode == 0
+def test_the_client_imports_neither_django_nor_the_server():
+    code = (
+        "import sys, chat_client.cli, chat_client.room;"
+        "print(*sorted({m.split('.')[0] for m in sys.modules} & {'django', 'chat', 'chatsite'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == []
 
 
 def test_a_batched_presence_frame_is_told_as_who_joined_and_left(capsys):
     """A crowd's joins and leaves in one frame (neither `joined` nor `left`): the difference."""
-    from chat.client import ChatClient
+    from chat_client.room import ChatClient
 
     client = ChatClient("http://127.0.0.1:1", "general", "omkar", "-")
     client.on_presence({"type": "presence", "online": ["omkar", "ann"], "joined": "ann"})

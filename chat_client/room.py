@@ -1,51 +1,35 @@
-"""The terminal client: a chat room in a console.
-
-    chat-client http://127.0.0.1:8000 general --user omkar
-
-It speaks PROTOCOL.md the way the browser page does: it logs in through the HTTP login form,
-opens the room's WebSocket with the session cookie, prints the replayed history and then every
-live change, and after a dropped connection reconnects with `?since=` and re-sends the posts the
-server has not confirmed, with their `client_id`, so nothing is shown twice and nothing is lost.
-
-It needs only the standard library, `websockets` and (for the line editor on a terminal)
-`prompt_toolkit`, and never imports Django: it runs against any server speaking the contract.
-"""
+"""One room's WebSocket: reconnecting with `?since=`, frames in and out, pending posts, commands."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import getpass
-import html.parser
-import http.client
-import http.cookiejar
 import json
-import os
 import random
 import re
 import sys
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-# Exit statuses.
-EXIT_OK = 0
-EXIT_ERROR = 1  # bad usage, or the server broke the contract
-EXIT_LOGIN = 2
-EXIT_NO_ROOM = 3
-EXIT_UNREACHABLE = 4
-EXIT_BANNED = 5
-EXIT_INTERRUPTED = 130
+from .display import HELP, change_line, clean, message_line, say
+from .login import USER_AGENT, login
+from .status import (
+    EXIT_BANNED,
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_LOGIN,
+    EXIT_NO_ROOM,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    Fatal,
+)
 
-# Close codes of PROTOCOL.md §2.
+# Close codes of docs/protocol.md §2.
 CLOSE_NOT_LOGGED_IN = 4401
 CLOSE_BANNED = 4403
 CLOSE_NO_SUCH_ROOM = 4404
@@ -56,149 +40,8 @@ MAX_FRAME_BYTES = 60 * 1024
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 10.0
 TYPING_EVERY = 2.0
-USER_AGENT = "chat-client/1"
 
-HELP = """\
-Commands:
-  /delete ID        delete your message ID (e.g. /delete 3 or /delete Id3)
-  /edit ID text     replace the text of your message ID
-  /who              who is online
-  /history          print the page of messages before the oldest one shown
-  /help             this help
-  /quit             leave (Ctrl-D too)
-Anything else is sent as a message; start it with // to send a line beginning with /."""
-
-# Control characters (but tab and newline) would let a message drive the terminal: escape
-# sequences, carriage returns over earlier text. They are shown as "?".
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _MESSAGE_ID = re.compile(r"(?i)^(?:id)?(\d+)$")
-
-
-class Fatal(Exception):
-    """The client cannot go on: say `message` and exit with `status`."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-
-# --- output ---------------------------------------------------------------------------------
-
-
-def clean(text: Any) -> str:
-    """Text from the server made safe to print: no control characters, continuation lines
-    indented under the message."""
-    return _CONTROL.sub("?", str(text)).replace("\n", "\n    ")
-
-
-def clock(iso: str | None) -> str:
-    """`HH:MM` in local time for an ISO 8601 UTC timestamp."""
-    try:
-        return (
-            datetime.fromisoformat(str(iso).replace("Z", "+00:00")).astimezone().strftime("%H:%M")
-        )
-    except ValueError:
-        return "--:--"
-
-
-def deleter(message: dict[str, Any]) -> str:
-    return clean(message.get("deleted_by") or "a moderator")
-
-
-def message_line(message: dict[str, Any]) -> str:
-    """A message as first shown: `[12:01] Id3 omkar: How are you`, or its tombstone."""
-    head = f"[{clock(message.get('created'))}] Id{message['id']}"
-    if message.get("deleted"):
-        return f"{head} deleted by {deleter(message)}"
-    line = f"{head} {clean(message.get('author'))}: {clean(message.get('body', ''))}"
-    return line + " (edited)" if message.get("edited") else line
-
-
-def change_line(old: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """What to print when an already-shown message changes, or None if nothing visible did."""
-    fields = ("author", "body", "edited", "deleted", "deleted_by")
-    if all(old.get(f) == new.get(f) for f in fields):
-        return None
-    who, body = clean(new.get("author")), clean(new.get("body", ""))
-    if new.get("deleted"):
-        return None if old.get("deleted") else f"Id{new['id']} deleted by {deleter(new)}"
-    if old.get("deleted"):
-        return f"Id{new['id']} restored: {who}: {body}"
-    return f"Id{new['id']} edited by {who}: {body}"
-
-
-def say(line: str) -> None:
-    # Under prompt_toolkit's patch_stdout, this goes above the line being typed.
-    print(line, flush=True)
-
-
-# --- logging in over HTTP -------------------------------------------------------------------
-
-
-class _FormInputs(html.parser.HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.values: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "input":
-            attributes = dict(attrs)
-            name = attributes.get("name")
-            if name:
-                self.values.setdefault(name, attributes.get("value") or "")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A successful login answers a redirect: keep it as the answer instead of following it."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-def login(server: str, username: str, password: str, timeout: float = 10) -> str:
-    """Log in through the login form like a browser; return the `Cookie` header to send."""
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), _NoRedirect)
-    url = f"{server}/accounts/login/"
-    headers = {"User-Agent": USER_AGENT}
-    try:
-        with opener.open(urllib.request.Request(url, headers=headers), timeout=timeout) as page:
-            form = _FormInputs()
-            form.feed(page.read().decode("utf-8", "replace"))
-    except urllib.error.HTTPError as error:
-        raise Fatal(
-            f"Cannot reach {server}: {url} answered HTTP {error.code}.", EXIT_UNREACHABLE
-        ) from None
-    except (OSError, ValueError, http.client.HTTPException):
-        raise Fatal(f"Cannot reach {server}", EXIT_UNREACHABLE) from None
-    token = form.values.get("csrfmiddlewaretoken")
-    if not token:
-        raise Fatal(f"{url} shows no login form (no csrfmiddlewaretoken).", EXIT_ERROR)
-
-    data = urllib.parse.urlencode(
-        {"username": username, "password": password, "csrfmiddlewaretoken": token}
-    ).encode()
-    request = urllib.request.Request(url, data=data, headers={**headers, "Referer": url})
-    try:
-        with opener.open(request, timeout=timeout):
-            # 200: the form again, with an error. A success is a redirect.
-            redirected = False
-    except urllib.error.HTTPError as error:
-        if error.code not in (301, 302, 303, 307, 308):
-            raise Fatal(
-                f"Login failed: the server answered HTTP {error.code}.", EXIT_LOGIN
-            ) from None
-        redirected = True
-    except (OSError, http.client.HTTPException):
-        raise Fatal(f"Cannot reach {server}", EXIT_UNREACHABLE) from None
-    cookies = {cookie.name: cookie.value for cookie in jar}
-    if not redirected or not set(cookies) - {"csrftoken"}:
-        raise Fatal("Login failed: wrong username or password.", EXIT_LOGIN)
-    return "; ".join(f"{name}={value}" for name, value in cookies.items())
-
-
-# --- the room -------------------------------------------------------------------------------
 
 
 @dataclass
@@ -210,6 +53,8 @@ class Pending:
 
 
 class ChatClient:
+    """One user in one room: run() logs in, keeps the socket open and reads the typed lines."""
+
     def __init__(self, server: str, slug: str, username: str, password: str) -> None:
         self.server = server
         self.slug = slug
@@ -702,57 +547,3 @@ class ChatClient:
 
 
 # --- the command line -----------------------------------------------------------------------
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        # argparse's own status 2 would read as "login failed".
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(
-        prog="chat-client",
-        description="Chat in a room of a chat site from the terminal.",
-        epilog="The password is read from CHAT_PASSWORD, or asked for. Exit status: 0 after "
-        "/quit, 2 login failed, 3 no such room, 4 cannot reach the server, 5 banned.",
-    )
-    parser.add_argument("server", help="the site's URL, e.g. http://127.0.0.1:8000")
-    parser.add_argument("room", help="the room's slug, e.g. general")
-    parser.add_argument("--user", "-u", required=True, help="your username")
-    options = parser.parse_args(argv)
-    server = options.server.strip().rstrip("/")
-    if "://" not in server:
-        server = f"http://{server}"
-    parts = urllib.parse.urlsplit(server)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
-        parser.error(f"not an http(s) URL: {options.server}")
-    options.server = server
-    return options
-
-
-def main(argv: list[str] | None = None) -> int:
-    options = parse_args(argv)
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="replace")
-    password = os.environ.get("CHAT_PASSWORD")
-    if password is None:
-        try:
-            password = getpass.getpass(f"Password for {options.user}: ")
-        except (EOFError, KeyboardInterrupt):
-            print(file=sys.stderr)
-            return EXIT_INTERRUPTED
-    client = ChatClient(options.server, options.room, options.user, password)
-    try:
-        return asyncio.run(client.run())
-    except Fatal as error:
-        print(error.message, file=sys.stderr, flush=True)
-        return error.status
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-
-
-if __name__ == "__main__":
-    sys.exit(main())
