@@ -267,7 +267,15 @@ class Hub:
             # group_add is idempotent; repeating it restores a membership that Redis forgot.
             if room_id in self.feeds:
                 await self._subscribe(room_id)
-        cursors = await database_sync_to_async(selectors.room_cursors)(list(self.feeds))
+        held = list(self.feeds)
+        cursors = await database_sync_to_async(selectors.room_cursors)(held)
+        for room_id in held:
+            feed = self.feeds.get(room_id)
+            if room_id not in cursors and feed is not None:
+                # Archived, and the event that said so never came (Redis was down): close now.
+                logger.info("room %s: archived; closing its sockets", room_id)
+                for socket in list(feed.sockets):
+                    await socket.close(code=4404)
         for room_id, cursor in cursors.items():
             feed = self.feeds.get(room_id)
             if feed is not None and cursor > feed.cursor:

@@ -21,7 +21,9 @@ def room_cursor(room_id: int) -> int:
 
 
 def room_cursors(room_ids: list[int]) -> dict[int, int]:
-    return dict(Room.objects.filter(pk__in=room_ids).values_list("pk", "cursor"))
+    """The cursors of those of these rooms that are open (not archived)."""
+    rooms = Room.objects.filter(pk__in=room_ids, archived_at__isnull=True)
+    return dict(rooms.values_list("pk", "cursor"))
 
 
 def post_by_client_id(room: Room, author, client_id: str) -> Message | None:

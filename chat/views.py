@@ -194,8 +194,8 @@ def mark_read(request: HttpRequest, slug: str) -> JsonResponse:
     """
     if not request.user.is_authenticated:
         return JsonResponse({"error": "Log in first."}, status=401)
-    room = Room.objects.filter(slug=slug).first()
-    if room is None:
+    room = Room.objects.filter(slug=slug, archived_at__isnull=True).first()
+    if room is None:  # unknown, or archived: gone for users
         return JsonResponse({"error": "No such room."}, status=404)
     try:
         data = json.loads(request.body)

@@ -8,7 +8,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import Group
 from django.db import connection
-from django.test import Client
+from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -332,6 +332,13 @@ def test_an_archived_room_takes_no_changes_from_any_door():
             change()
     assert list(Message.objects.values_list("body", "deleted_at")) == [("before", None)]
     assert Room.objects.get(pk=room.pk).cursor == cursor
+    # The read marker is a door too: the room is gone for users.
+    client = Client()
+    client.force_login(alice)
+    response = client.post(
+        f"/rooms/{room.slug}/read", {"last_read_id": kept.pk}, content_type="application/json"
+    )
+    assert response.status_code == 404
     # Moderators may still hide what is there (the record stays theirs to keep).
     assert services.hide_message(message=kept, by=mod)
 
@@ -342,6 +349,18 @@ def test_an_archived_room_takes_no_changes_from_any_door():
         ("hide", ""),
         ("unarchive", ""),
     ]
+
+
+async def test_a_socket_whose_archiving_event_was_lost_closes_at_the_next_resync():
+    """Redis down when the room was archived: the `room.close` event never came. The hub's
+    resync with the database finds the room archived and closes its sockets."""
+    alice, _, room, _, _ = await scene()
+    with override_settings(CHAT_RESYNC_INTERVAL=0.2):
+        a = await join(alice, room.slug)
+        await database_sync_to_async(
+            lambda: Room.objects.filter(pk=room.pk).update(archived_at=timezone.now())
+        )()
+        assert await closed_with(a) == 4404
 
 
 async def test_unarchiving_lets_sockets_in_again():
