@@ -9,7 +9,7 @@ Undo one step of the product's tuning:
 - `twistedwrite`: Twisted's own write path (buffer, wait for writable) instead of writing at once.
 - `gcdefault`: Python's default garbage collection (no `gc.freeze()`, thresholds 700, 10, 10).
 - `asgisend`: every frame through the ASGI `send` (daphne encodes and autobahn frames it for
-  each socket) instead of chat/transport.py's frame-once path.
+  each socket) instead of chat/realtime/transport.py's frame-once path.
 - `authstack`: channels' AuthMiddlewareStack and origin validator instead of chat/security.py's
   WebSocketGate (the session wrapper runs on every frame sent).
 
@@ -50,7 +50,7 @@ def asgisend() -> None:
 
     import chatsite.asgi  # noqa: F401  (sets Django up before chat's models are imported)
 
-    consumers = importlib.import_module("chat.consumers")
+    consumers = importlib.import_module("chat.realtime.consumers")
     consumers.connection_of = lambda send: None
 
 
@@ -61,7 +61,7 @@ def authstack() -> None:
 
     import chatsite.asgi
     from chat import security
-    from chat.routing import websocket_urlpatterns
+    from chat.realtime.routing import websocket_urlpatterns
 
     class SameOriginValidator:
         def __init__(self, application) -> None:

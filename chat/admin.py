@@ -23,7 +23,7 @@ from django.utils.html import format_html
 
 from . import services
 from .models import Message, ModerationAction, Room, RoomRestriction
-from .protocol import ChatError
+from .realtime.protocol import ChatError
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from . import protocol
 from .models import Change, Message, Room
+from .realtime import protocol
 
 
 def _messages():

@@ -17,10 +17,11 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import protocol, selectors, text, throttle
-from .broadcast import publish_change, publish_now
+from . import selectors, text, throttle
 from .models import Change, Message, ModerationAction, Room, RoomRestriction
-from .protocol import ChatError
+from .realtime import protocol
+from .realtime.events import publish_change, publish_now
+from .realtime.protocol import ChatError
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from . import accounts, services
 from .forms import DeleteAccountForm, RoomForm, SignupForm
 from .models import Message, ReadMarker, Room
-from .protocol import ChatError
+from .realtime.protocol import ChatError
 from .shared_state import presence_key
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
-from chat.routing import websocket_urlpatterns  # noqa: E402
+from chat.realtime.routing import websocket_urlpatterns  # noqa: E402
 from chat.security import WebSocketGate  # noqa: E402
 
 if not settings.REDIS_URL:

@@ -19,10 +19,11 @@ The measurements behind each step are in docs/performance.md.
 
 With `CHAT_TRANSPORT_STATS=1` the process logs at exit (INFO, `transport stats`) how its writes
 went: TCP writes sent whole at once, in part, or queued by Twisted, and broadcast frames written
-prepared (chat/transport.py). tests/test_transport.py runs the real daphne with it to prove the
-fast paths are taken, in order, on the pinned Twisted, autobahn and daphne. The counts are plain
-integer increments, always kept; only the report is switched on. A report at exit rather than an
-endpoint: nothing more is served or needs guarding, and nothing more runs in a normal process.
+prepared (chat/realtime/transport.py). tests/test_transport.py runs the real daphne with it to
+prove the fast paths are taken, in order, on the pinned Twisted, autobahn and daphne. The counts
+are plain integer increments, always kept; only the report is switched on. A report at exit
+rather than an endpoint: nothing more is served or needs guarding, and nothing more runs in a
+normal process.
 """
 
 import atexit
@@ -94,7 +95,7 @@ def cache_redis_version() -> None:
 
 def report_transport_stats() -> None:
     """Log how this process's writes went (once, at exit)."""
-    from chat import transport
+    from chat.realtime import transport
 
     counts = {name: getattr(writes, name) for name in WriteCounts.__slots__}
     counts |= {name: getattr(transport.frames, name) for name in transport.FrameCounts.__slots__}
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None, *, direct_writes: bool = True) -> None:
     cache_redis_version()
     from daphne.cli import CommandLineInterface
 
-    from chat import transport  # after daphne.cli: daphne installs its reactor first
+    from chat.realtime import transport  # after daphne.cli: daphne installs its reactor first
 
     transport.daphne_serves = True
 

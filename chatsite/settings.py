@@ -293,7 +293,7 @@ CHAT_ROOMS_PER_USER_WINDOW = env_int("CHAT_ROOMS_PER_USER_WINDOW", 3600)
 # Rooms per page of the lobby's directory.
 CHAT_LOBBY_PAGE_SIZE = env_int("CHAT_LOBBY_PAGE_SIZE", 50)
 CHAT_PRESENCE_TTL = env_int("CHAT_PRESENCE_TTL", 45)
-# Presence in a crowd (chat/hub.py): up to CHAT_PRESENCE_BURST presence frames per
+# Presence in a crowd (chat/realtime/hub.py): up to CHAT_PRESENCE_BURST presence frames per
 # CHAT_PRESENCE_WINDOW seconds go out at once; joins and leaves beyond that wait for the window's
 # end and go out together as one frame with the new online list (a reconnect storm of 1,000 users
 # would otherwise send each of them 1,000 frames of up to 13 KB).
@@ -324,7 +324,7 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL") or "chat@localhost"
 
 LOG_LEVEL = os.environ.get("DJANGO_LOG_LEVEL") or "INFO"
 # One JSON object per line on stdout (chatsite/logging.py): requests from
-# chatsite.middleware, WebSocket connects and disconnects from chat.consumers.
+# chatsite.middleware, WebSocket connects and disconnects from chat.realtime.consumers.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -11,9 +11,9 @@ from django.test import Client
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from chat import protocol
-from chat.consumers import RoomConsumer
 from chat.models import Change, Message, Room
+from chat.realtime import protocol
+from chat.realtime.consumers import RoomConsumer
 from tests.helpers import create_room, create_user, join, session_cookie_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sockets_closed")]

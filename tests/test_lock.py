@@ -1,8 +1,8 @@
 """The locks (`make lock`): every package pinned with its hashes, the locks agreeing with each other
 and with pyproject.toml, and the tests running on the versions the lock names.
 
-chatsite/serve.py and chat/transport.py reach into Twisted and autobahn; those are tested here
-only on the versions a deployment installs, so a lock that lost them (or a virtualenv that
+chatsite/serve.py and chat/realtime/transport.py reach into Twisted and autobahn; those are tested
+here only on the versions a deployment installs, so a lock that lost them (or a virtualenv that
 drifted from the lock) must fail here, not in production.
 """
 

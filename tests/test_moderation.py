@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from chat import services
 from chat.models import Message, ModerationAction, Room, RoomRestriction
-from chat.protocol import ChatError
+from chat.realtime.protocol import ChatError
 from tests.helpers import create_room, create_user, join, open_socket, session_cookie_for
 from tests.wsclient import Client as WsClient
 

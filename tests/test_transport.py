@@ -1,5 +1,5 @@
-"""chat/transport.py and chatsite/serve.py: a broadcast frame is framed once and written straight
-to daphne's connection, and a TCP write goes out at once when nothing waits before it.
+"""chat/realtime/transport.py and chatsite/serve.py: a broadcast frame is framed once and written
+straight to daphne's connection, and a TCP write goes out at once when nothing waits before it.
 
 The first tests use daphne's own protocol objects on Twisted's in-memory transport. Then the real
 daphne (`python -m chatsite.serve`, on the locked Twisted, autobahn and daphne) proves both paths
@@ -25,8 +25,8 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from websockets.asyncio.client import connect
 
-from chat import transport
-from chat.transport import Outgoing, connection_of, write
+from chat.realtime import transport
+from chat.realtime.transport import Outgoing, connection_of, write
 from tests.helpers import close_all, create_room, create_user, join, session_cookie_for
 from tests.wsclient import Client
 
@@ -191,7 +191,7 @@ async def test_the_real_daphne_writes_broadcasts_prepared_and_at_once_in_order(d
 
 
 class Warnings(logging.Handler):
-    """chat.transport's warnings. Not pytest's caplog: importing the ASGI application sets
+    """chat.realtime.transport's warnings. Not pytest's caplog: importing the ASGI application sets
     Django's logging up again, which removes the handlers on the root logger."""
 
     def __init__(self) -> None:
@@ -207,9 +207,9 @@ def transport_warnings():
     import chatsite.asgi  # noqa: F401  (its logging set-up would remove a handler added before)
 
     handler = Warnings()
-    logging.getLogger("chat.transport").addHandler(handler)
+    logging.getLogger("chat.realtime.transport").addHandler(handler)
     yield handler.messages
-    logging.getLogger("chat.transport").removeHandler(handler)
+    logging.getLogger("chat.realtime.transport").removeHandler(handler)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.conf import settings
 
-from .models import Message
+from ..models import Message
 
 
 class ChatError(Exception):

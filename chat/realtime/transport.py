@@ -85,7 +85,7 @@ def _warn_no_connection() -> None:
         _warned = True
         logger.warning(
             "daphne's send does not lead to its connection: broadcast frames go through ASGI "
-            "(slower, still in order); check chat/transport.py against the daphne version"
+            "(slower, still in order); check chat/realtime/transport.py against the daphne version"
         )
 
 

@@ -9,12 +9,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from . import protocol, selectors, services
-from .broadcast import publish
+from .. import selectors, services
+from ..models import Room, RoomRestriction
+from ..shared_state import shared_state
+from . import protocol
+from .events import publish
 from .hub import Feed, get_hub
-from .models import Room, RoomRestriction
 from .protocol import ChatError
-from .shared_state import shared_state
 from .transport import Outgoing, connection_of, write
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
     present = False
     session_key: str | None = None
     counted = False
-    # daphne's connection, for broadcast frames written without the ASGI path (chat/transport.py).
+    # daphne's connection, for broadcast frames written without the ASGI path (transport.py).
     connection = None
 
     async def connect(self) -> None:

@@ -28,10 +28,10 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import selectors
-from .broadcast import group_name, publish
+from .. import selectors
+from ..shared_state import shared_state
+from .events import group_name, publish
 from .protocol import presence_frame
-from .shared_state import shared_state
 from .transport import Outgoing
 
 if TYPE_CHECKING:
