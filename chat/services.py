@@ -19,9 +19,9 @@ from django.utils.text import slugify
 
 from . import selectors, text, throttle
 from .models import Change, Message, ModerationAction, Room, RoomRestriction
-from .realtime import protocol
+from .realtime import events, protocol
 from .realtime.events import publish_change, publish_now
-from .realtime.protocol import ChatError
+from .realtime.protocol import ChatError, CloseCode, ErrorCode
 
 logger = logging.getLogger(__name__)
 
@@ -41,18 +41,18 @@ def clean_body(body: str, *, ref: object = None) -> str:
     body = body.strip()
     problem = text.unstorable(body)
     if problem:
-        raise ChatError("invalid", problem, ref=ref)
+        raise ChatError(ErrorCode.INVALID, problem, ref=ref)
     if text.is_blank(body):
-        raise ChatError("empty", "A message needs some visible text.", ref=ref)
+        raise ChatError(ErrorCode.EMPTY, "A message needs some visible text.", ref=ref)
     if len(body) > settings.CHAT_MAX_BODY:
         raise ChatError(
-            "too_long",
+            ErrorCode.TOO_LONG,
             f"A message may be at most {settings.CHAT_MAX_BODY} characters.",
             ref=ref,
         )
     problem = text.too_many_marks(body)
     if problem:
-        raise ChatError("invalid", problem, ref=ref)
+        raise ChatError(ErrorCode.INVALID, problem, ref=ref)
     return body
 
 
@@ -81,7 +81,7 @@ def _next_cursor(room_id: int, *, archived_ok: bool = False) -> int:
         row = cursor.fetchone()
     if row is None:
         if Room.objects.filter(pk=room_id).exists():
-            raise ChatError("forbidden", ROOM_ARCHIVED)
+            raise ChatError(ErrorCode.FORBIDDEN, ROOM_ARCHIVED)
         raise Room.DoesNotExist(f"room {room_id}")
     return row[0]
 
@@ -114,7 +114,7 @@ def _get_message(room: Room, message_id: int) -> Message:
         return queryset.get(pk=message_id, room_id=room.pk)
     except Message.DoesNotExist:
         raise ChatError(
-            "not_found", "There is no such message in this room.", ref=message_id
+            ErrorCode.NOT_FOUND, "There is no such message in this room.", ref=message_id
         ) from None
 
 
@@ -129,9 +129,9 @@ def check_can_post(room: Room, user, *, ref: object = None) -> None:
     """Posting and editing need neither a ban nor a mute in force."""
     kinds = restrictions_for(room, user)
     if RoomRestriction.Kind.BAN in kinds:
-        raise ChatError("forbidden", "You are banned from this room.", ref=ref)
+        raise ChatError(ErrorCode.FORBIDDEN, "You are banned from this room.", ref=ref)
     if RoomRestriction.Kind.MUTE in kinds:
-        raise ChatError("muted", "A moderator has muted you in this room.", ref=ref)
+        raise ChatError(ErrorCode.MUTED, "A moderator has muted you in this room.", ref=ref)
 
 
 def is_banned(room: Room, user) -> bool:
@@ -167,10 +167,14 @@ def edit_message(*, room: Room, message_id: int, by, body: str) -> Message:
         _lock_room(room.pk)
         message = _get_message(room, message_id)
         if message.author_id != by.pk:
-            raise ChatError("forbidden", "You can only edit your own messages.", ref=message_id)
+            raise ChatError(
+                ErrorCode.FORBIDDEN, "You can only edit your own messages.", ref=message_id
+            )
         check_can_post(room, by, ref=message_id)
         if message.is_deleted:
-            raise ChatError("forbidden", "A deleted message cannot be edited.", ref=message_id)
+            raise ChatError(
+                ErrorCode.FORBIDDEN, "A deleted message cannot be edited.", ref=message_id
+            )
         message.body = body
         message.edited = timezone.now()
         _record(room.pk, message, Change.Kind.EDIT)
@@ -187,7 +191,9 @@ def delete_message(*, room: Room, message_id: int, by, moderator: bool = False) 
         _lock_room(room.pk)
         message = _get_message(room, message_id)
         if not moderator and message.author_id != by.pk:
-            raise ChatError("forbidden", "You can only delete your own messages.", ref=message_id)
+            raise ChatError(
+                ErrorCode.FORBIDDEN, "You can only delete your own messages.", ref=message_id
+            )
         if message.is_deleted:
             return message
         message.deleted_at = timezone.now()
@@ -261,7 +267,7 @@ def check_can_restrict(*, user, by) -> None:
     """Staff accounts (moderators, admins) are banned or muted only by a superuser."""
     if (user.is_staff or user.is_superuser) and not by.is_superuser:
         raise ChatError(
-            "forbidden",
+            ErrorCode.FORBIDDEN,
             f"{user.get_username()} is a staff account: only an administrator can ban or mute it.",
         )
 
@@ -279,7 +285,9 @@ def restrict_user(
     if kind == RoomRestriction.Kind.BAN:
         username = user.get_username()
         transaction.on_commit(
-            lambda: publish_now(room.pk, {"type": "room.kick", "user": username, "code": 4403})
+            lambda: publish_now(
+                events.UserKicked(room=room.pk, user=username, code=CloseCode.FORBIDDEN)
+            )
         )
     return restriction
 
@@ -404,15 +412,17 @@ def clean_room_name(name: str) -> tuple[str, str]:
     name = name.strip()
     problem = text.name_problem(name)  # bidi controls, NUL, stacked marks
     if problem:
-        raise ChatError("invalid", problem)
+        raise ChatError(ErrorCode.INVALID, problem)
     if len(name) > ROOM_NAME_MAX:
-        raise ChatError("invalid", f"A room name may be at most {ROOM_NAME_MAX} characters.")
+        raise ChatError(
+            ErrorCode.INVALID, f"A room name may be at most {ROOM_NAME_MAX} characters."
+        )
     # The slug can outgrow the name ("ﬃ" becomes "ffi": 80 of them make 240): cut to the column.
     slug = slugify(name)[:ROOM_SLUG_MAX].strip("-_")
     if not slug:
-        raise ChatError("invalid", "A room name needs at least one letter or digit.")
+        raise ChatError(ErrorCode.INVALID, "A room name needs at least one letter or digit.")
     if Room.objects.filter(Q(name__iexact=name) | Q(slug=slug)).exists():
-        raise ChatError("invalid", "A room with this name already exists.")
+        raise ChatError(ErrorCode.INVALID, "A room with this name already exists.")
     return name, slug
 
 
@@ -428,11 +438,13 @@ def create_room(*, name: str, created_by, enforce_limit: bool = True) -> Room:
         except Exception:
             logger.warning("room limit unavailable", exc_info=True)
             raise ChatError(
-                "unavailable", "Rooms cannot be created right now; try again.", retry_after=1
+                ErrorCode.UNAVAILABLE,
+                "Rooms cannot be created right now; try again.",
+                retry_after=1,
             ) from None
         if wait:
             raise ChatError(
-                "rate_limited",
+                ErrorCode.RATE_LIMITED,
                 f"You can create at most {limit} rooms in {_duration(window)}; "
                 f"try again in {_duration(wait)}.",
                 retry_after=wait,
@@ -441,7 +453,7 @@ def create_room(*, name: str, created_by, enforce_limit: bool = True) -> Room:
         with transaction.atomic():
             return Room.objects.create(name=name, slug=slug, created_by=created_by)
     except IntegrityError:  # created by someone else between the check and the insert
-        raise ChatError("invalid", "A room with this name already exists.") from None
+        raise ChatError(ErrorCode.INVALID, "A room with this name already exists.") from None
 
 
 def _duration(seconds: float) -> str:
@@ -463,9 +475,9 @@ def archive_room(*, room: Room, by, reason: str = "") -> bool:
         )
         if updated:
             _audit(actor=by, action=ModerationAction.Action.ARCHIVE, room=room, reason=reason)
-            # 4404 (consumers.Close.NO_SUCH_ROOM): for its users the room is gone.
+            # For its users the room is gone.
             transaction.on_commit(
-                lambda: publish_now(room.pk, {"type": "room.close", "code": 4404})
+                lambda: publish_now(events.RoomClosed(room=room.pk, code=CloseCode.NO_SUCH_ROOM))
             )
     return bool(updated)
 

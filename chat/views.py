@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from . import accounts, services
 from .forms import DeleteAccountForm, RoomForm, SignupForm
 from .models import Message, ReadMarker, Room
-from .realtime.protocol import ChatError
+from .realtime.protocol import ChatError, ErrorCode
 from .shared_state import presence_key
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def lobby(request: HttpRequest) -> HttpResponse:
 
 
 # Refused room creations: the form again, with the error, and this status.
-CREATE_ROOM_STATUS = {"rate_limited": 429, "unavailable": 503}
+CREATE_ROOM_STATUS = {ErrorCode.RATE_LIMITED: 429, ErrorCode.UNAVAILABLE: 503}
 
 
 @login_required
@@ -159,7 +159,7 @@ def create_room(request: HttpRequest) -> HttpResponse:
         room = services.create_room(name=form.cleaned_data["name"], created_by=request.user)
     except ChatError as error:
         # A bad or taken name is about the field; a limit is about the whole form.
-        form.add_error("name" if error.code == "invalid" else None, error.detail)
+        form.add_error("name" if error.code == ErrorCode.INVALID else None, error.detail)
         response = _lobby(request, form, status=CREATE_ROOM_STATUS.get(error.code, 400))
         if error.retry_after:
             response["Retry-After"] = str(math.ceil(error.retry_after))

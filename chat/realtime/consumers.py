@@ -12,22 +12,14 @@ from django.conf import settings
 from .. import selectors, services
 from ..models import Room, RoomRestriction
 from ..shared_state import shared_state
-from . import protocol
-from .events import publish
+from . import events, protocol
 from .hub import Feed, get_hub
-from .protocol import ChatError
+from .protocol import ChatError, CloseCode, ErrorCode
 from .transport import Outgoing, connection_of, write
 
 logger = logging.getLogger(__name__)
 
 db = database_sync_to_async
-
-
-class Close:
-    NOT_LOGGED_IN = 4401
-    BANNED = 4403
-    NO_SUCH_ROOM = 4404
-    TOO_MANY_SOCKETS = 4429
 
 
 def parse_since(query_string: bytes) -> int | None:
@@ -55,19 +47,27 @@ def opening_state(slug: str, user, since: int | None):
     return room, False, selectors.ready_state(room, since)
 
 
-class NoSuchRoom(AsyncWebsocketConsumer):
-    """Every socket path that names no room (`/ws/rooms/%2e%2e/`, `/ws/rooms/ünï/`): closed like
-    an unknown room's socket, instead of the router's "No route found" traceback."""
+class Consumer(AsyncWebsocketConsumer):
+    """What the site's sockets share: no channel of their own, and close codes sent as plain
+    ints (autobahn refuses an IntEnum such as CloseCode, and the client would get 1011)."""
 
     channel_layer_alias = None
+
+    async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        await super().close(code=None if code is None else int(code), reason=reason)
+
+
+class NoSuchRoom(Consumer):
+    """Every socket path that names no room (`/ws/rooms/%2e%2e/`, `/ws/rooms/ünï/`): closed like
+    an unknown room's socket, instead of the router's "No route found" traceback."""
 
     async def connect(self) -> None:
         await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=Close.NOT_LOGGED_IN)
+            await self.close(code=CloseCode.NOT_LOGGED_IN)
         else:
-            await self.close(code=Close.NO_SUCH_ROOM)
+            await self.close(code=CloseCode.NO_SUCH_ROOM)
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         pass  # closing; nothing to answer
@@ -96,7 +96,7 @@ CHANGES = Limit(
 )
 
 
-class RoomConsumer(AsyncWebsocketConsumer):
+class RoomConsumer(Consumer):
     # No channel of its own: the process's hub is the room group's member and hands frames to
     # its sockets, so a broadcast costs one channel-layer message per process, not per socket.
     channel_layer_alias = None
@@ -116,18 +116,19 @@ class RoomConsumer(AsyncWebsocketConsumer):
         await self.accept()
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=Close.NOT_LOGGED_IN)
+            await self.close(code=CloseCode.NOT_LOGGED_IN)
             return
         room, banned, ready = await db(opening_state)(
             self.scope["url_route"]["kwargs"]["slug"], user, parse_since(self.scope["query_string"])
         )
         if room is None:
-            await self.close(code=Close.NO_SUCH_ROOM)
+            await self.close(code=CloseCode.NO_SUCH_ROOM)
             return
         if banned:
-            await self.close(code=Close.BANNED)
+            await self.close(code=CloseCode.FORBIDDEN)
             return
         self.user = user
+        self.user_id = user.pk
         self.connection = connection_of(self.base_send)
         self.session_key = self.scope["session_key"]
         self.username = user.get_username()
@@ -135,7 +136,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         self.room = room
         self.state = shared_state()
         if not await self._open_slot():
-            await self.close(code=Close.TOO_MANY_SOCKETS)
+            await self.close(code=CloseCode.TOO_MANY_SOCKETS)
             return
 
         self.feed = await get_hub().attach(room.pk, self)
@@ -207,7 +208,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
             return
         try:
             if text_data is None:
-                raise ChatError("invalid", "Frames must be JSON text, not binary.")
+                raise ChatError(ErrorCode.INVALID, "Frames must be JSON text, not binary.")
             frame = protocol.parse(text_data)
             limit = self.limits.get(type(frame))
             if limit is not None:
@@ -274,13 +275,12 @@ class RoomConsumer(AsyncWebsocketConsumer):
             kinds = await self._check_not_banned()
             if RoomRestriction.Kind.MUTE in kinds:
                 return  # a muted user's typing is not announced (typing has no answer)
-            await publish(
-                self.room.pk,
-                {
-                    "type": "room.typing",
-                    "user": self.username,
-                    "frame": protocol.typing_frame(self.username),
-                },
+            await events.publish(
+                events.UserTyping(
+                    room=self.room.pk,
+                    user=self.username,
+                    frame=protocol.typing_frame(self.username),
+                )
             )
 
     handlers = {
@@ -349,7 +349,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         except Exception:
             logger.warning("shared state unavailable", exc_info=True)
             raise ChatError(
-                "unavailable",
+                ErrorCode.UNAVAILABLE,
                 "The chat service is briefly unavailable; try again in a moment.",
                 ref=ref,
                 retry_after=1,
@@ -359,8 +359,8 @@ class RoomConsumer(AsyncWebsocketConsumer):
         """Reads and typing re-check the ban too (writes check it in the services)."""
         kinds = await db(services.restrictions_for)(self.room, self.user)
         if RoomRestriction.Kind.BAN in kinds:
-            await self.close(code=Close.BANNED)
-            raise ChatError("forbidden", "You are banned from this room.")
+            await self.close(code=CloseCode.FORBIDDEN)
+            raise ChatError(ErrorCode.FORBIDDEN, "You are banned from this room.")
         return kinds
 
     async def _limit(
@@ -369,7 +369,7 @@ class RoomConsumer(AsyncWebsocketConsumer):
         wait = await self._shared(self.state.hit(key, limit, window), ref=ref)
         if wait:
             raise ChatError(
-                "rate_limited",
+                ErrorCode.RATE_LIMITED,
                 f"Slow down: at most {limit} {what} in {window:g} seconds.",
                 ref=ref,
                 retry_after=wait,
@@ -404,6 +404,6 @@ class RoomConsumer(AsyncWebsocketConsumer):
 
     async def _announce(self, frame: str) -> None:
         try:
-            await publish(self.room.pk, {"type": "room.presence", "frame": frame})
+            await events.publish(events.PresenceChanged(room=self.room.pk, frame=frame))
         except Exception:
             logger.warning("presence: channel layer unavailable", exc_info=True)

@@ -1,16 +1,25 @@
-"""Ringing a room's doorbell on the channel layer.
+"""The channel-layer events between processes, typed, and the publisher that sends them.
 
-The layer only says "room R reached cursor N" (with the frame, so receivers need not read the
-database on the common path). Every process's hub checks the cursor against what it has and
-fills any gap from the database, so a lost or late event costs latency, never a message.
+The layer is a doorbell: `RoomChanged` says "room R reached cursor N" (with the frame, so
+receivers need not read the database on the common path). Every process's hub checks the cursor
+against what it has and fills any gap from the database, so a lost or late event costs latency,
+never a message. The other events carry what has no record behind it (presence, typing) or ask
+a process to close sockets (a ban, an archived room).
+
+Each event is a frozen dataclass with its `type`; nothing else builds or reads an event's dict:
+`message()` makes the dict channels-redis sends (JSON primitives only: msgpack cannot carry a
+datetime, and the in-memory layer would not notice), `parse()` turns a received one back into
+its class, or None for one this version does not know.
 """
 
 import asyncio
+import dataclasses
 import logging
 import os
 import weakref
 from collections import deque
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import redis
 from asgiref.sync import SyncToAsync, async_to_sync
@@ -23,24 +32,91 @@ def group_name(room_id: int) -> str:
     return f"room.{room_id}"
 
 
-def change_event(room_id: int, cursor: int, frame: str) -> dict[str, Any]:
-    return {"type": "room.change", "room": room_id, "cursor": cursor, "frame": frame}
+@dataclass(frozen=True)
+class RoomChanged:
+    """A change was committed: the room's cursor reached `cursor`; `frame` is its message frame."""
+
+    type: ClassVar[str] = "room.change"
+    room: int
+    cursor: int
+    frame: str
+
+
+@dataclass(frozen=True)
+class PresenceChanged:
+    """Someone's first socket opened or last one closed: `frame` is the presence frame."""
+
+    type: ClassVar[str] = "room.presence"
+    room: int
+    frame: str
+
+
+@dataclass(frozen=True)
+class UserTyping:
+    """`user` is typing: every socket in the room but theirs gets `frame`."""
+
+    type: ClassVar[str] = "room.typing"
+    room: int
+    user: str
+    frame: str
+
+
+@dataclass(frozen=True)
+class UserKicked:
+    """Close `user`'s sockets in the room with `code` (a ban: CloseCode.FORBIDDEN)."""
+
+    type: ClassVar[str] = "room.kick"
+    room: int
+    user: str
+    code: int
+
+
+@dataclass(frozen=True)
+class RoomClosed:
+    """Close every socket in the room with `code` (archived: CloseCode.NO_SUCH_ROOM)."""
+
+    type: ClassVar[str] = "room.close"
+    room: int
+    code: int
+
+
+Event = RoomChanged | PresenceChanged | UserTyping | UserKicked | RoomClosed
+EVENTS: dict[str, type[Event]] = {
+    cls.type: cls for cls in (RoomChanged, PresenceChanged, UserTyping, UserKicked, RoomClosed)
+}
+
+
+def message(event: Event) -> dict[str, Any]:
+    """The channel-layer message for an event."""
+    return {"type": event.type, **dataclasses.asdict(event)}
+
+
+def parse(received: dict[str, Any]) -> Event | None:
+    """The event a received message holds; None (and a warning) for an unknown or bad one."""
+    cls = EVENTS.get(received.get("type"))
+    if cls is None:
+        logger.warning("unknown channel-layer event %r", received.get("type"))
+        return None
+    try:
+        return cls(**{f.name: received[f.name] for f in dataclasses.fields(cls)})
+    except (KeyError, TypeError):
+        logger.warning("malformed channel-layer event %r", received.get("type"))
+        return None
 
 
 def publish_change(room_id: int, cursor: int, frame: str) -> None:
     """Called after the commit that stored the change (synchronous callers: services, admin)."""
-    publish_now(room_id, change_event(room_id, cursor, frame))
+    publish_now(RoomChanged(room=room_id, cursor=cursor, frame=frame))
 
 
-def publish_now(room_id: int, event: dict[str, Any]) -> None:
-    """Send an event to the room's group from synchronous code; failures are logged.
+def publish_now(event: Event) -> None:
+    """Send an event to its room's group from synchronous code; failures are logged.
 
     From a thread that an event loop is waiting on (the database calls of consumers and views)
     the event goes to that loop's publisher and this returns at once: the thread, which serves
     every database call of the process in turn, does not wait on Redis. Elsewhere (management
     commands, tests) it is sent before this returns.
     """
-    event = {**event, "room": room_id}
     loop = _waiting_loop()
     if loop is not None:
         try:
@@ -65,10 +141,10 @@ class Publisher:
     """Sends one event loop's events to the channel layer one at a time, in the order given."""
 
     def __init__(self) -> None:
-        self.pending: deque[dict[str, Any]] = deque()
+        self.pending: deque[Event] = deque()
         self.task: asyncio.Task | None = None
 
-    def put(self, event: dict[str, Any]) -> None:
+    def put(self, event: Event) -> None:
         self.pending.append(event)
         if self.task is None or self.task.done():
             # Runs only while there is something to send: no task outlives its loop's work.
@@ -84,7 +160,7 @@ _publishers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Publisher]" =
 )
 
 
-def _enqueue(event: dict[str, Any]) -> None:
+def _enqueue(event: Event) -> None:
     loop = asyncio.get_running_loop()
     publisher = _publishers.get(loop)
     if publisher is None:
@@ -92,26 +168,28 @@ def _enqueue(event: dict[str, Any]) -> None:
     publisher.put(event)
 
 
-async def _send(event: dict[str, Any]) -> None:
+async def _send(event: Event) -> None:
     layer = get_channel_layer()
-    group = group_name(event["room"])
+    group = group_name(event.room)
+    sent = message(event)
     try:
         try:
-            await layer.group_send(group, event)
+            await layer.group_send(group, sent)
         except (ConnectionError, redis.ConnectionError):
             # After a Redis restart the first pooled connection is stale; a second try
             # usually gets a fresh one.
-            await layer.group_send(group, event)
+            await layer.group_send(group, sent)
     except Exception:
         # The change is stored; hubs find it on their next resync with the database.
         logger.warning(
             "channel layer unavailable: %s for room %s not sent (changes arrive by resync)",
-            event["type"],
-            event["room"],
+            event.type,
+            event.room,
             exc_info=True,
         )
 
 
-async def publish(room_id: int, event: dict[str, Any]) -> None:
-    """Presence, typing and kicks: events with no record behind them."""
-    await get_channel_layer().group_send(group_name(room_id), {**event, "room": room_id})
+async def publish(event: Event) -> None:
+    """From the event loop: presence and typing, events with no record behind them. Raises
+    when the layer does not take it (the caller decides whether that matters)."""
+    await get_channel_layer().group_send(group_name(event.room), message(event))

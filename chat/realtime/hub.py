@@ -1,43 +1,55 @@
 """One hub per server process: the only member of each room's channel-layer group here.
 
-The channel layer is a doorbell. A `room.change` event says "room R reached cursor N" and
+The channel layer is a doorbell. A `RoomChanged` event says "room R reached cursor N" and
 carries the frame, serialized once by the writer. The hub keeps, per room, the highest cursor it
 has delivered and a short buffer of recent frames; an event that skips cursors (out of order
 from two writers, or lost by the layer) makes it read the missing changes from the database.
 A resync tick compares every room's cursor with the database too, so a doorbell that never rang
 (Redis restarted and forgot the group, or was down) costs at most one tick of latency.
 
-Presence frames carry the room's whole online list, so in a crowd they are batched: up to
-CHAT_PRESENCE_BURST presence frames per CHAT_PRESENCE_WINDOW go out as they come; the joins and
-leaves beyond that wait for the window's end and go out as one frame with the new online list
-(as is, if only one waited; with neither `joined` nor `left` if several did). A reconnect storm
-of a thousand users costs each socket a few frames a second, not a thousand frames.
-
-Sockets (`RoomConsumer`) register with the hub and each keeps its own `sent` cursor: frames reach
-a socket strictly as sent+1, sent+2, ... whatever order the layer delivers in.
+Sockets register with the hub through the `Socket` interface below and each keeps its own `sent`
+cursor: frames reach a socket strictly as sent+1, sent+2, ... whatever order the layer delivers
+in. The hub never imports the consumer. Presence batching and upkeep (`presence`) and the
+session watcher (`sessions`) are their own modules; the hub runs their periodic tasks while it
+holds any room.
 """
 
 import asyncio
-import json
 import logging
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from .. import selectors
-from ..shared_state import shared_state
-from .events import group_name, publish
-from .protocol import presence_frame
+from . import events, presence, sessions
+from .events import group_name
+from .protocol import CloseCode
 from .transport import Outgoing
 
-if TYPE_CHECKING:
-    from .consumers import RoomConsumer
-
 logger = logging.getLogger(__name__)
+
+
+class Socket(Protocol):
+    """What the hub and its helpers need of a socket (chat.realtime.consumers.RoomConsumer)."""
+
+    user_id: int
+    username: str
+    conn_id: str
+    session_key: str | None
+    present: bool  # counted in the shared presence state
+
+    async def deliver(self) -> None:
+        """Send every change after the socket's cursor up to its feed's, in order."""
+
+    async def send_live(self, frame: Outgoing) -> None:
+        """A frame outside the change stream (presence, typing)."""
+
+    async def close(self, code: int) -> None: ...
+
 
 BUFFER_FRAMES = 1024
 
@@ -49,12 +61,9 @@ class Feed:
         self.room_id = room_id
         self.cursor = cursor
         self.frames: deque[tuple[int, Outgoing]] = deque(maxlen=BUFFER_FRAMES)
-        self.sockets: set[RoomConsumer] = set()
+        self.sockets: set[Socket] = set()
         self.lock = asyncio.Lock()
-        # Presence batching: when the last few presence frames went out, and those waiting.
-        self.presence_sent: deque[float] = deque(maxlen=max(1, settings.CHAT_PRESENCE_BURST))
-        self.presence_waiting: list[str] | None = None
-        self.presence_task: asyncio.Task | None = None
+        self.presence = presence.PresenceBatch(room_id, self.push_live)
 
     def frames_after(self, cursor: int) -> list[tuple[int, Outgoing]] | None:
         """Buffered frames after `cursor` up to the feed's cursor; None if the buffer is short."""
@@ -92,7 +101,7 @@ class Hub:
 
     # --- sockets -------------------------------------------------------------------------
 
-    async def attach(self, room_id: int, socket: "RoomConsumer") -> Feed:
+    async def attach(self, room_id: int, socket: Socket) -> Feed:
         async with self.lock:
             feed = self.feeds.get(room_id)
             if feed is None:
@@ -110,7 +119,7 @@ class Hub:
             feed.sockets.add(socket)
             return feed
 
-    async def detach(self, room_id: int, socket: "RoomConsumer") -> None:
+    async def detach(self, room_id: int, socket: Socket) -> None:
         # Only bookkeeping under the lock: a new socket's attach must never wait on Redis here.
         async with self.lock:
             feed = self.feeds.get(room_id)
@@ -154,40 +163,43 @@ class Hub:
     async def _read(self) -> None:
         while True:
             try:
-                event = await self.layer.receive(self.channel)
+                received = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.warning("channel layer receive failed; retrying", exc_info=True)
                 await asyncio.sleep(1)
                 continue
+            event = events.parse(received)
+            if event is None:
+                continue
             try:
                 await self.handle(event)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("hub could not handle %s", event.get("type"))
+                logger.exception("hub could not handle %s", event.type)
 
-    async def handle(self, event: dict[str, Any]) -> None:
-        feed = self.feeds.get(event.get("room"))
+    async def handle(self, event: events.Event) -> None:
+        feed = self.feeds.get(event.room)
         if feed is None:
             return
-        kind = event["type"]
-        if kind == "room.change":
-            await self.advance(feed, event["cursor"], event["frame"])
-        elif kind == "room.presence":
-            await self.presence(feed, event["frame"])
-        elif kind == "room.typing":
-            await feed.push_live(Outgoing(event["frame"]), skip=event["user"])
-        elif kind == "room.kick":
-            for socket in list(feed.sockets):
-                if socket.username == event["user"]:
-                    await socket.close(code=event["code"])
-        elif kind == "room.close":
-            # The room was archived: every socket in it closes (sockets leave the feed as
-            # they close, so close a copy of the set).
-            for socket in list(feed.sockets):
-                await socket.close(code=event["code"])
+        match event:
+            case events.RoomChanged(cursor=cursor, frame=frame):
+                await self.advance(feed, cursor, frame)
+            case events.PresenceChanged(frame=frame):
+                await feed.presence.add(frame)
+            case events.UserTyping(user=user, frame=frame):
+                await feed.push_live(Outgoing(frame), skip=user)
+            case events.UserKicked(user=user, code=code):
+                for socket in list(feed.sockets):
+                    if socket.username == user:
+                        await socket.close(code=code)
+            case events.RoomClosed(code=code):
+                # Archived: every socket in it closes (sockets leave the feed as they close, so
+                # close a copy of the set).
+                for socket in list(feed.sockets):
+                    await socket.close(code=code)
 
     async def advance(self, feed: Feed, cursor: int, frame: str | None = None) -> None:
         """Bring the feed up to `cursor`, from the event's frame or from the database."""
@@ -204,40 +216,6 @@ class Hub:
                 )
                 feed.extend([(c, Outgoing(text)) for c, text in frames])
         await feed.push()
-
-    # --- presence in a crowd -------------------------------------------------------------
-
-    async def presence(self, feed: Feed, text: str) -> None:
-        """Send a presence frame now, or hold it if the window's burst has gone out already."""
-        if feed.presence_waiting is not None:
-            feed.presence_waiting.append(text)
-            return
-        now = asyncio.get_running_loop().time()
-        sent = feed.presence_sent
-        if len(sent) < sent.maxlen or now - sent[0] >= settings.CHAT_PRESENCE_WINDOW:
-            sent.append(now)
-            await feed.push_live(Outgoing(text))
-            return
-        feed.presence_waiting = [text]
-        wait = sent[0] + settings.CHAT_PRESENCE_WINDOW - now
-        feed.presence_task = asyncio.create_task(self._flush_presence(feed, wait))
-
-    async def _flush_presence(self, feed: Feed, wait: float) -> None:
-        await asyncio.sleep(wait)
-        waiting, feed.presence_waiting = feed.presence_waiting or [], None
-        feed.presence_sent.append(asyncio.get_running_loop().time())
-        try:
-            if len(waiting) == 1:
-                frame = waiting[0]
-            else:
-                try:
-                    online = await shared_state().online(feed.room_id)
-                except Exception:
-                    online = json.loads(waiting[-1])["online"]  # the latest list heard here
-                frame = presence_frame(online)
-            await feed.push_live(Outgoing(frame))
-        except Exception:
-            logger.exception("room %s: could not send presence", feed.room_id)
 
     # --- resync, group refresh and presence upkeep ---------------------------------------
 
@@ -275,7 +253,7 @@ class Hub:
                 # Archived, and the event that said so never came (Redis was down): close now.
                 logger.info("room %s: archived; closing its sockets", room_id)
                 for socket in list(feed.sockets):
-                    await socket.close(code=4404)
+                    await socket.close(code=CloseCode.NO_SUCH_ROOM)
         for room_id, cursor in cursors.items():
             feed = self.feeds.get(room_id)
             if feed is not None and cursor > feed.cursor:
@@ -295,34 +273,20 @@ class Hub:
             except Exception:
                 logger.warning("session check failed", exc_info=True)
 
+    def sockets(self) -> list[Socket]:
+        return [socket for feed in self.feeds.values() for socket in feed.sockets]
+
     async def close_revoked_sessions(self) -> None:
-        sockets = [s for feed in self.feeds.values() for s in feed.sockets if s.session_key]
-        if not sockets:
-            return
-        revoked = await database_sync_to_async(selectors.revoked_sessions)(
-            [(s.session_key, s.user.pk) for s in sockets]
-        )
-        for socket in sockets:
-            if socket.session_key in revoked:
-                await socket.close(code=4401)
+        await sessions.close_revoked(self.sockets())
 
     async def keep_presence(self) -> None:
-        state = shared_state()
         entries = [
-            (feed.room_id, socket.username, socket.conn_id, socket.user.pk)
+            (feed.room_id, socket.username, socket.conn_id, socket.user_id)
             for feed in self.feeds.values()
             for socket in feed.sockets
             if socket.present
         ]
-        if entries:
-            await state.heartbeat(entries)
-        for room_id in list(self.feeds):
-            for username in await state.sweep(room_id):
-                online = await state.online(room_id)
-                await publish(
-                    room_id,
-                    {"type": "room.presence", "frame": presence_frame(online, left=username)},
-                )
+        await presence.keep_alive(entries, list(self.feeds))
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()

@@ -1,12 +1,14 @@
-"""The wire format of PROTOCOL.md §2: one parser for client frames, one builder per server frame.
+"""The wire format of docs/protocol.md §2: one parser for client frames, one builder per server
+frame, and the close and error codes.
 
-Nothing else in the project builds a frame's JSON shape.
+Nothing else in the project builds a frame's JSON shape or writes a code as a literal.
 """
 
 import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
 from typing import Any
 
 from django.conf import settings
@@ -14,11 +16,39 @@ from django.conf import settings
 from ..models import Message
 
 
+class CloseCode(IntEnum):
+    """Why the server closed a socket (docs/protocol.md §2)."""
+
+    NOT_LOGGED_IN = 4401  # no logged-in user, or the session ended
+    FORBIDDEN = 4403  # banned from the room (or, §4, removed from it)
+    NO_SUCH_ROOM = 4404  # unknown, archived, or (§4) not visible to the user
+    TOO_MANY_SOCKETS = 4429  # the per-user socket cap across processes
+
+
+class ErrorCode(StrEnum):
+    """The `code` of an `error` frame (docs/protocol.md §2, Errors)."""
+
+    INVALID = "invalid"
+    EMPTY = "empty"
+    TOO_LONG = "too_long"
+    NOT_FOUND = "not_found"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
+    MUTED = "muted"
+    UNAVAILABLE = "unavailable"
+
+
 class ChatError(Exception):
-    """A refused frame: answered with an `error` frame, the connection stays open."""
+    """A refused frame: answered with an `error` frame, the connection stays open. Views answer
+    the same errors as HTTP statuses (chat.views)."""
 
     def __init__(
-        self, code: str, detail: str, *, ref: Any = None, retry_after: float | None = None
+        self,
+        code: ErrorCode,
+        detail: str,
+        *,
+        ref: Any = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(detail)
         self.code = code
@@ -171,7 +201,7 @@ CLIENT_ID = re.compile(r"[!-~]+")
 
 
 def _invalid(detail: str, ref: Any = None) -> ChatError:
-    return ChatError("invalid", detail, ref=ref)
+    return ChatError(ErrorCode.INVALID, detail, ref=ref)
 
 
 def _string(data: dict[str, Any], field: str, ref: Any) -> str:
@@ -203,7 +233,7 @@ def parse(text: str) -> ClientFrame:
     """Turn one text frame into a typed client frame, or raise ChatError('invalid'|'too_long')."""
     if len(text.encode("utf-8", "surrogatepass")) > settings.CHAT_MAX_FRAME_BYTES:
         raise ChatError(
-            "too_long", f"A frame may be at most {settings.CHAT_MAX_FRAME_BYTES} bytes."
+            ErrorCode.TOO_LONG, f"A frame may be at most {settings.CHAT_MAX_FRAME_BYTES} bytes."
         )
     try:
         data = json.loads(text)
