@@ -65,6 +65,7 @@ test: $(BIN)/daphne
 lint: $(BIN)/daphne
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(BIN)/daphne
 	$(BIN)/ruff format .

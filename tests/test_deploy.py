@@ -190,7 +190,9 @@ def test_each_service_gets_only_the_secrets_it_needs(tmp_path: Path):
     # Django's secrets go to web only.
     for key in ("DJANGO_SECRET_KEY", "DJANGO_SUPERUSER_PASSWORD"):
         assert [name for name, e in environments.items() if key in e] == ["web"], key
-    assert environments["redis"] == {} and environments["nginx"] == {}
+    assert environments["redis"] == {}
+    # nginx: where its DNS is and where HTTPS lives; no secret.
+    assert environments["nginx"] == {"NGINX_ENTRYPOINT_LOCAL_RESOLVERS": "1", "HTTPS_PORT": "8443"}
     assert environments["web"]["CHAT_ROOMS_PER_USER"] == "7"
     # Every setting the README documents has its line (an unset one arrives empty).
     readme = (ROOT / "README.md").read_text()
