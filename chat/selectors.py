@@ -12,10 +12,6 @@ def _messages():
     return Message.objects.select_related("author", "deleted_by")
 
 
-def room_by_slug(slug: str) -> Room | None:
-    return Room.objects.filter(slug=slug).first()
-
-
 def room_cursor(room_id: int) -> int:
     return Room.objects.values_list("cursor", flat=True).get(pk=room_id)
 

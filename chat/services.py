@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import selectors, text, throttle
+from . import policy, selectors, text, throttle
 from .models import Change, Message, ModerationAction, Room, RoomRestriction
 from .realtime import events, protocol
 from .realtime.events import publish_change, publish_now
@@ -118,36 +118,12 @@ def _get_message(room: Room, message_id: int) -> Message:
         ) from None
 
 
-def restrictions_for(room: Room, user) -> set[str]:
-    """The kinds of restriction (ban, mute) in force for this user in this room now."""
-    return set(
-        RoomRestriction.objects.active().filter(room=room, user=user).values_list("kind", flat=True)
-    )
-
-
-def check_can_post(room: Room, user, *, ref: object = None) -> None:
-    """Posting and editing need neither a ban nor a mute in force."""
-    kinds = restrictions_for(room, user)
-    if RoomRestriction.Kind.BAN in kinds:
-        raise ChatError(ErrorCode.FORBIDDEN, "You are banned from this room.", ref=ref)
-    if RoomRestriction.Kind.MUTE in kinds:
-        raise ChatError(ErrorCode.MUTED, "A moderator has muted you in this room.", ref=ref)
-
-
-def is_banned(room: Room, user) -> bool:
-    return (
-        RoomRestriction.objects.active()
-        .filter(room=room, user=user, kind=RoomRestriction.Kind.BAN)
-        .exists()
-    )
-
-
 def post_message(*, room: Room, author, body: str, client_id: str | None = None) -> Posted:
     """Store a new message. A retry of a stored post (same `client_id`) stores nothing and
     returns the stored message with `created=False`, even if the author can no longer post."""
     body = clean_body(body, ref=client_id)
     try:
-        check_can_post(room, author, ref=client_id)
+        policy.require(policy.access(author, room).can_post(), ref=client_id)
         message = Message(room_id=room.pk, author=author, body=body, client_id=client_id or "")
         with transaction.atomic():
             _record(room.pk, message, Change.Kind.CREATE, client_id)
@@ -166,15 +142,8 @@ def edit_message(*, room: Room, message_id: int, by, body: str) -> Message:
     with transaction.atomic():
         _lock_room(room.pk)
         message = _get_message(room, message_id)
-        if message.author_id != by.pk:
-            raise ChatError(
-                ErrorCode.FORBIDDEN, "You can only edit your own messages.", ref=message_id
-            )
-        check_can_post(room, by, ref=message_id)
-        if message.is_deleted:
-            raise ChatError(
-                ErrorCode.FORBIDDEN, "A deleted message cannot be edited.", ref=message_id
-            )
+        access = policy.access(by, room)
+        policy.require(access.can_edit(message), ref=message_id, action="edit")
         message.body = body
         message.edited = timezone.now()
         _record(room.pk, message, Change.Kind.EDIT)
@@ -190,10 +159,9 @@ def delete_message(*, room: Room, message_id: int, by, moderator: bool = False) 
     with transaction.atomic():
         _lock_room(room.pk)
         message = _get_message(room, message_id)
-        if not moderator and message.author_id != by.pk:
-            raise ChatError(
-                ErrorCode.FORBIDDEN, "You can only delete your own messages.", ref=message_id
-            )
+        if not moderator:
+            access = policy.access(by, room)
+            policy.require(access.can_delete(message), ref=message_id, action="delete")
         if message.is_deleted:
             return message
         message.deleted_at = timezone.now()
@@ -264,12 +232,8 @@ def unhide_message(*, message: Message, by, reason: str = "") -> bool:
 
 
 def check_can_restrict(*, user, by) -> None:
-    """Staff accounts (moderators, admins) are banned or muted only by a superuser."""
-    if (user.is_staff or user.is_superuser) and not by.is_superuser:
-        raise ChatError(
-            ErrorCode.FORBIDDEN,
-            f"{user.get_username()} is a staff account: only an administrator can ban or mute it.",
-        )
+    """The policy's rule for banning or muting `user` (chat.policy.can_restrict)."""
+    policy.require(policy.can_restrict(actor=by, target=user))
 
 
 def restrict_user(

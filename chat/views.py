@@ -12,16 +12,16 @@ from django.contrib.auth.decorators import login_required
 from django.db import connection
 from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import accounts, services
+from . import accounts, policy, services
 from .forms import DeleteAccountForm, RoomForm, SignupForm
-from .models import Message, ReadMarker, Room
+from .models import Message, ReadMarker
 from .realtime.protocol import ChatError, ErrorCode
 from .shared_state import presence_key
 
@@ -56,7 +56,7 @@ def lobby_rooms(user, query: str = "", sort: str = "active"):
         .values("n")
     )
     latest = Message.objects.filter(room=OuterRef("pk")).order_by("-id").values("created")[:1]
-    rooms = Room.objects.filter(archived_at__isnull=True)
+    rooms = policy.visible_rooms(user)
     if query:
         rooms = rooms.filter(name__icontains=query)
     rooms = rooms.annotate(unread=Coalesce(Subquery(unread), 0), last_activity=Subquery(latest))
@@ -172,7 +172,9 @@ def create_room(request: HttpRequest) -> HttpResponse:
 @ensure_csrf_cookie
 def room(request: HttpRequest, slug: str) -> HttpResponse:
     # An archived room is gone for users: 404, as for a room that never was.
-    room = get_object_or_404(Room, slug=slug, archived_at__isnull=True)
+    room = policy.room_for(request.user, slug)
+    if room is None:
+        raise Http404("No such room.")
     last_read_id = (
         ReadMarker.objects.filter(user=request.user, room=room)
         .values_list("last_read_id", flat=True)
@@ -194,8 +196,8 @@ def mark_read(request: HttpRequest, slug: str) -> JsonResponse:
     """
     if not request.user.is_authenticated:
         return JsonResponse({"error": "Log in first."}, status=401)
-    room = Room.objects.filter(slug=slug, archived_at__isnull=True).first()
-    if room is None:  # unknown, or archived: gone for users
+    room = policy.room_for(request.user, slug)
+    if room is None:  # unknown, or not visible to this user: the same answer
         return JsonResponse({"error": "No such room."}, status=404)
     try:
         data = json.loads(request.body)

@@ -9,8 +9,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from .. import selectors, services
-from ..models import Room, RoomRestriction
+from .. import policy, selectors, services
+from ..models import Room
 from ..shared_state import shared_state
 from . import events, protocol
 from .hub import Feed, get_hub
@@ -34,17 +34,19 @@ def parse_since(query_string: bytes) -> int | None:
 
 def opening_state(slug: str, user, since: int | None):
     """What a new socket reads from the database, in one trip to the database thread: the room
-    (None if there is none), whether the user is banned there, and the `ready` state.
+    (None if the user cannot see one there), why the policy refuses the socket (None if it
+    does not), and the `ready` state.
 
     Reading `ready` before the socket joins the hub's feed loses nothing: the socket then sends
     every change after the `ready` cursor, from the feed's buffer or from the database.
     """
-    room = selectors.room_by_slug(slug)
-    if room is None or room.archived_at is not None:  # an archived room is gone for users
-        return None, False, None
-    if services.is_banned(room, user):
-        return room, True, None
-    return room, False, selectors.ready_state(room, since)
+    room = policy.room_for(user, slug)
+    if room is None:
+        return None, policy.Denial.NO_SUCH_ROOM, None
+    denial = policy.access(user, room).can_read()
+    if denial is not None:
+        return room, denial, None
+    return room, None, selectors.ready_state(room, since)
 
 
 class Consumer(AsyncWebsocketConsumer):
@@ -118,14 +120,11 @@ class RoomConsumer(Consumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CloseCode.NOT_LOGGED_IN)
             return
-        room, banned, ready = await db(opening_state)(
+        room, denial, ready = await db(opening_state)(
             self.scope["url_route"]["kwargs"]["slug"], user, parse_since(self.scope["query_string"])
         )
-        if room is None:
-            await self.close(code=CloseCode.NO_SUCH_ROOM)
-            return
-        if banned:
-            await self.close(code=CloseCode.FORBIDDEN)
+        if denial is not None:
+            await self.close(code=policy.CLOSE_CODES[denial])
             return
         self.user = user
         self.user_id = user.pk
@@ -263,7 +262,7 @@ class RoomConsumer(Consumer):
             settings.CHAT_RATE_LIMIT_HISTORY_WINDOW,
             what="history requests",
         )
-        await self._check_not_banned()
+        await self._readable()
         messages, has_more = await db(selectors.messages_before)(
             self.room, frame.before, frame.limit
         )
@@ -272,8 +271,8 @@ class RoomConsumer(Consumer):
     async def on_typing(self, frame: protocol.Typing) -> None:
         key = f"typing:{self.room.pk}:{self.user.pk}"
         if await self._shared(self.state.once_per(key, settings.CHAT_TYPING_INTERVAL)):
-            kinds = await self._check_not_banned()
-            if RoomRestriction.Kind.MUTE in kinds:
+            access = await self._readable()
+            if access.can_post() is not None:
                 return  # a muted user's typing is not announced (typing has no answer)
             await events.publish(
                 events.UserTyping(
@@ -355,13 +354,15 @@ class RoomConsumer(Consumer):
                 retry_after=1,
             ) from None
 
-    async def _check_not_banned(self) -> set[str]:
-        """Reads and typing re-check the ban too (writes check it in the services)."""
-        kinds = await db(services.restrictions_for)(self.room, self.user)
-        if RoomRestriction.Kind.BAN in kinds:
-            await self.close(code=CloseCode.FORBIDDEN)
-            raise ChatError(ErrorCode.FORBIDDEN, "You are banned from this room.")
-        return kinds
+    async def _readable(self) -> policy.Access:
+        """Reads and typing ask the policy at each frame (writes ask it in the services): a
+        user banned since the socket opened is refused and the socket closes."""
+        access = await db(policy.access)(self.user, self.room)
+        denial = access.can_read()
+        if denial is not None:
+            await self.close(code=policy.CLOSE_CODES.get(denial, CloseCode.FORBIDDEN))
+            policy.require(denial)
+        return access
 
     async def _limit(
         self, key: str, limit: int, window: float, *, ref=None, what: str = "messages"
