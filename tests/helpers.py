@@ -35,6 +35,28 @@ def create_user(username: str, **extra: Any):
     return user
 
 
+def moderators_group():
+    """The group the data migration made (transactional tests flush it; make it again)."""
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+
+    migration = importlib.import_module("chat.migrations.0003_moderators_group")
+    if not Group.objects.filter(name="Moderators").exists():
+        migration.create_group(apps, None)
+        archive = importlib.import_module("chat.migrations.0006_room_archive")
+        archive.grant_archive_to_moderators(apps, None)
+    return Group.objects.get(name="Moderators")
+
+
+def make_moderator(username: str = "mod"):
+    """A staff account in the Moderators group (the permissions moderation needs, no more)."""
+    user = create_user(username, is_staff=True)
+    user.groups.add(moderators_group())
+    return user
+
+
 def session_cookie_for(user) -> str:
     client = Client()
     client.force_login(user)

@@ -1,4 +1,17 @@
-"""Who may do what: every action by every role, checked at the moment of the action."""
+"""Who may do what, at every door: one matrix of doors by roles (chat/policy.py decides).
+
+Each row of MATRIX is a door through which someone reads or changes a room; each column a role.
+A cell is what that role gets at that door: "ok" (answered, or the change took effect), an error
+frame's code, a close code, an HTTP status, "login" (sent to the login page), "silent" (nothing
+comes back and nothing happens, as for a muted user's typing), or "listed"/"absent" for the
+lobby. A new door is one function and one row; a new role one column. Every check runs against
+the real consumer, views and admin on a real Redis, at the moment of the action (a ban or mute
+made after the socket opened applies to it).
+"""
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -6,55 +19,81 @@ from channels.db import database_sync_to_async
 from django.test import Client
 
 from chat import services
-from chat.models import Message
-from tests.helpers import create_room, create_user, open_socket
-from tests.test_moderation import make_moderator
+from chat.models import Message, Room, RoomRestriction
+from tests.helpers import create_room, create_user, make_moderator, open_socket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sockets_closed")]
 
-ROLES = ["author", "member", "banned", "muted", "staff", "moderator", "anonymous"]
+ROLES = ["anonymous", "member", "author", "banned", "muted", "moderator", "staff"]
 
-# What each role gets for each action. "ok" means the action took effect (or, for reads, was
-# answered); other values are the error code, the close code, or the admin's HTTP answer.
-EXPECTED = {
-    #             read     post      edit        delete      history  typing  hide
-    "author": ["ok", "ok", "ok", "ok", "ok", "ok", "login"],
-    "member": ["ok", "ok", "forbidden", "forbidden", "ok", "ok", "login"],
-    "banned": [4403, 4403, 4403, 4403, 4403, 4403, "login"],
-    "muted": ["ok", "muted", "muted", "ok", "ok", "silent", "login"],
-    "staff": ["ok", "ok", "forbidden", "forbidden", "ok", "ok", 403],
-    "moderator": ["ok", "ok", "forbidden", "forbidden", "ok", "ok", "ok"],
-    "anonymous": [4401, 4401, 4401, 4401, 4401, 4401, "login"],
+# fmt: off
+MATRIX: dict[str, tuple] = {
+    #                       anonymous member     author  banned  muted     moderator  staff
+    "room page":            ("login", 200,        200,    200,    200,      200,       200),
+    "room page, archived":  ("login", 404,        404,    404,    404,      404,       404),
+    "lobby":                ("login", "listed",   "listed", "listed", "listed", "listed", "listed"),
+    "read marker":          (401,     200,        200,    200,    200,      200,       200),
+    "socket":               (4401,    "ok",       "ok",   4403,   "ok",     "ok",      "ok"),
+    "socket, archived":     (4401,    4404,       4404,   4404,   4404,     4404,      4404),
+    "resume with since":    (4401,    "ok",       "ok",   4403,   "ok",     "ok",      "ok"),
+    "post":                 (4401,    "ok",       "ok",   4403,   "muted",  "ok",      "ok"),
+    "edit own":             (4401,    "ok",       "ok",   4403,   "muted",  "ok",      "ok"),
+    "edit another's":       (4401,    "forbidden", "forbidden", 4403, "forbidden", "forbidden", "forbidden"),  # noqa: E501
+    "delete own":           (4401,    "ok",       "ok",   4403,   "ok",     "ok",      "ok"),
+    "delete another's":     (4401,    "forbidden", "forbidden", 4403, "forbidden", "forbidden", "forbidden"),  # noqa: E501
+    "history":              (4401,    "ok",       "ok",   4403,   "ok",     "ok",      "ok"),
+    "typing":               (4401,    "ok",       "ok",   4403,   "silent", "ok",      "ok"),
+    "admin: hide":          ("login", "login",    "login", "login", "login", "ok",     403),
+    "admin: ban":           ("login", "login",    "login", "login", "login", "ok",     403),
 }
-ACTIONS = ["read", "post", "edit", "delete", "history", "typing", "hide"]
+# fmt: on
+
+
+@dataclass
+class World:
+    users: dict[str, object]
+    room: Room
+    archived: Room
+    # Each role's own message (written before any ban or mute), and one by someone else.
+    own: dict[str, Message]
+    theirs: Message
+    victim: object
 
 
 @database_sync_to_async
-def world():
+def world() -> World:
     author = create_user("author")
+    moderator = make_moderator("moderator")
     users = {
-        "author": author,
+        "anonymous": None,
         "member": create_user("member"),
+        "author": author,
         "banned": create_user("banned"),
         "muted": create_user("muted"),
+        "moderator": moderator,
         "staff": create_user("staff", is_staff=True),
-        "moderator": make_moderator("moderator"),
-        "anonymous": None,
     }
     room = create_room("Matrix", author)
-    services.restrict_user(room=room, user=users["banned"], kind="ban", by=users["moderator"])
-    services.restrict_user(room=room, user=users["muted"], kind="mute", by=users["moderator"])
-    message = services.post_message(room=room, author=author, body="the author's words").message
-    # The muted user's own message from before the mute, for their edit and delete.
-    muted_message = Message.objects.create(
-        room=room, author=users["muted"], body="said before the mute", cursor=10_000
-    )
-    return users, room, message, muted_message
+    archived = create_room("Archived", author)
+    services.archive_room(room=archived, by=moderator)
+    own = {
+        role: services.post_message(room=room, author=user, body=f"{role}'s own words").message
+        for role, user in users.items()
+        if user is not None
+    }
+    theirs = services.post_message(room=room, author=author, body="someone else's").message
+    services.restrict_user(room=room, user=users["banned"], kind="ban", by=moderator)
+    services.restrict_user(room=room, user=users["muted"], kind="mute", by=moderator)
+    victim = create_user("victim")
+    return World(users, room, archived, own, theirs, victim)
 
 
-async def socket_answer(user, room, frame: dict | None, watcher=None) -> object:
+# --- how a door is knocked on -------------------------------------------------------------------
+
+
+async def socket_answer(user, slug: str, frame: dict | None, *, since: int | None = None):
     """Open a socket as `user`, send `frame`, and describe what came back."""
-    communicator, _ = await open_socket(user, room.slug)
+    communicator, _ = await open_socket(user, slug, since=since)
     assert (await communicator.connect())[0]
     first = await communicator.receive_output(timeout=5)
     if first["type"] == "websocket.close":
@@ -69,79 +108,191 @@ async def socket_answer(user, room, frame: dict | None, watcher=None) -> object:
             output = await communicator.receive_output(timeout=1)
             if output["type"] == "websocket.close":
                 return output["code"]
-            import json
-
             answer = json.loads(output["text"])
             if answer["type"] == "error":
                 return answer["code"]
             if answer["type"] in ("message", "history", "ack"):
                 return "ok"
-            if answer["type"] == "typing":
-                continue
     finally:
         await communicator.disconnect()
 
 
-def admin_hide(user, message) -> object:
+def http_client(user) -> Client:
     client = Client()
     if user is not None:
         client.force_login(user)
-    response = client.post(
-        "/admin/chat/message/",
-        {"action": "hide_messages", "_selected_action": [str(message.pk)], "index": "0"},
-    )
+    return client
+
+
+def page(user, path: str):
+    response = http_client(user).get(path)
+    if response.status_code == 302 and "/accounts/login/" in response["Location"]:
+        return "login"
+    return response.status_code
+
+
+def admin_answer(user, response, took_effect: bool):
     if response.status_code == 302 and "/admin/login/" in response["Location"]:
         return "login"
     if response.status_code == 403:
         return 403
-    hidden = Message.objects.filter(pk=message.pk, deleted_at__isnull=False).exists()
-    if hidden:
-        services.unhide_message(message=message, by=user)
-    return "ok" if hidden else response.status_code
+    return "ok" if took_effect else response.status_code
 
 
-@pytest.mark.parametrize("role", ROLES)
-async def test_authorization_matrix(role):
-    users, room, message, muted_message = await world()
-    user = users[role]
-    own = muted_message if role == "muted" else message
-    got = []
-    for action in ACTIONS:
-        if action == "read":
-            got.append(await socket_answer(user, room, None))
-        elif action == "post":
-            got.append(await socket_answer(user, room, {"type": "post", "body": f"hi from {role}"}))
-        elif action == "edit":
-            got.append(
-                await socket_answer(user, room, {"type": "edit", "id": own.pk, "body": "changed"})
-            )
-        elif action == "delete":
-            target = own if role in ("author", "muted") else message
-            got.append(await socket_answer(user, room, {"type": "delete", "id": target.pk}))
-            if got[-1] == "ok":  # put it back for the next rows of this role
-                await database_sync_to_async(services.restore_message)(
-                    room=room, message_id=target.pk, by=users["moderator"]
-                )
-        elif action == "history":
-            got.append(await socket_answer(user, room, {"type": "history", "before": 10**9}))
-        elif action == "typing":
-            # The typist gets nothing back; someone else in the room must see it (or not).
-            other = users["member"] if role == "author" else users["author"]
-            watcher, _ = await open_socket(other, room.slug)
-            await watcher.connect()
-            await watcher.receive_output(timeout=5)
-            got_close = await socket_answer(user, room, {"type": "typing"})
-            seen = "silent"
-            while not await watcher.receive_nothing(timeout=0.7):
-                frame = await watcher.receive_json_from()
-                if frame["type"] == "typing":
-                    seen = "ok"
-            await watcher.disconnect()
-            got.append(
-                got_close if isinstance(got_close, int) else seen if role != "member" else "ok"
-            )
-        elif action == "hide":
-            got.append(await sync_to_async(admin_hide)(user, message))
-    assert dict(zip(ACTIONS, got, strict=True)) == dict(
-        zip(ACTIONS, EXPECTED[role], strict=True)
-    ), role
+Door = Callable[[World, str], Awaitable[object]]
+
+
+async def room_page(w: World, role: str):
+    return await sync_to_async(page)(w.users[role], f"/rooms/{w.room.slug}/")
+
+
+async def archived_page(w: World, role: str):
+    return await sync_to_async(page)(w.users[role], f"/rooms/{w.archived.slug}/")
+
+
+async def lobby(w: World, role: str):
+    def look():
+        response = http_client(w.users[role]).get("/")
+        if response.status_code == 302:
+            return "login"
+        html = response.content.decode()
+        assert w.archived.name not in html  # archived rooms are listed for nobody
+        return "listed" if f"/rooms/{w.room.slug}/" in html else "absent"
+
+    return await sync_to_async(look)()
+
+
+async def read_marker(w: World, role: str):
+    def mark():
+        response = http_client(w.users[role]).post(
+            f"/rooms/{w.room.slug}/read",
+            {"last_read_id": w.theirs.pk},
+            content_type="application/json",
+        )
+        return response.status_code
+
+    return await sync_to_async(mark)()
+
+
+async def socket(w: World, role: str):
+    return await socket_answer(w.users[role], w.room.slug, None)
+
+
+async def archived_socket(w: World, role: str):
+    return await socket_answer(w.users[role], w.archived.slug, None)
+
+
+async def resume(w: World, role: str):
+    return await socket_answer(w.users[role], w.room.slug, None, since=1)
+
+
+async def post(w: World, role: str):
+    return await socket_answer(w.users[role], w.room.slug, {"type": "post", "body": "hello"})
+
+
+def own_message(w: World, role: str) -> Message:
+    return w.own.get(role, w.theirs)
+
+
+def anothers_message(w: World, role: str) -> Message:
+    return w.own["member"] if role == "author" else w.theirs
+
+
+async def edit_own(w: World, role: str):
+    frame = {"type": "edit", "id": own_message(w, role).pk, "body": "changed"}
+    return await socket_answer(w.users[role], w.room.slug, frame)
+
+
+async def edit_anothers(w: World, role: str):
+    frame = {"type": "edit", "id": anothers_message(w, role).pk, "body": "changed"}
+    return await socket_answer(w.users[role], w.room.slug, frame)
+
+
+async def delete_own(w: World, role: str):
+    frame = {"type": "delete", "id": own_message(w, role).pk}
+    return await socket_answer(w.users[role], w.room.slug, frame)
+
+
+async def delete_anothers(w: World, role: str):
+    frame = {"type": "delete", "id": anothers_message(w, role).pk}
+    return await socket_answer(w.users[role], w.room.slug, frame)
+
+
+async def history(w: World, role: str):
+    frame = {"type": "history", "before": 10**9}
+    return await socket_answer(w.users[role], w.room.slug, frame)
+
+
+async def typing(w: World, role: str):
+    """The typist gets nothing back; someone else in the room sees it, or not."""
+    other = w.users["member" if role != "member" else "author"]
+    watcher, _ = await open_socket(other, w.room.slug)
+    await watcher.connect()
+    await watcher.receive_output(timeout=5)  # ready
+    try:
+        answer = await socket_answer(w.users[role], w.room.slug, {"type": "typing"})
+        if isinstance(answer, int) or answer not in ("silent",):
+            return answer
+        while not await watcher.receive_nothing(timeout=0.7):
+            frame = await watcher.receive_json_from()
+            if frame["type"] == "typing":
+                return "ok"
+        return "silent"
+    finally:
+        await watcher.disconnect()
+
+
+async def admin_hide(w: World, role: str):
+    def hide():
+        response = http_client(w.users[role]).post(
+            "/admin/chat/message/",
+            {"action": "hide_messages", "_selected_action": [str(w.theirs.pk)], "index": "0"},
+        )
+        hidden = Message.objects.filter(pk=w.theirs.pk, deleted_at__isnull=False).exists()
+        return admin_answer(w.users[role], response, hidden)
+
+    return await sync_to_async(hide)()
+
+
+async def admin_ban(w: World, role: str):
+    def ban():
+        response = http_client(w.users[role]).post(
+            "/admin/chat/roomrestriction/add/",
+            {"room": w.room.pk, "user": w.victim.pk, "kind": "ban", "reason": "matrix"},
+        )
+        banned = RoomRestriction.objects.filter(user=w.victim, kind="ban").exists()
+        return admin_answer(w.users[role], response, banned)
+
+    return await sync_to_async(ban)()
+
+
+DOORS: dict[str, Door] = {
+    "room page": room_page,
+    "room page, archived": archived_page,
+    "lobby": lobby,
+    "read marker": read_marker,
+    "socket": socket,
+    "socket, archived": archived_socket,
+    "resume with since": resume,
+    "post": post,
+    "edit own": edit_own,
+    "edit another's": edit_anothers,
+    "delete own": delete_own,
+    "delete another's": delete_anothers,
+    "history": history,
+    "typing": typing,
+    "admin: hide": admin_hide,
+    "admin: ban": admin_ban,
+}
+
+
+def test_every_door_has_a_row_and_every_row_a_door():
+    assert set(DOORS) == set(MATRIX)
+    assert all(len(row) == len(ROLES) for row in MATRIX.values())
+
+
+@pytest.mark.parametrize("door", list(MATRIX))
+async def test_authorization_matrix(door: str):
+    w = await world()
+    got = {role: await DOORS[door](w, role) for role in ROLES}
+    assert got == dict(zip(ROLES, MATRIX[door], strict=True)), door

@@ -26,8 +26,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from chat import services
 from chat.models import Message, ModerationAction, ReadMarker, Room
-from tests.helpers import create_room, create_user, password_for
-from tests.test_moderation import make_moderator
+from tests.helpers import create_room, create_user, make_moderator, password_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

@@ -6,7 +6,6 @@ from datetime import timedelta
 import pytest
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from django.contrib.auth.models import Group
 from django.db import connection
 from django.test import Client, override_settings
 from django.test.utils import CaptureQueriesContext
@@ -15,31 +14,18 @@ from django.utils import timezone
 from chat import services
 from chat.models import Message, ModerationAction, Room, RoomRestriction
 from chat.realtime.protocol import ChatError
-from tests.helpers import create_room, create_user, join, open_socket, session_cookie_for
+from tests.helpers import (
+    create_room,
+    create_user,
+    join,
+    make_moderator,
+    moderators_group,
+    open_socket,
+    session_cookie_for,
+)
 from tests.wsclient import Client as WsClient
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sockets_closed")]
-
-
-def moderators_group() -> Group:
-    """The group the data migration made (transactional tests flush it; make it again)."""
-    import importlib
-
-    from django.apps import apps
-
-    migration = importlib.import_module("chat.migrations.0003_moderators_group")
-    if not Group.objects.filter(name="Moderators").exists():
-        migration.create_group(apps, None)
-        archive = importlib.import_module("chat.migrations.0006_room_archive")
-        archive.grant_archive_to_moderators(apps, None)
-    return Group.objects.get(name="Moderators")
-
-
-def make_moderator(username: str = "mod"):
-    moderators_group()
-    user = create_user(username, is_staff=True)
-    user.groups.add(Group.objects.get(name="Moderators"))
-    return user
 
 
 def admin_client(user) -> Client:
