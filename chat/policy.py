@@ -70,7 +70,7 @@ def require(denial: Denial | None, *, ref: object = None, action: str = "change"
     allowed."""
     if denial is not None:
         code, detail = ERRORS[denial]
-        raise ChatError(code, detail.format(action=action), ref=ref)
+        raise ChatError(code, detail.format(action=action), ref=ref, close=CLOSE_CODES.get(denial))
 
 
 def _logged_in(user) -> bool:

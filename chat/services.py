@@ -1,8 +1,9 @@
-"""Every change to chat state: validate, commit, then ring the room's doorbell.
+"""Every change to chat state: ask the policy, validate, commit, then ring the room's doorbell.
 
 The consumer, the views and the admin call these functions and nothing else, so a change made
 from any door reaches every open socket. Each function is synchronous and runs in one
-transaction; async callers wrap it in `database_sync_to_async`.
+transaction, except the section for the sockets (`submit_post` ...), which counts the rate
+limits on the event loop and then runs the synchronous one on the database thread.
 """
 
 import logging
@@ -10,6 +11,7 @@ import math
 import secrets
 from dataclasses import dataclass
 
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
@@ -17,7 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import policy, selectors, text, throttle
+from . import limits, policy, selectors, text, throttle
 from .models import Change, Message, ModerationAction, Room, RoomRestriction
 from .realtime import events, protocol
 from .realtime.events import publish_change, publish_now
@@ -270,6 +272,75 @@ def lift_restriction(*, restriction: RoomRestriction, by, reason: str = "") -> b
                 reason=reason or f"lifted {restriction.kind}",
             )
     return bool(updated)
+
+
+# --- from the sockets: the same changes, with their rate limits ------------------------------
+# Async: a limit is counted in the shared state (Redis) on the event loop, then the change runs
+# on the database thread. The consumer parses a frame, calls one of these, and answers.
+
+db = database_sync_to_async
+
+# Every frame a client sends, and the limit it counts against (typing has its own once-per rule).
+RATE_LIMITS: dict[str, limits.Limit] = {
+    "post": limits.POSTS,
+    "edit": limits.CHANGES,
+    "delete": limits.CHANGES,
+    "history": limits.HISTORY,
+}
+
+
+async def submit_post(*, room: Room, author, body: str, client_id: str | None) -> Posted:
+    """A post from a socket. A retry of a stored post (same `client_id`) is answered with the
+    stored message (`created=False`), past the limit or not: the client must learn it landed."""
+    clean_body(body, ref=client_id)
+    try:
+        await limits.hit(RATE_LIMITS["post"], user_id=author.pk, room_id=room.pk, ref=client_id)
+    except ChatError:
+        stored = client_id and await db(selectors.post_by_client_id)(room, author, client_id)
+        if not stored:
+            raise
+        return Posted(stored, created=False)
+    return await db(post_message)(room=room, author=author, body=body, client_id=client_id)
+
+
+async def submit_edit(*, room: Room, message_id: int, by, body: str) -> Message:
+    await limits.hit(RATE_LIMITS["edit"], user_id=by.pk, ref=message_id)
+    return await db(edit_message)(room=room, message_id=message_id, by=by, body=body)
+
+
+async def submit_delete(*, room: Room, message_id: int, by) -> Message:
+    await limits.hit(RATE_LIMITS["delete"], user_id=by.pk, ref=message_id)
+    return await db(delete_message)(room=room, message_id=message_id, by=by)
+
+
+async def read_history(*, room: Room, user, before: int, limit: int):
+    """Messages older than `before` (a page), for a reader the policy still lets read."""
+    await limits.hit(RATE_LIMITS["history"], user_id=user.pk)
+    return await db(_history_page)(room, user, before, limit)
+
+
+def _history_page(room: Room, user, before: int, limit: int):
+    policy.require(policy.access(user, room).can_read())
+    return selectors.messages_before(room, before, limit)
+
+
+async def announce_typing(*, room: Room, user) -> None:
+    """Tell the room `user` is typing: at most once per CHAT_TYPING_INTERVAL, not for a muted
+    user (typing has no answer, so a refusal is silent), refused for a banned one."""
+    key = f"typing:{room.pk}:{user.pk}"
+    if not await limits.once_per(key, settings.CHAT_TYPING_INTERVAL):
+        return
+    access = await db(policy.access)(user, room)
+    policy.require(access.can_read())
+    if access.can_post() is not None:
+        return
+    username = user.get_username()
+    try:
+        await events.publish(
+            events.UserTyping(room=room.pk, user=username, frame=protocol.typing_frame(username))
+        )
+    except Exception:  # a typing notice is worth no error: it is gone in 3 s anyway
+        logger.warning("typing: channel layer unavailable", exc_info=True)
 
 
 def mark_read(*, user, room: Room, message_id: int) -> int:

@@ -11,8 +11,8 @@ from django.test import Client
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from chat import services
 from chat.models import Change, Message, Room
-from chat.realtime import protocol
 from chat.realtime.consumers import RoomConsumer
 from tests.helpers import create_room, create_user, join, session_cookie_for
 
@@ -80,13 +80,12 @@ async def test_edits_beyond_the_change_limit_are_rate_limited_and_change_nothing
     assert (await post(a, "still talking", "c-2"))["type"] == "message"
 
 
-def test_every_state_changing_frame_type_declares_a_rate_limit():
-    """A new frame that changes state (react, report) must be added to RoomConsumer.limits."""
-    reads = {protocol.History, protocol.Typing}
-    own_limit = {protocol.Post}  # per room, in on_post (a retry is answered with its ack)
-    changes = set(RoomConsumer.handlers) - reads - own_limit
-    assert {protocol.Edit, protocol.Delete} <= changes
-    assert changes <= set(RoomConsumer.limits), changes - set(RoomConsumer.limits)
+def test_every_frame_a_client_sends_counts_against_a_rate_limit():
+    """A new client frame (react, report) must name its limit in services.RATE_LIMITS (typing
+    has its own once-per-3-s rule)."""
+    frames = {cls.__name__.lower() for cls in RoomConsumer.handlers} - {"typing"}
+    assert {"post", "edit", "delete", "history"} <= frames
+    assert frames <= set(services.RATE_LIMITS), frames - set(services.RATE_LIMITS)
 
 
 # --- text the database cannot hold -----------------------------------------------------------

@@ -2,7 +2,6 @@
 
 import logging
 import uuid
-from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -73,29 +72,6 @@ class NoSuchRoom(Consumer):
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
         pass  # closing; nothing to answer
-
-
-@dataclass(frozen=True)
-class Limit:
-    """A per-user rate limit on some kinds of frame; its numbers are settings, read at each use."""
-
-    name: str
-    count_setting: str
-    window_setting: str
-    what: str  # for the error's sentence: "at most 20 {what} in 10 seconds"
-
-    @property
-    def count(self) -> int:
-        return getattr(settings, self.count_setting)
-
-    @property
-    def window(self) -> float:
-        return getattr(settings, self.window_setting)
-
-
-CHANGES = Limit(
-    "changes", "CHAT_RATE_LIMIT_CHANGES", "CHAT_RATE_LIMIT_CHANGES_WINDOW", "edits and deletions"
-)
 
 
 class RoomConsumer(Consumer):
@@ -203,44 +179,23 @@ class RoomConsumer(Consumer):
     # --- frames from the client ----------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Parse the frame, let a service act on it (the services ask the policy and count the
+        limits), answer. A refused frame changes nothing and is answered with an `error`; one
+        the user may no longer send at all also closes the socket (banned, the room gone)."""
         if self.sent is None:
             return
         try:
             if text_data is None:
                 raise ChatError(ErrorCode.INVALID, "Frames must be JSON text, not binary.")
             frame = protocol.parse(text_data)
-            limit = self.limits.get(type(frame))
-            if limit is not None:
-                await self._limit(
-                    f"{limit.name}:{self.user.pk}",
-                    limit.count,
-                    limit.window,
-                    ref=frame.ref,
-                    what=limit.what,
-                )
             await self.handlers[type(frame)](self, frame)
         except ChatError as error:
             await self.send(text_data=protocol.error_frame(error))
+            if error.close is not None:
+                await self.close(code=error.close)
 
     async def on_post(self, frame: protocol.Post) -> None:
-        services.clean_body(frame.body, ref=frame.client_id)
-        try:
-            await self._limit(
-                f"post:{self.room.pk}:{self.user.pk}",
-                settings.CHAT_RATE_LIMIT_POSTS,
-                settings.CHAT_RATE_LIMIT_WINDOW,
-                ref=frame.client_id,
-            )
-        except ChatError:
-            # A retry of a stored post is answered with its ack, limit or not.
-            stored = frame.client_id and await db(selectors.post_by_client_id)(
-                self.room, self.user, frame.client_id
-            )
-            if not stored:
-                raise
-            await self.send(text_data=protocol.ack_frame(frame.client_id, stored.pk))
-            return
-        posted = await db(services.post_message)(
+        posted = await services.submit_post(
             room=self.room, author=self.user, body=frame.body, client_id=frame.client_id
         )
         if not posted.created:
@@ -248,39 +203,21 @@ class RoomConsumer(Consumer):
         # A new message's `message` frame reaches this socket through the hub: that is its ack.
 
     async def on_edit(self, frame: protocol.Edit) -> None:
-        await db(services.edit_message)(
+        await services.submit_edit(
             room=self.room, message_id=frame.id, by=self.user, body=frame.body
         )
 
     async def on_delete(self, frame: protocol.Delete) -> None:
-        await db(services.delete_message)(room=self.room, message_id=frame.id, by=self.user)
+        await services.submit_delete(room=self.room, message_id=frame.id, by=self.user)
 
     async def on_history(self, frame: protocol.History) -> None:
-        await self._limit(
-            f"history:{self.user.pk}",
-            settings.CHAT_RATE_LIMIT_HISTORY,
-            settings.CHAT_RATE_LIMIT_HISTORY_WINDOW,
-            what="history requests",
-        )
-        await self._readable()
-        messages, has_more = await db(selectors.messages_before)(
-            self.room, frame.before, frame.limit
+        messages, has_more = await services.read_history(
+            room=self.room, user=self.user, before=frame.before, limit=frame.limit
         )
         await self.send(text_data=protocol.history_frame(messages, has_more))
 
     async def on_typing(self, frame: protocol.Typing) -> None:
-        key = f"typing:{self.room.pk}:{self.user.pk}"
-        if await self._shared(self.state.once_per(key, settings.CHAT_TYPING_INTERVAL)):
-            access = await self._readable()
-            if access.can_post() is not None:
-                return  # a muted user's typing is not announced (typing has no answer)
-            await events.publish(
-                events.UserTyping(
-                    room=self.room.pk,
-                    user=self.username,
-                    frame=protocol.typing_frame(self.username),
-                )
-            )
+        await services.announce_typing(room=self.room, user=self.user)
 
     handlers = {
         protocol.Post: on_post,
@@ -288,15 +225,6 @@ class RoomConsumer(Consumer):
         protocol.Delete: on_delete,
         protocol.History: on_history,
         protocol.Typing: on_typing,
-    }
-
-    # Frames that change state count against a per-user limit (all rooms, all connections and
-    # processes) before their handler runs; a refused one changes nothing. A new state-changing
-    # frame (react, report) is limited by adding its line here. Posts keep their own per-room
-    # limit in on_post, as a retry of a stored post is answered with its ack, limited or not.
-    limits = {
-        protocol.Edit: CHANGES,
-        protocol.Delete: CHANGES,
     }
 
     # --- frames to the client (called by the hub) ----------------------------------------
@@ -341,40 +269,6 @@ class RoomConsumer(Consumer):
             await self.send(text_data=frame.text)
 
     # --- helpers -------------------------------------------------------------------------
-
-    async def _shared(self, call, *, ref=None):
-        try:
-            return await call
-        except Exception:
-            logger.warning("shared state unavailable", exc_info=True)
-            raise ChatError(
-                ErrorCode.UNAVAILABLE,
-                "The chat service is briefly unavailable; try again in a moment.",
-                ref=ref,
-                retry_after=1,
-            ) from None
-
-    async def _readable(self) -> policy.Access:
-        """Reads and typing ask the policy at each frame (writes ask it in the services): a
-        user banned since the socket opened is refused and the socket closes."""
-        access = await db(policy.access)(self.user, self.room)
-        denial = access.can_read()
-        if denial is not None:
-            await self.close(code=policy.CLOSE_CODES.get(denial, CloseCode.FORBIDDEN))
-            policy.require(denial)
-        return access
-
-    async def _limit(
-        self, key: str, limit: int, window: float, *, ref=None, what: str = "messages"
-    ) -> None:
-        wait = await self._shared(self.state.hit(key, limit, window), ref=ref)
-        if wait:
-            raise ChatError(
-                ErrorCode.RATE_LIMITED,
-                f"Slow down: at most {limit} {what} in {window:g} seconds.",
-                ref=ref,
-                retry_after=wait,
-            )
 
     async def _open_slot(self) -> bool:
         """Count this socket against the user's cap (all rooms, all processes)."""

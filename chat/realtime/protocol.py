@@ -49,12 +49,15 @@ class ChatError(Exception):
         *,
         ref: Any = None,
         retry_after: float | None = None,
+        close: "CloseCode | None" = None,
     ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
         self.ref = ref
         self.retry_after = retry_after
+        # When the socket may not stay open either (banned, the room gone): its close code.
+        self.close = close
 
 
 def encode(frame: dict[str, Any]) -> str:

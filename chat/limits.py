@@ -1,0 +1,80 @@
+"""Rate limits on what people do through the sockets: one table, one counter.
+
+Each limit counts per user (posts per user per room) across all their connections and server
+processes, in the shared state (a Redis sliding window). Its numbers are settings, read at each
+use. A refused action changes nothing and is answered `rate_limited` with `retry_after`; when
+the shared state does not answer, `unavailable` (nothing was done, so sending again is safe).
+"""
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from .realtime.protocol import ChatError, ErrorCode
+from .shared_state import shared_state
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    count_setting: str
+    window_setting: str
+    what: str  # for the error's sentence: "at most 20 {what} in 10 seconds"
+    per_room: bool = False
+
+    @property
+    def count(self) -> int:
+        return getattr(settings, self.count_setting)
+
+    @property
+    def window(self) -> float:
+        return getattr(settings, self.window_setting)
+
+    def key(self, user_id: int, room_id: int | None) -> str:
+        return f"{self.name}:{room_id}:{user_id}" if self.per_room else f"{self.name}:{user_id}"
+
+
+POSTS = Limit("post", "CHAT_RATE_LIMIT_POSTS", "CHAT_RATE_LIMIT_WINDOW", "messages", per_room=True)
+CHANGES = Limit(
+    "changes", "CHAT_RATE_LIMIT_CHANGES", "CHAT_RATE_LIMIT_CHANGES_WINDOW", "edits and deletions"
+)
+HISTORY = Limit(
+    "history", "CHAT_RATE_LIMIT_HISTORY", "CHAT_RATE_LIMIT_HISTORY_WINDOW", "history requests"
+)
+
+
+def unavailable(ref: object = None) -> ChatError:
+    return ChatError(
+        ErrorCode.UNAVAILABLE,
+        "The chat service is briefly unavailable; try again in a moment.",
+        ref=ref,
+        retry_after=1,
+    )
+
+
+async def hit(limit: Limit, *, user_id: int, room_id: int | None = None, ref=None) -> None:
+    """Count one use; raise `rate_limited` past the limit, `unavailable` without Redis."""
+    try:
+        wait = await shared_state().hit(limit.key(user_id, room_id), limit.count, limit.window)
+    except Exception:
+        logger.warning("shared state unavailable", exc_info=True)
+        raise unavailable(ref) from None
+    if wait:
+        raise ChatError(
+            ErrorCode.RATE_LIMITED,
+            f"Slow down: at most {limit.count} {limit.what} in {limit.window:g} seconds.",
+            ref=ref,
+            retry_after=wait,
+        )
+
+
+async def once_per(key: str, seconds: float, *, ref=None) -> bool:
+    """True the first time in `seconds` (typing notices), across processes."""
+    try:
+        return await shared_state().once_per(key, seconds)
+    except Exception:
+        logger.warning("shared state unavailable", exc_info=True)
+        raise unavailable(ref) from None
