@@ -190,7 +190,7 @@ class MessageAdmin(ReadOnlyAdmin):
     @admin.action(description="Restore selected hidden messages", permissions=["moderate"])
     def restore_messages(self, request: HttpRequest, queryset: QuerySet) -> None:
         changed = sum(
-            services.unhide_message(message=message, by=request.user)
+            services.restore_message(message=message, by=request.user)
             for message in queryset.select_related("room", "author")
         )
         self.message_user(request, f"Restored {changed} message(s).", messages.SUCCESS)

@@ -30,10 +30,6 @@ class Room(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    @property
-    def group_name(self) -> str:
-        return f"room.{self.pk}"
-
 
 class Message(models.Model):
     room = models.ForeignKey(Room, on_delete=models.PROTECT, related_name="messages")

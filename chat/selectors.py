@@ -3,13 +3,51 @@
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 
-from .models import Change, Message, Room
+from .models import Change, Message, ReadMarker, Room
 from .realtime import protocol
 
 
 def _messages():
     return Message.objects.select_related("author", "deleted_by")
+
+
+def lobby_rooms(rooms, user, query: str = "", sort: str = "active"):
+    """Of `rooms` (those the user can see: chat.policy.visible_rooms), those matching `query`,
+    with `unread` for `user` and `last_activity`, in one query.
+
+    Unread: messages not deleted, by someone else, after the user's read marker in that room
+    (no marker: every such message).
+    """
+    marker = ReadMarker.objects.filter(room=OuterRef(OuterRef("pk")), user=user).values(
+        "last_read_id"
+    )[:1]
+    unread = (
+        Message.objects.filter(room=OuterRef("pk"), deleted_at__isnull=True)
+        .filter(~Q(author=user), id__gt=Coalesce(Subquery(marker), 0))
+        .order_by()
+        .values("room")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    latest = Message.objects.filter(room=OuterRef("pk")).order_by("-id").values("created")[:1]
+    if query:
+        rooms = rooms.filter(name__icontains=query)
+    rooms = rooms.annotate(unread=Coalesce(Subquery(unread), 0), last_activity=Subquery(latest))
+    if sort == "name":
+        return rooms.order_by("name")
+    return rooms.order_by(F("last_activity").desc(nulls_last=True), "name")
+
+
+def last_read(user, room: Room) -> int | None:
+    """Where the user's read marker stands in the room (None: never read there)."""
+    return (
+        ReadMarker.objects.filter(user=user, room=room)
+        .values_list("last_read_id", flat=True)
+        .first()
+    )
 
 
 def room_cursor(room_id: int) -> int:
@@ -82,9 +120,7 @@ def change_frames(room_id: int, after: int, upto: int) -> list[tuple[int, str]]:
         (
             change.cursor,
             protocol.message_frame(
-                change.message,
-                change.cursor,
-                change.message.client_id if change.kind == Change.Kind.CREATE else None,
+                change.message, change.cursor, created=change.kind == Change.Kind.CREATE
             ),
         )
         for change in changes

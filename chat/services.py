@@ -92,7 +92,6 @@ def _record(
     room_id: int,
     message: Message,
     kind: str,
-    client_id: str | None = None,
     *,
     archived_ok: bool = False,
 ) -> None:
@@ -106,7 +105,7 @@ def _record(
     else:
         message.save(update_fields=["body", "edited", "deleted_at", "deleted_by", "cursor"])
     Change.objects.create(room_id=room_id, cursor=cursor, message=message, kind=kind)
-    frame = protocol.message_frame(message, cursor, client_id)
+    frame = protocol.message_frame(message, cursor, created=kind == Change.Kind.CREATE)
     transaction.on_commit(lambda: publish_change(room_id, cursor, frame))
 
 
@@ -128,7 +127,7 @@ def post_message(*, room: Room, author, body: str, client_id: str | None = None)
         policy.require(policy.access(author, room).can_post(), ref=client_id)
         message = Message(room_id=room.pk, author=author, body=body, client_id=client_id or "")
         with transaction.atomic():
-            _record(room.pk, message, Change.Kind.CREATE, client_id)
+            _record(room.pk, message, Change.Kind.CREATE)
     except (ChatError, IntegrityError):
         # The common path does not look the client_id up first: the unique constraint on
         # (room, author, client_id) refuses a second copy and rolls the attempt back.
@@ -172,8 +171,8 @@ def delete_message(*, room: Room, message_id: int, by, moderator: bool = False) 
     return message
 
 
-def restore_message(*, room: Room, message_id: int, by) -> Message:
-    """Undo a deletion (moderators, from the admin): live clients get the message back."""
+def _undelete(*, room: Room, message_id: int, by) -> Message:
+    """Undo a deletion (for `restore_message`): live clients get the message back."""
     with transaction.atomic():
         _lock_room(room.pk)
         message = _get_message(room, message_id)
@@ -206,7 +205,7 @@ def hide_message(*, message: Message, by, reason: str = "") -> bool:
         delete_message(room=message.room, message_id=message.pk, by=by, moderator=True)
         _audit(
             actor=by,
-            action="hide",
+            action=ModerationAction.Action.HIDE,
             room=message.room,
             target=message.author,
             message=message,
@@ -215,16 +214,17 @@ def hide_message(*, message: Message, by, reason: str = "") -> bool:
     return True
 
 
-def unhide_message(*, message: Message, by, reason: str = "") -> bool:
-    """A moderator restores a hidden message: live sockets get it back."""
+def restore_message(*, message: Message, by, reason: str = "") -> bool:
+    """A moderator restores a hidden message: live sockets get it back. Returns whether
+    anything changed (restoring a live message does nothing)."""
     with transaction.atomic():
         _lock_room(message.room_id)
         if Message.objects.filter(pk=message.pk, deleted_at__isnull=True).exists():
             return False
-        restore_message(room=message.room, message_id=message.pk, by=by)
+        _undelete(room=message.room, message_id=message.pk, by=by)
         _audit(
             actor=by,
-            action="restore",
+            action=ModerationAction.Action.RESTORE,
             room=message.room,
             target=message.author,
             message=message,
@@ -266,7 +266,7 @@ def lift_restriction(*, restriction: RoomRestriction, by, reason: str = "") -> b
         if updated:
             _audit(
                 actor=by,
-                action="lift",
+                action=ModerationAction.Action.LIFT,
                 room=restriction.room,
                 target=restriction.user,
                 reason=reason or f"lifted {restriction.kind}",

@@ -10,8 +10,6 @@ from django.contrib.auth import login, logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.db.models import Count, F, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -19,9 +17,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import accounts, policy, services
+from . import accounts, policy, selectors, services
 from .forms import DeleteAccountForm, RoomForm, SignupForm
-from .models import Message, ReadMarker
+from .realtime import protocol
 from .realtime.protocol import ChatError, ErrorCode
 from .shared_state import presence_key
 
@@ -35,34 +33,6 @@ MAX_QUERY = 80
 LOBBY_SORTS = ("active", "name")
 # The deepest page the lobby serves (an offset beyond every room costs the database for nothing).
 MAX_PAGE = 10_000
-
-
-def lobby_rooms(user, query: str = "", sort: str = "active"):
-    """Rooms not archived (matching `query`) with `unread` for `user` and `last_activity`, in
-    one query.
-
-    Unread: messages not deleted, by someone else, after the user's read marker in that room
-    (no marker: every such message).
-    """
-    marker = ReadMarker.objects.filter(room=OuterRef(OuterRef("pk")), user=user).values(
-        "last_read_id"
-    )[:1]
-    unread = (
-        Message.objects.filter(room=OuterRef("pk"), deleted_at__isnull=True)
-        .filter(~Q(author=user), id__gt=Coalesce(Subquery(marker), 0))
-        .order_by()
-        .values("room")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    latest = Message.objects.filter(room=OuterRef("pk")).order_by("-id").values("created")[:1]
-    rooms = policy.visible_rooms(user)
-    if query:
-        rooms = rooms.filter(name__icontains=query)
-    rooms = rooms.annotate(unread=Coalesce(Subquery(unread), 0), last_activity=Subquery(latest))
-    if sort == "name":
-        return rooms.order_by("name")
-    return rooms.order_by(F("last_activity").desc(nulls_last=True), "name")
 
 
 @lru_cache(maxsize=4)
@@ -111,7 +81,11 @@ def _lobby(request: HttpRequest, form: RoomForm, status: int = 200) -> HttpRespo
     page = _page_number(request.GET.get("page", "1"))
     size = settings.CHAT_LOBBY_PAGE_SIZE
     # One row more than a page says whether there is a next page, without counting them all.
-    rooms = list(lobby_rooms(request.user, query, sort)[(page - 1) * size : page * size + 1])
+    rooms = list(
+        selectors.lobby_rooms(policy.visible_rooms(request.user), request.user, query, sort)[
+            (page - 1) * size : page * size + 1
+        ]
+    )
     has_next = len(rooms) > size
     rooms = rooms[:size]
     online = online_counts([room.pk for room in rooms])
@@ -175,16 +149,8 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
     room = policy.room_for(request.user, slug)
     if room is None:
         raise Http404("No such room.")
-    last_read_id = (
-        ReadMarker.objects.filter(user=request.user, room=room)
-        .values_list("last_read_id", flat=True)
-        .first()
-    )
+    last_read_id = selectors.last_read(request.user, room)
     return render(request, "chat/room.html", {"room": room, "last_read_id": last_read_id})
-
-
-# Message ids are 64-bit.
-MAX_ID = 2**63 - 1
 
 
 @require_POST
@@ -205,7 +171,7 @@ def mark_read(request: HttpRequest, slug: str) -> JsonResponse:
         data = None
     value = data.get("last_read_id") if isinstance(data, dict) else None
     # bool is an int in Python, not in JSON.
-    if type(value) is not int or not 0 <= value <= MAX_ID:
+    if type(value) is not int or not 0 <= value <= protocol.MAX_ID:
         return JsonResponse(
             {"error": "Send a JSON object with last_read_id, a message id."}, status=400
         )

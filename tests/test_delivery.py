@@ -135,7 +135,7 @@ async def test_restore_brings_a_message_back_to_live_sockets(alice, bob, room):
     b = await join(bob, room.slug)
     message = (await post(room=room, author=alice, body="hidden then back")).message
     await delete(room=room, message_id=message.pk, by=bob, moderator=True)
-    await database_sync_to_async(services.restore_message)(room=room, message_id=message.pk, by=bob)
+    await database_sync_to_async(services.restore_message)(message=message, by=bob)
     frames = [await b.receive_type("message") for _ in range(3)]
     assert [f["cursor"] for f in frames] == [1, 2, 3]
     assert [f["message"]["deleted"] for f in frames] == [False, True, False]

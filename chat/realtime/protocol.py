@@ -84,13 +84,15 @@ def message_object(message: Message) -> dict[str, Any]:
     }
 
 
-def message_frame(message: Message, cursor: int, client_id: str | None) -> str:
+def message_frame(message: Message, cursor: int, *, created: bool) -> str:
+    """The frame of one change. Only the change that created the message echoes the sender's
+    `client_id` (its acknowledgement); edits, deletions and restores carry null."""
     return encode(
         {
             "type": "message",
             "message": message_object(message),
             "cursor": cursor,
-            "client_id": client_id or None,
+            "client_id": (message.client_id or None) if created else None,
         }
     )
 
