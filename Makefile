@@ -102,7 +102,7 @@ clean:
 	rm -rf $(VENV) $(LOCK_VENV) staticfiles test-db.sqlite3*
 
 # The fan-out benchmark (issue 9): ours, the tutorial consumer and a raw websockets server through
-# scenarios A-E, about 15 minutes on 2 cores; writes docs/performance.md and docs/performance.png.
+# scenarios A-E, 10 to 15 minutes on 2 cores; writes docs/performance.md and docs/performance.png.
 # Ours runs on the PostgreSQL in DATABASE_URL (a database of its own, dropped after), else on a
 # temporary SQLite file. BENCH_ARGS="--scenarios A,C" runs a subset.
 .PHONY: bench

@@ -261,18 +261,22 @@ CHAT_MAX_BODY = env_int("CHAT_MAX_BODY", 4000)
 CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 64 * 1024)
 # Combining marks (accents) stacked on one character; more is answered `invalid` (chat/text.py).
 CHAT_MAX_COMBINING = env_int("CHAT_MAX_COMBINING", 8)
-CHAT_HISTORY_PAGE = 50
-CHAT_HISTORY_MAX = 100
-CHAT_RESUME_MAX_CHANGES = 1000
-# Daphne's --websocket-max-message-size bounds frames both ways; it is 2 MiB (Makefile,
-# Dockerfile), so a replay larger than this is not served (the client gets a fresh `ready`).
+# Messages in `ready` and a `history` page by default, and the most a `history` may ask for.
+CHAT_HISTORY_PAGE = env_int("CHAT_HISTORY_PAGE", 50)
+CHAT_HISTORY_MAX = env_int("CHAT_HISTORY_MAX", 100)
+# A resume (`?since=`) further behind than this many changes gets the room afresh (`reset`).
+CHAT_RESUME_MAX_CHANGES = env_int("CHAT_RESUME_MAX_CHANGES", 1000)
+# Not a setting: daphne's --websocket-max-message-size bounds frames both ways (2 MiB,
+# chatsite/serve.py), so a replay larger than this is not served (the client gets a fresh
+# `ready`).
 CHAT_MAX_REPLAY_BYTES = 1536 * 1024
 CHAT_RATE_LIMIT_POSTS = env_int("CHAT_RATE_LIMIT_POSTS", 10)
 CHAT_RATE_LIMIT_WINDOW = env_int("CHAT_RATE_LIMIT_WINDOW", 5)
 # Edits and deletions (and every later state-changing frame) per user, all rooms, per window.
 CHAT_RATE_LIMIT_CHANGES = env_int("CHAT_RATE_LIMIT_CHANGES", 20)
 CHAT_RATE_LIMIT_CHANGES_WINDOW = env_int("CHAT_RATE_LIMIT_CHANGES_WINDOW", 10)
-CHAT_TYPING_INTERVAL = 3
+# Typing notices: at most one per user per room per this many seconds.
+CHAT_TYPING_INTERVAL = env_float("CHAT_TYPING_INTERVAL", 3)
 CHAT_RATE_LIMIT_HISTORY = env_int("CHAT_RATE_LIMIT_HISTORY", 30)
 CHAT_RATE_LIMIT_HISTORY_WINDOW = env_int("CHAT_RATE_LIMIT_HISTORY_WINDOW", 10)
 CHAT_MAX_SOCKETS_PER_USER = env_int("CHAT_MAX_SOCKETS_PER_USER", 20)

@@ -621,3 +621,30 @@ def test_entrypoint_gives_up_on_an_unreachable_database_with_a_clear_message(
     assert "gave up after 2 s: the database" in output, output
     assert "Check DATABASE_URL and REDIS_URL" in output
     assert "Traceback" not in output
+
+
+def documented_settings() -> set[str]:
+    """The names in the README's Settings table, `_SUFFIX` abbreviations spelled out."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    names: set[str] = set()
+    for row in re.findall(r"^\| (.+?) \|", table, re.MULTILINE):
+        full = ""
+        for name in re.findall(r"`([A-Z_][A-Z0-9_]*)`", row):
+            if name.startswith("_") and full:
+                # `CHAT_RATE_LIMIT_HISTORY` / `_WINDOW`: the suffix replaces a tail of the first.
+                parts = full.split("_")
+                names.update("_".join(parts[:i]) + name for i in range(1, len(parts) + 1))
+            else:
+                full = name
+                names.add(name)
+    return names
+
+
+def test_every_setting_the_site_reads_is_in_the_readme():
+    """ "Every setting comes from the environment and is in this table" stays true."""
+    source = (ROOT / "chatsite" / "settings.py").read_text()
+    read = set(re.findall(r'env_(?:int|float|bool|list)\("([A-Z0-9_]+)"', source))
+    read |= set(re.findall(r'os\.environ\.get\("([A-Z0-9_]+)"', source))
+    assert read, "no settings found: has chatsite/settings.py changed how it reads them?"
+    assert read <= documented_settings(), read - documented_settings()
