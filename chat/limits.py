@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from . import metrics
 from .realtime.protocol import ChatError, ErrorCode
 from .shared_state import shared_state
 
@@ -60,6 +61,7 @@ async def hit(limit: Limit, *, user_id: int, room_id: int | None = None, ref=Non
     try:
         wait = await shared_state().hit(limit.key(user_id, room_id), limit.count, limit.window)
     except Exception:
+        metrics.REDIS_ERRORS.labels("limit").inc()
         logger.warning("shared state unavailable", exc_info=True)
         raise unavailable(ref) from None
     if wait:

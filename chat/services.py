@@ -19,7 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import limits, policy, selectors, text, throttle
+from . import limits, metrics, policy, selectors, text, throttle
 from .models import Change, Message, ModerationAction, Room, RoomRestriction
 from .realtime import events, protocol
 from .realtime.events import publish_change, publish_now
@@ -135,6 +135,7 @@ def post_message(*, room: Room, author, body: str, client_id: str | None = None)
         if not stored:
             raise
         return Posted(stored, created=False)
+    metrics.POSTS_STORED.inc()
     return Posted(message, created=True)
 
 

@@ -14,8 +14,12 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 
+from chat.metrics import serve_from_environment  # noqa: E402
 from chat.realtime.routing import websocket_urlpatterns  # noqa: E402
 from chat.security import WebSocketGate  # noqa: E402
+
+# CHAT_METRICS_PORT: this process's Prometheus metrics on a port of their own (chat/metrics.py).
+serve_from_environment()
 
 if not settings.REDIS_URL:
     logging.getLogger("chatsite").warning(

@@ -7,8 +7,9 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
 
-from .. import policy, selectors, services
+from .. import metrics, policy, selectors, services
 from ..models import Room
 from ..shared_state import shared_state
 from . import events, protocol
@@ -87,6 +88,7 @@ class RoomConsumer(Consumer):
     present = False
     session_key: str | None = None
     counted = False
+    open_counted = False  # in the open-sockets gauge
     # daphne's connection, for broadcast frames written without the ASGI path (transport.py).
     connection = None
 
@@ -129,6 +131,8 @@ class RoomConsumer(Consumer):
             )
         )
         self.sent = ready.cursor
+        self.open_counted = True
+        metrics.OPEN_SOCKETS.inc()
         logger.info("websocket connect", extra={"room": room.slug, "user": self.username})
         await self.deliver()
         if joined:
@@ -153,6 +157,9 @@ class RoomConsumer(Consumer):
     async def _release(self) -> None:
         """Give back everything this socket holds; safe to call more than once."""
         self.sent = None
+        if self.open_counted:
+            self.open_counted = False
+            metrics.OPEN_SOCKETS.dec()
         if self.room is None:
             return
         if self.counted:
@@ -189,6 +196,16 @@ class RoomConsumer(Consumer):
                 raise ChatError(ErrorCode.INVALID, "Frames must be JSON text, not binary.")
             frame = protocol.parse(text_data)
             await self.handlers[type(frame)](self, frame)
+        except DatabaseError:
+            # The service's transaction rolled back: nothing was stored, sending again is safe.
+            metrics.DATABASE_ERRORS.labels("frame").inc()
+            logger.warning("database unavailable for a frame", exc_info=True)
+            error = ChatError(
+                ErrorCode.UNAVAILABLE,
+                "The chat service is briefly unavailable; try again in a moment.",
+                retry_after=1,
+            )
+            await self.send(text_data=protocol.error_frame(error))
         except ChatError as error:
             await self.send(text_data=protocol.error_frame(error))
             if error.close is not None:
@@ -234,6 +251,7 @@ class RoomConsumer(Consumer):
         if self.sent is None or self.delivering:
             return
         self.delivering = True
+        sent = 0
         try:
             while self.sent is not None and self.sent < self.feed.cursor:
                 frames = self.feed.frames_after(self.sent)
@@ -249,16 +267,20 @@ class RoomConsumer(Consumer):
                         break
                     self.sent = cursor
                     progressed = True
+                    sent += 1
                     await self.send_frame(frame)
                 if not progressed:
                     logger.error("room %s: no progress past cursor %s", self.room.pk, self.sent)
                     break
         finally:
             self.delivering = False
+            if sent:
+                metrics.FRAMES_SENT.inc(sent)
 
     async def send_live(self, frame: Outgoing) -> None:
         """Presence and typing: frames outside the change stream, for ready sockets only."""
         if self.sent is not None:
+            metrics.FRAMES_SENT.inc()
             await self.send_frame(frame)
 
     async def send_frame(self, frame: Outgoing) -> None:

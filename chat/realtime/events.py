@@ -16,6 +16,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import time
 import weakref
 from collections import deque
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from typing import Any, ClassVar
 import redis
 from asgiref.sync import SyncToAsync, async_to_sync
 from channels.layers import get_channel_layer
+
+from .. import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ class RoomChanged:
     room: int
     cursor: int
     frame: str
+    at: float = 0.0  # when it was committed (time.time()), for the hub's lag metric
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ def parse(received: dict[str, Any]) -> Event | None:
 
 def publish_change(room_id: int, cursor: int, frame: str) -> None:
     """Called after the commit that stored the change (synchronous callers: services, admin)."""
-    publish_now(RoomChanged(room=room_id, cursor=cursor, frame=frame))
+    publish_now(RoomChanged(room=room_id, cursor=cursor, frame=frame, at=time.time()))
 
 
 def publish_now(event: Event) -> None:
@@ -181,6 +185,7 @@ async def _send(event: Event) -> None:
             await layer.group_send(group, sent)
     except Exception:
         # The change is stored; hubs find it on their next resync with the database.
+        metrics.REDIS_ERRORS.labels("publish").inc()
         logger.warning(
             "channel layer unavailable: %s for room %s not sent (changes arrive by resync)",
             event.type,

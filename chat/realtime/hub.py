@@ -16,6 +16,7 @@ holds any room.
 
 import asyncio
 import logging
+import time
 import weakref
 from collections import deque
 from typing import Protocol
@@ -24,7 +25,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from .. import selectors
+from .. import metrics, selectors
 from . import events, presence, sessions
 from .events import group_name
 from .protocol import CloseCode
@@ -154,6 +155,7 @@ class Hub:
         except Exception:
             # Degraded, not broken: the resync tick delivers from the database and retries.
             self.subscribed.discard(room_id)
+            metrics.REDIS_ERRORS.labels("group_add").inc()
             logger.warning("channel layer unavailable; room %s on resync only", room_id)
         else:
             self.subscribed.add(room_id)
@@ -167,6 +169,7 @@ class Hub:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                metrics.REDIS_ERRORS.labels("receive").inc()
                 logger.warning("channel layer receive failed; retrying", exc_info=True)
                 await asyncio.sleep(1)
                 continue
@@ -185,7 +188,9 @@ class Hub:
         if feed is None:
             return
         match event:
-            case events.RoomChanged(cursor=cursor, frame=frame):
+            case events.RoomChanged(cursor=cursor, frame=frame, at=at):
+                if at:
+                    metrics.HUB_LAG.observe(max(0.0, time.time() - at))
                 await self.advance(feed, cursor, frame)
             case events.PresenceChanged(frame=frame):
                 await feed.presence.add(frame)
@@ -211,9 +216,14 @@ class Hub:
             async with feed.lock:
                 if cursor <= feed.cursor:
                     return
-                frames = await database_sync_to_async(selectors.change_frames)(
-                    feed.room_id, feed.cursor, cursor
-                )
+                try:
+                    frames = await database_sync_to_async(selectors.change_frames)(
+                        feed.room_id, feed.cursor, cursor
+                    )
+                except Exception:
+                    metrics.DATABASE_ERRORS.labels("gap_fill").inc()
+                    raise
+                metrics.GAP_FILLS.inc(len(frames))
                 feed.extend([(c, Outgoing(text)) for c, text in frames])
         await feed.push()
 
@@ -257,6 +267,7 @@ class Hub:
         for room_id, cursor in cursors.items():
             feed = self.feeds.get(room_id)
             if feed is not None and cursor > feed.cursor:
+                metrics.RESYNC_FILLS.inc()
                 logger.info(
                     "room %s: filling %s..%s from the database", room_id, feed.cursor, cursor
                 )
