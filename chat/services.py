@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -216,11 +216,15 @@ def hide_message(*, message: Message, by, reason: str = "") -> bool:
 
 
 def restore_message(*, message: Message, by, reason: str = "") -> bool:
-    """A moderator restores a hidden message: live sockets get it back. Returns whether
-    anything changed (restoring a live message does nothing)."""
+    """A moderator restores a message a moderator hid: live sockets get it back. Returns
+    whether anything changed. A live message, and one its author deleted (their choice, and
+    its text is erased after CHAT_DELETED_TEXT_RETENTION_DAYS), are left as they are."""
     with transaction.atomic():
         _lock_room(message.room_id)
-        if Message.objects.filter(pk=message.pk, deleted_at__isnull=True).exists():
+        hidden = Message.objects.filter(pk=message.pk, deleted_at__isnull=False).exclude(
+            deleted_by=F("author")
+        )
+        if not hidden.exists():
             return False
         _undelete(room=message.room, message_id=message.pk, by=by)
         _audit(

@@ -498,3 +498,17 @@ def test_moderators_cannot_ban_or_mute_staff_from_any_door(caplog):
     )
     assert response.status_code == 302
     assert RoomRestriction.objects.count() == 2
+
+
+def test_moderators_restore_what_moderators_hid_not_what_authors_deleted():
+    alice = create_user("alice")
+    room = create_room("General Chat", alice)
+    message = services.post_message(room=room, author=alice, body="I take it back").message
+    services.delete_message(room=room, message_id=message.pk, by=alice)
+    cursor = Room.objects.get(pk=room.pk).cursor
+    mod = make_moderator()
+    assert not services.restore_message(message=message, by=mod)
+    message.refresh_from_db()
+    assert message.deleted_at is not None and message.deleted_by == alice
+    assert Room.objects.get(pk=room.pk).cursor == cursor
+    assert not ModerationAction.objects.filter(action="restore").exists()
