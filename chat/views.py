@@ -2,7 +2,6 @@ import json
 import logging
 import math
 import time
-from functools import lru_cache
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -19,7 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import accounts, services
+from . import accounts, redis_connections, services
 from .forms import DeleteAccountForm, RoomForm, SignupForm
 from .models import Message, ReadMarker, Room
 from .protocol import ChatError
@@ -65,11 +64,8 @@ def lobby_rooms(user, query: str = "", sort: str = "active"):
     return rooms.order_by(F("last_activity").desc(nulls_last=True), "name")
 
 
-@lru_cache(maxsize=4)
-def _redis(url: str):
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+def _redis():
+    return redis_connections.sync_client(timeout=1)
 
 
 def online_counts(room_ids: list[int]) -> dict[int, int] | None:
@@ -78,13 +74,13 @@ def online_counts(room_ids: list[int]) -> dict[int, int] | None:
     Each room's set maps a username to the expiry of their latest connection
     (chat.shared_state). None without Redis, or when Redis does not answer: show nothing.
     """
-    if not settings.REDIS_URL:
+    if not redis_connections.configured():
         return None
     if not room_ids:
         return {}
     now = time.time()
     try:
-        pipe = _redis(settings.REDIS_URL).pipeline(transaction=False)
+        pipe = _redis().pipeline(transaction=False)
         for room_id in room_ids:
             pipe.zcount(presence_key(room_id), now, "+inf")
         counts = pipe.execute()
@@ -261,9 +257,9 @@ def delete_account(request: HttpRequest) -> HttpResponse:
 
 
 def _channel_layer_ok() -> bool:
-    if not settings.REDIS_URL:
+    if not redis_connections.configured():
         return True
-    return bool(_redis(settings.REDIS_URL).ping())
+    return bool(_redis().ping())
 
 
 @never_cache

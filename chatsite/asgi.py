@@ -17,9 +17,10 @@ from django.conf import settings  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
 from chat.security import WebSocketGate  # noqa: E402
 
-if not settings.REDIS_URL:
+if not (settings.REDIS_URL or settings.REDIS_SENTINELS):
     logging.getLogger("chatsite").warning(
-        "REDIS_URL is not set: using the in-memory channel layer (one process only)"
+        "Neither REDIS_URL nor REDIS_SENTINELS is set: "
+        "using the in-memory channel layer (one process only)"
     )
 
 application = ProtocolTypeRouter(
