@@ -142,6 +142,47 @@ def sentinels():
         ha.stop()
 
 
+def test_every_redis_client_finds_the_primary_through_the_sentinels_and_after_a_failover(
+    sentinels, settings
+):
+    from django.core.management import call_command
+
+    from chat import redis_connections, throttle, views
+    from chat.redis_connections import SharedRedisCache
+
+    settings.REDIS_URL = ""
+    settings.REDIS_SENTINELS = [("127.0.0.1", port) for port in sentinels.sentinel_ports]
+    settings.REDIS_SENTINEL_MASTER = MASTER
+    cache = SharedRedisCache(None, {})
+    primary = redis.Redis(port=sentinels.primary_port)
+
+    def every_use(key: str) -> None:
+        assert throttle.hit(key, 5, 60) == 0  # the sync rate limits
+        assert views.online_counts([1]) == {1: 0}  # the lobby
+        assert views._channel_layer_ok()  # /healthz
+        cache.set(key, "cached")
+        assert cache.get(key) == "cached"
+        call_command("wait_for_services", "--timeout", "5")
+
+        async def shared_state() -> None:
+            client = redis_connections.async_client()
+            assert await client.exists(f"chat:limit:{key}")
+            await client.aclose()
+
+        asyncio.run(shared_state())
+
+    every_use("before")
+    assert primary.exists("chat:limit:before", ":1:before") == 2  # the keys are on the primary
+    primary.close()
+    sentinels.kill_primary()
+    sentinels.wait_for_promotion()
+    # The same (cached) clients find the new primary: a failed connection asks the sentinels
+    # again. Calls fail while the failover completes (the sentinels report no healthy primary).
+    _wait("the site's client to reach the new primary", lambda: throttle.hit("probe", 5, 60) == 0)
+    every_use("after")
+    assert redis.Redis(port=sentinels.replica_port).exists("chat:limit:after")
+
+
 @database_sync_to_async
 def setup_room():
     users = [create_user(name) for name in ("poster1", "poster2", "reader1", "reader2")]
