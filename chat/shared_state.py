@@ -1,7 +1,8 @@
 """State shared by every server process: presence, rate limits, throttles.
 
-With `REDIS_URL` set it lives in Redis, so a user's two tabs on two processes join once and a
-rate limit counts all their connections. Without it (one local process) it lives in memory.
+With Redis configured (`REDIS_URL` or `REDIS_SENTINELS`) it lives in Redis, so a user's two tabs
+on two processes join once and a rate limit counts all their connections. Without it (one local
+process) it lives in memory.
 """
 
 import asyncio
@@ -11,8 +12,9 @@ import uuid
 import weakref
 from collections import defaultdict, deque
 
-import redis.asyncio as aioredis
 from django.conf import settings
+
+from . import redis_connections
 
 logger = logging.getLogger(__name__)
 
@@ -85,10 +87,8 @@ def _user_key(room_id: int, username: str) -> str:
 
 
 class RedisState:
-    def __init__(self, url: str) -> None:
-        self.client = aioredis.from_url(
-            url, socket_timeout=3, socket_connect_timeout=3, health_check_interval=10
-        )
+    def __init__(self) -> None:
+        self.client = redis_connections.async_client(timeout=3, health_check_interval=10)
         self._join = self.client.register_script(_JOIN)
         self._leave = self.client.register_script(_LEAVE)
         self._hit = self.client.register_script(HIT_SCRIPT)
@@ -241,6 +241,6 @@ def shared_state() -> RedisState | LocalState:
     loop = asyncio.get_running_loop()
     state = _states.get(loop)
     if state is None:
-        state = RedisState(settings.REDIS_URL) if settings.REDIS_URL else LocalState()
+        state = RedisState() if redis_connections.configured() else LocalState()
         _states[loop] = state
     return state

@@ -10,8 +10,7 @@ import uuid
 from collections import defaultdict, deque
 from functools import lru_cache
 
-from django.conf import settings
-
+from . import redis_connections
 from .shared_state import HIT_SCRIPT, limit_key
 
 # How long until `key` may be used again, without counting a use (KEYS: the window; ARGV: now
@@ -27,10 +26,7 @@ return 0
 
 
 @lru_cache(maxsize=8)
-def _script(url: str, source: str = HIT_SCRIPT):
-    import redis
-
-    client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+def _script(client, source: str = HIT_SCRIPT):
     return client.register_script(source)
 
 
@@ -55,9 +51,9 @@ def hit(key: str, limit: int, window: float) -> float:
 
     Raises redis' errors when Redis does not answer; callers decide whether to fail open.
     """
-    if not settings.REDIS_URL:
+    if not redis_connections.configured():
         return _hit_locally(key, limit, window)
-    wait_ms = _script(settings.REDIS_URL)(
+    wait_ms = _script(redis_connections.sync_client())(
         keys=[limit_key(key)],
         args=[int(time.time() * 1000), int(window * 1000), limit, uuid.uuid4().hex],
     )
@@ -80,9 +76,9 @@ def peek(key: str, limit: int, window: float) -> float:
 
     For limits on failures (logins): check before trying, `hit` after a failure.
     """
-    if not settings.REDIS_URL:
+    if not redis_connections.configured():
         return _peek_locally(key, limit, window)
-    wait_ms = _script(settings.REDIS_URL, PEEK_SCRIPT)(
+    wait_ms = _script(redis_connections.sync_client(), PEEK_SCRIPT)(
         keys=[limit_key(key)], args=[int(time.time() * 1000), int(window * 1000), limit]
     )
     return round(int(wait_ms) / 1000, 3)

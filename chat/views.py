@@ -2,7 +2,6 @@ import json
 import logging
 import math
 import time
-from functools import lru_cache
 from urllib.parse import urlencode
 
 from django.conf import settings
@@ -17,7 +16,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import accounts, policy, selectors, services
+from . import accounts, policy, redis_connections, selectors, services
 from .forms import DeleteAccountForm, RoomForm, SignupForm
 from .realtime import protocol
 from .realtime.protocol import ChatError, ErrorCode
@@ -35,11 +34,8 @@ LOBBY_SORTS = ("active", "name")
 MAX_PAGE = 10_000
 
 
-@lru_cache(maxsize=4)
-def _redis(url: str):
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+def _redis():
+    return redis_connections.sync_client(timeout=1)
 
 
 def online_counts(room_ids: list[int]) -> dict[int, int] | None:
@@ -48,13 +44,13 @@ def online_counts(room_ids: list[int]) -> dict[int, int] | None:
     Each room's set maps a username to the expiry of their latest connection
     (chat.shared_state). None without Redis, or when Redis does not answer: show nothing.
     """
-    if not settings.REDIS_URL:
+    if not redis_connections.configured():
         return None
     if not room_ids:
         return {}
     now = time.time()
     try:
-        pipe = _redis(settings.REDIS_URL).pipeline(transaction=False)
+        pipe = _redis().pipeline(transaction=False)
         for room_id in room_ids:
             pipe.zcount(presence_key(room_id), now, "+inf")
         counts = pipe.execute()
@@ -229,9 +225,9 @@ def delete_account(request: HttpRequest) -> HttpResponse:
 
 
 def _channel_layer_ok() -> bool:
-    if not settings.REDIS_URL:
+    if not redis_connections.configured():
         return True
-    return bool(_redis(settings.REDIS_URL).ping())
+    return bool(_redis().ping())
 
 
 @never_cache

@@ -21,9 +21,10 @@ from chat.security import WebSocketGate  # noqa: E402
 # CHAT_METRICS_PORT: this process's Prometheus metrics on a port of their own (chat/metrics.py).
 serve_from_environment()
 
-if not settings.REDIS_URL:
+if not (settings.REDIS_URL or settings.REDIS_SENTINELS):
     logging.getLogger("chatsite").warning(
-        "REDIS_URL is not set: using the in-memory channel layer (one process only)"
+        "Neither REDIS_URL nor REDIS_SENTINELS is set: "
+        "using the in-memory channel layer (one process only)"
     )
 
 application = ProtocolTypeRouter(

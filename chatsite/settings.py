@@ -153,14 +153,61 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Channel layer: Redis wherever more than one process runs; in-memory for a plain local run.
+# Redis: wherever more than one process runs; in memory for a plain local run. Every client the
+# site makes comes from chat/redis_connections.py; the channel layer's from CHANNEL_LAYERS below.
+# Precedence: REDIS_SENTINELS (the primary of REDIS_SENTINEL_MASTER, as the sentinels report it,
+# followed through failovers; REDIS_URL then only gives the primary's password and database) over
+# REDIS_URL (one server). CHANNEL_LAYER_URLS, when set, spreads the channel layer alone over
+# several servers (README, "Redis that survives its host").
 REDIS_URL = os.environ.get("REDIS_URL", "")
-if REDIS_URL:
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    """`host:port` (port 26379 when left out; an IPv6 address in brackets)."""
+    host, colon, port = item.rpartition(":")
+    if not colon or host.endswith(":"):
+        host, port = item, "26379"
+    if not host or not port.isdigit():
+        raise ImproperlyConfigured(f"REDIS_SENTINELS: {item!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+REDIS_SENTINELS = [_host_port(item) for item in env_list("REDIS_SENTINELS")]
+REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER") or "mymaster"
+REDIS_SENTINEL_PASSWORD = os.environ.get("REDIS_SENTINEL_PASSWORD", "")
+CHANNEL_LAYER_URLS = env_list("CHANNEL_LAYER_URLS")
+if CHANNEL_LAYER_URLS and not (REDIS_URL or REDIS_SENTINELS):
+    raise ImproperlyConfigured(
+        "CHANNEL_LAYER_URLS carries the channel layer only: presence and limits need REDIS_URL "
+        "or REDIS_SENTINELS too."
+    )
+
+
+def _channel_layer_hosts() -> list:
+    if CHANNEL_LAYER_URLS:
+        # channels-redis hashes each channel and group name onto one of these servers.
+        return CHANNEL_LAYER_URLS
+    if REDIS_SENTINELS:
+        from chat.redis_connections import master_options
+
+        sentinel_kwargs = {"password": REDIS_SENTINEL_PASSWORD} if REDIS_SENTINEL_PASSWORD else {}
+        return [
+            {
+                "sentinels": REDIS_SENTINELS,
+                "master_name": REDIS_SENTINEL_MASTER,
+                "sentinel_kwargs": sentinel_kwargs,
+                **master_options(REDIS_URL),
+            }
+        ]
+    return [REDIS_URL]
+
+
+if REDIS_URL or REDIS_SENTINELS:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": _channel_layer_hosts(),
                 # Only one reader per process (the room hub) takes from the layer; give it room.
                 # Overflow loses doorbells, not messages: hubs fill gaps from the database.
                 "capacity": env_int("CHANNEL_LAYER_CAPACITY", 5000),
@@ -172,11 +219,12 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-# Django's cache, in Redis when there is one (our limits use chat.throttle, not the cache).
+# Django's cache, in Redis when there is one (nothing in the site uses it: our limits use
+# chat.throttle). chat.redis_connections.SharedRedisCache follows REDIS_SENTINELS too.
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
-        if REDIS_URL
+        {"BACKEND": "chat.redis_connections.SharedRedisCache"}
+        if REDIS_URL or REDIS_SENTINELS
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }

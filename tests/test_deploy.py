@@ -134,7 +134,13 @@ def test_compose_serves_through_nginx_only_with_settings_from_env(tmp_path: Path
     env["DJANGO_DEBUG"] = "1"  # must not reach the server
     config = compose_config(compose_project(tmp_path, env))
     services = config["services"]
-    assert set(services) == {"db", "redis", "web", "nginx"}
+    # Without a profile: one Redis (the `ha` profile's services run only when asked for).
+    assert {name for name, s in services.items() if not s.get("profiles")} == {
+        "db",
+        "redis",
+        "web",
+        "nginx",
+    }
 
     # Only nginx publishes ports: 8000, and 8443 for HTTPS once it has a certificate.
     assert [name for name, service in services.items() if service.get("ports")] == ["nginx"]
@@ -200,6 +206,68 @@ def test_each_service_gets_only_the_secrets_it_needs(tmp_path: Path):
     documented = set(re.findall(r"^\| `([A-Z_]+)`", table, re.MULTILINE))
     documented.discard("POSTGRES_PASSWORD")  # the db service's
     assert documented <= set(environments["web"]), documented - set(environments["web"])
+
+
+def test_the_ha_profile_runs_a_primary_a_replica_and_three_sentinels_that_web_follows(
+    tmp_path: Path,
+):
+    env = make_env(tmp_path)
+    # .env.example's commented lines for the profile, uncommented.
+    example = (ROOT / ".env.example").read_text()
+    for name in ("REDIS_SENTINELS", "REDIS_SENTINEL_MASTER"):
+        (value,) = re.findall(rf"^#{name}=(.*)$", example, re.MULTILINE)
+        env[name] = value
+    services = compose_config(compose_project(tmp_path, env))["services"]
+    sentinels = {"redis-sentinel-1", "redis-sentinel-2", "redis-sentinel-3"}
+    ha = {name for name, service in services.items() if service.get("profiles")}
+    assert ha == {"redis-primary", "redis-replica", *sentinels}
+    for name in ha:
+        service = services[name]
+        assert service["profiles"] == ["ha"], name
+        assert service["image"] == "redis:7", name
+        assert not service.get("ports"), name  # inside the compose network only
+        assert service["healthcheck"]["test"], name
+    # The replica follows the primary; both announce their service names, not container addresses.
+    replica = services["redis-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis-primary", "6379"]
+    assert "redis-replica" == replica[replica.index("--replica-announce-ip") + 1]
+    # Each sentinel writes its own config (a sentinel rewrites it), watching the primary, quorum 2.
+    for name in sentinels:
+        script = services[name]["command"][0]
+        assert services[name]["entrypoint"] == ["sh", "-c"]
+        assert "sentinel monitor mymaster redis-primary 6379 2" in script
+        assert "sentinel announce-hostnames yes" in script
+        assert script.rstrip().endswith("redis-server /data/sentinel.conf --sentinel")
+    # The web servers name the three sentinels and the primary's name ...
+    web = services["web"]["environment"]
+    listed = {item.split(":")[0] for item in web["REDIS_SENTINELS"].split(",")}
+    assert listed == sentinels
+    assert web["REDIS_SENTINEL_MASTER"] == "mymaster"
+    # ... and the settings turn them into a Sentinel-managed channel layer.
+    script = (
+        "import json; from django.conf import settings;"
+        "print(json.dumps(settings.CHANNEL_LAYERS['default']['CONFIG']['hosts']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={
+            "PATH": os.environ["PATH"],
+            "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+            **{key: web[key] for key in web if key.startswith(("REDIS_", "DJANGO_SECRET"))},
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [
+        {
+            "sentinels": [[name, 26379] for name in sorted(sentinels)],
+            "master_name": "mymaster",
+            "sentinel_kwargs": {},
+            "db": 0,
+        }
+    ]
 
 
 def test_settings_left_empty_by_compose_take_their_defaults():

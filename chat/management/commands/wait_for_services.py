@@ -13,6 +13,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, connections
 
+from chat import redis_connections
+
 
 def _database_error(alias: str) -> str | None:
     """Why a fresh connection to the database fails, or None when it answers.
@@ -39,11 +41,10 @@ def _database_error(alias: str) -> str | None:
 
 
 def _redis_error() -> str | None:
-    if not settings.REDIS_URL:
+    if not redis_connections.configured():
         return None
-    import redis
-
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    # A client of its own each time: with REDIS_SENTINELS this asks the sentinels afresh.
+    client = redis_connections.new_sync_client(timeout=2)
     try:
         client.ping()
     except Exception as error:
@@ -51,6 +52,12 @@ def _redis_error() -> str | None:
     finally:
         client.close()
     return None
+
+
+def _redis_where() -> str:
+    if settings.REDIS_SENTINELS:
+        return f"REDIS_SENTINELS, primary {settings.REDIS_SENTINEL_MASTER!r}"
+    return "REDIS_URL"
 
 
 def _where(alias: str) -> str:
@@ -78,7 +85,7 @@ class Command(BaseCommand):
         while True:
             problems = {
                 f"the database ({_where(database)})": _database_error(database),
-                "Redis (REDIS_URL)": _redis_error(),
+                f"Redis ({_redis_where()})": _redis_error(),
             }
             problems = {name: error for name, error in problems.items() if error}
             if not problems:
@@ -94,6 +101,7 @@ class Command(BaseCommand):
                 names = " and ".join(problems)
                 raise CommandError(
                     f"gave up after {timeout:g} s: {names} did not answer. Check DATABASE_URL "
-                    "and REDIS_URL, and that those servers are running and reachable from here."
+                    "and REDIS_URL (or REDIS_SENTINELS), and that those servers are running and "
+                    "reachable from here."
                 )
             time.sleep(1)
