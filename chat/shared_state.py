@@ -163,9 +163,6 @@ class RedisState:
     async def once_per(self, key: str, seconds: float) -> bool:
         return bool(await self.client.set(f"chat:once:{key}", 1, nx=True, px=int(seconds * 1000)))
 
-    async def close(self) -> None:
-        await self.client.aclose()
-
 
 class LocalState:
     """The same contract in memory, for a single process without Redis."""
@@ -226,9 +223,6 @@ class LocalState:
             return False
         self.until[key] = now + seconds
         return True
-
-    async def close(self) -> None:
-        return None
 
 
 _states: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RedisState | LocalState]" = (

@@ -21,6 +21,7 @@ from channels_redis.utils import _consistent_hash
 
 from bench.servers import free_port, redis_command
 from chat.models import Message
+from chat.realtime.events import group_name
 from tests.conftest import RedisServer, need
 from tests.helpers import create_room, create_user, session_cookie_for
 from tests.wsclient import Client, Poster, Resilient, read_until
@@ -313,11 +314,11 @@ def rooms_on_both_shards(owner_name: str, guest_name: str):
     by_shard: dict[int, str] = {}
     for n in range(20):
         room = create_room(f"Sharded {n}", owner)
-        by_shard.setdefault(_consistent_hash(room.group_name, 2), room)
+        by_shard.setdefault(_consistent_hash(group_name(room.pk), 2), room)
         if len(by_shard) == 2:
             break
     return (
-        [(shard, room.slug, room.group_name) for shard, room in sorted(by_shard.items())],
+        [(shard, room.slug, group_name(room.pk)) for shard, room in sorted(by_shard.items())],
         session_cookie_for(owner),
         session_cookie_for(guest),
     )
