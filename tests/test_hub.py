@@ -173,6 +173,25 @@ async def test_the_hubs_tasks_start_with_its_first_room_and_stop_with_its_last(h
     assert again.feed.sockets == {again}
 
 
+async def test_the_hubs_tasks_end_when_its_last_room_goes_even_mid_read(hub, alice, room):
+    """A room that empties just after it filled, until the reader is cancelled in the middle of
+    its blocking read. redis-py's asyncio client then keeps reading to the end of that read
+    (up to channels-redis's 5 s) and may raise its own TimeoutError instead of the cancel: the
+    reader once took that for a failed read and went on reading for the life of the process."""
+    loop = asyncio.get_running_loop()
+    for attempt in range(100):
+        socket = await FakeSocket(alice).open(hub, room.pk)
+        tasks = list(hub.tasks)
+        await asyncio.sleep(0.001 * (attempt % 5))  # the reader is in its blocking read
+        started = loop.time()
+        await hub.detach(room.pk, socket)
+        if loop.time() - started > 1:  # the cancel landed in the read: detach waited for it
+            await asyncio.wait(tasks, timeout=10)
+            assert [task.get_name() for task in tasks if not task.done()] == []
+            break
+        assert all(task.done() for task in tasks)
+
+
 async def test_a_feed_starts_at_the_rooms_cursor_and_a_socket_catches_up_from_its_ready(
     hub, doorbells, alice, room
 ):
