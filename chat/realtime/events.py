@@ -97,7 +97,8 @@ def message(event: Event) -> dict[str, Any]:
 
 def parse(received: dict[str, Any]) -> Event | None:
     """The event a received message holds; None (and a warning) for an unknown or bad one."""
-    cls = EVENTS.get(received.get("type"))
+    kind = received.get("type")
+    cls = EVENTS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         logger.warning("unknown channel-layer event %r", received.get("type"))
         return None

@@ -149,6 +149,12 @@ class Hub:
             task.cancel()
         return tasks
 
+    def _running(self) -> bool:
+        """Whether the calling task is still one of the hub's. `_stop` cancels them, but
+        redis-py's asyncio client can turn a cancel that lands in a blocking read into its own
+        TimeoutError, which the loops would take for a failed read and go on."""
+        return asyncio.current_task() in self.tasks
+
     async def _subscribe(self, room_id: int) -> None:
         try:
             await self.layer.group_add(group_name(room_id), self.channel)
@@ -163,12 +169,14 @@ class Hub:
     # --- the doorbell --------------------------------------------------------------------
 
     async def _read(self) -> None:
-        while True:
+        while self._running():
             try:
                 received = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if not self._running():
+                    return
                 metrics.REDIS_ERRORS.labels("receive").inc()
                 logger.warning("channel layer receive failed; retrying", exc_info=True)
                 await asyncio.sleep(1)
@@ -233,7 +241,7 @@ class Hub:
         interval = settings.CHAT_RESYNC_INTERVAL
         beats = max(1, int(settings.CHAT_PRESENCE_TTL / 3 / interval))
         tick = 0
-        while True:
+        while self._running():
             await asyncio.sleep(interval)
             tick += 1
             try:
@@ -275,7 +283,7 @@ class Hub:
 
     async def _watch_sessions(self) -> None:
         """Channels checks the session only at connect: close sockets whose session ended."""
-        while True:
+        while self._running():
             await asyncio.sleep(settings.CHAT_SESSION_CHECK_INTERVAL)
             try:
                 await self.close_revoked_sessions()
