@@ -40,6 +40,10 @@ standin_image() {
     for change in "${changes[@]}"; do
         change_args+=(--change "$change")
     done
+    local old
+    old=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
     podman import --quiet "${change_args[@]}" "$work/image.tar" "$tag" >/dev/null
+    # The stand-in it replaces, unless a container still uses it.
+    [ -z "$old" ] || podman rmi "$old" >/dev/null 2>&1 || true
     echo "built $tag"
 }
