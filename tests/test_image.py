@@ -12,7 +12,6 @@ stand-in base); the image is built once per run.
 import asyncio
 import json
 import re
-import shutil
 import subprocess
 import time
 import uuid
@@ -24,6 +23,7 @@ from django.conf import settings
 
 from tests.conftest import ROOT, free_port
 from tests.pg import PostgresCluster
+from tests.podman import build_standins, podman, require
 from tests.webclient import Browser
 from tests.wsclient import Client
 
@@ -31,27 +31,10 @@ IMAGE = "localhost/chatsite:test"
 ADMIN_PASSWORD = "Image-Admin-Pass-7"
 
 
-def podman(*args: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        ["podman", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
-    )
-    if check and result.returncode != 0:
-        pytest.fail(f"podman {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
 @pytest.fixture(scope="module")
 def image() -> str:
-    for binary, package in (("podman", "podman"), ("mmdebstrap", "mmdebstrap")):
-        if shutil.which(binary) is None:
-            pytest.fail(
-                f"`{binary}` is not installed: run docker/standin/podman-setup.sh as root "
-                f"(Debian's `{package}` and what podman needs here); this test does not skip."
-            )
-    base = subprocess.run(
-        [str(ROOT / "docker/standin/python-base.sh")], capture_output=True, text=True, timeout=900
-    )
-    assert base.returncode == 0, f"stand-in base:\n{base.stdout}\n{base.stderr}"
+    require()
+    build_standins("python-base")
     podman("build", "--format", "docker", "--tag", IMAGE, ".", timeout=1200)
     return IMAGE
 
@@ -187,6 +170,13 @@ def test_the_container_runs_as_a_user_who_cannot_rewrite_the_code(container: Con
     attempt = container.exec("sh", "-c", "echo x >> /app/manage.py")
     assert attempt.returncode != 0, "the server's user could write to its own code"
     assert container.exec("python", "-c", "import chat").returncode == 0
+
+
+def test_the_image_holds_no_tests_bench_or_ci_files(container: Container):
+    # .dockerignore is an allowlist: only what the web process runs is copied into /app.
+    for path in ("/app/tests", "/app/bench", "/app/.ci", "/app/deploy", "/app/docs"):
+        assert container.exec("test", "-e", path).returncode == 1, f"{path} is in the image"
+    assert container.exec("test", "-f", "/app/manage.py").returncode == 0
 
 
 def container_database(container: Container) -> str:
