@@ -36,8 +36,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, free_port, need
+from tests.envfile import make_env, read_env
 from tests.podman import build_standins, podman, require
-from tests.test_deploy import make_env, read_env
 from tests.webclient import Browser
 from tests.wsclient import Client
 

@@ -29,29 +29,12 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from tests.conftest import ROOT, free_port, need, settings_env
+from tests.envfile import make_env
 from tests.pg import PostgresCluster
 
 ADMIN_PASSWORD = "Deploy-Admin-Pass-7"
 
 # --- docker-compose.yml ---------------------------------------------------------------------
-
-
-def make_env(directory: Path) -> dict[str, str]:
-    """Run `make env` (a .env from .env.example with fresh secrets) in `directory`."""
-    shutil.copy(ROOT / ".env.example", directory / ".env.example")
-    result = subprocess.run(
-        ["make", "-s", "-f", str(ROOT / "Makefile"), "-C", str(directory), "env"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return read_env(directory / ".env")
-
-
-def read_env(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {key: value for key, value in pairs if not key.startswith("#")}
 
 
 def compose_project(tmp_path: Path, env: dict[str, str]) -> Path:
