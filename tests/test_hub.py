@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from django.contrib.sessions.models import Session
 from django.utils import timezone
 
-from chat import selectors, services
+from chat import services
 from chat.models import Room
 from chat.realtime import events, protocol, sessions
 from chat.realtime.hub import Hub
@@ -56,28 +56,11 @@ class FakeSocket:
         return self
 
     async def deliver(self) -> None:
-        if self.sent is None or self.delivering:
-            return
-        self.delivering = True
-        try:
-            while self.sent is not None and self.sent < self.feed.cursor:
-                frames = self.feed.frames_after(self.sent)
-                if frames is None:
-                    rows = await db(selectors.change_frames)(
-                        self.room_id, self.sent, self.feed.cursor
-                    )
-                    frames = [(cursor, Outgoing(text)) for cursor, text in rows]
-                progressed = False
-                for cursor, frame in frames:
-                    if self.sent is None or cursor != self.sent + 1:
-                        break
-                    self.sent = cursor
-                    progressed = True
-                    self._record(frame)
-                if not progressed:
-                    break
-        finally:
-            self.delivering = False
+        # The consumer's own path: the feed's delivery loop, this socket's send_frame.
+        await self.feed.deliver_to(self)
+
+    async def send_frame(self, frame: Outgoing) -> None:
+        self._record(frame)
 
     async def send_live(self, frame: Outgoing) -> None:
         if self.sent is not None:

@@ -248,32 +248,8 @@ class RoomConsumer(Consumer):
 
     async def deliver(self) -> None:
         """Send every change after `sent` up to the feed's cursor, strictly in cursor order."""
-        if self.sent is None or self.delivering:
-            return
-        self.delivering = True
-        sent = 0
-        try:
-            while self.sent is not None and self.sent < self.feed.cursor:
-                frames = self.feed.frames_after(self.sent)
-                if frames is None:
-                    # Behind the hub's buffer (a resume from an old cursor): read the gap.
-                    rows = await db(selectors.change_frames)(
-                        self.room.pk, self.sent, self.feed.cursor
-                    )
-                    frames = [(cursor, Outgoing(text)) for cursor, text in rows]
-                progressed = False
-                for cursor, frame in frames:
-                    if self.sent is None or cursor != self.sent + 1:
-                        break
-                    self.sent = cursor
-                    progressed = True
-                    sent += 1
-                    await self.send_frame(frame)
-                if not progressed:
-                    logger.error("room %s: no progress past cursor %s", self.room.pk, self.sent)
-                    break
-        finally:
-            self.delivering = False
+        if self.feed is not None:
+            sent = await self.feed.deliver_to(self)
             if sent:
                 metrics.FRAMES_SENT.inc(sent)
 

@@ -42,9 +42,16 @@ class Socket(Protocol):
     conn_id: str
     session_key: str | None
     present: bool  # counted in the shared presence state
+    # The cursor of the last change frame sent (None: not ready, or closing), and whether a
+    # delivery to it is under way (Feed.deliver_to).
+    sent: int | None
+    delivering: bool
 
     async def deliver(self) -> None:
-        """Send every change after the socket's cursor up to its feed's, in order."""
+        """Send every change after the socket's cursor up to its feed's (Feed.deliver_to)."""
+
+    async def send_frame(self, frame: Outgoing) -> None:
+        """Write one frame to the client."""
 
     async def send_live(self, frame: Outgoing) -> None:
         """A frame outside the change stream (presence, typing)."""
@@ -80,6 +87,37 @@ class Feed:
             if cursor == self.cursor + 1:
                 self.frames.append((cursor, frame))
                 self.cursor = cursor
+
+    async def deliver_to(self, socket: Socket) -> int:
+        """Send `socket` every change after its `sent` cursor up to the feed's, strictly in
+        cursor order: from the buffer, or from the database when the socket is behind it (a
+        resume from an old cursor). Returns how many frames went out."""
+        if socket.sent is None or socket.delivering:
+            return 0
+        socket.delivering = True
+        sent = 0
+        try:
+            while socket.sent is not None and socket.sent < self.cursor:
+                frames = self.frames_after(socket.sent)
+                if frames is None:
+                    rows = await database_sync_to_async(selectors.change_frames)(
+                        self.room_id, socket.sent, self.cursor
+                    )
+                    frames = [(cursor, Outgoing(text)) for cursor, text in rows]
+                progressed = False
+                for cursor, frame in frames:
+                    if socket.sent is None or cursor != socket.sent + 1:
+                        break
+                    socket.sent = cursor
+                    progressed = True
+                    sent += 1
+                    await socket.send_frame(frame)
+                if not progressed:
+                    logger.error("room %s: no progress past cursor %s", self.room_id, socket.sent)
+                    break
+        finally:
+            socket.delivering = False
+        return sent
 
     async def push(self) -> None:
         for socket in list(self.sockets):
