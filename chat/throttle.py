@@ -34,7 +34,9 @@ _lock = threading.Lock()
 _hits: dict[str, deque[float]] = defaultdict(deque)
 
 
-def _hit_locally(key: str, limit: int, window: float) -> float:
+def _count_locally(key: str, limit: int, window: float, *, use: bool) -> float:
+    """The in-memory window: the wait before `key` may be used again (0: now), counting a use
+    when `use` and it is allowed."""
     now = time.monotonic()
     with _lock:
         hits = _hits[key]
@@ -42,7 +44,8 @@ def _hit_locally(key: str, limit: int, window: float) -> float:
             hits.popleft()
         if len(hits) >= limit:
             return round(max(0.001, hits[0] + window - now), 3)
-        hits.append(now)
+        if use:
+            hits.append(now)
         return 0.0
 
 
@@ -52,23 +55,12 @@ def hit(key: str, limit: int, window: float) -> float:
     Raises redis' errors when Redis does not answer; callers decide whether to fail open.
     """
     if not redis_connections.configured():
-        return _hit_locally(key, limit, window)
+        return _count_locally(key, limit, window, use=True)
     wait_ms = _script(redis_connections.sync_client())(
         keys=[limit_key(key)],
         args=[int(time.time() * 1000), int(window * 1000), limit, uuid.uuid4().hex],
     )
     return round(int(wait_ms) / 1000, 3)
-
-
-def _peek_locally(key: str, limit: int, window: float) -> float:
-    now = time.monotonic()
-    with _lock:
-        hits = _hits[key]
-        while hits and hits[0] <= now - window:
-            hits.popleft()
-        if len(hits) >= limit:
-            return round(max(0.001, hits[0] + window - now), 3)
-        return 0.0
 
 
 def peek(key: str, limit: int, window: float) -> float:
@@ -77,7 +69,7 @@ def peek(key: str, limit: int, window: float) -> float:
     For limits on failures (logins): check before trying, `hit` after a failure.
     """
     if not redis_connections.configured():
-        return _peek_locally(key, limit, window)
+        return _count_locally(key, limit, window, use=False)
     wait_ms = _script(redis_connections.sync_client(), PEEK_SCRIPT)(
         keys=[limit_key(key)], args=[int(time.time() * 1000), int(window * 1000), limit]
     )
