@@ -6,14 +6,18 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
+from django.conf import settings
 
-from tests.conftest import free_port, need
+from tests.conftest import ROOT, free_port, need
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -115,3 +119,36 @@ class PostgresCluster:
             self.process = None
             self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextmanager
+def running(**server_settings: object) -> Iterator[PostgresCluster]:
+    """A cluster started with `server_settings` for the block, stopped and removed after."""
+    cluster = PostgresCluster()
+    try:
+        cluster.start(**server_settings)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def manage(database_url: str, *args: str) -> str:
+    """Run a management command against `database_url` (as the production settings would);
+    its output. Fails the test with the output if the command fails."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
+        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
+        "DJANGO_DEBUG": "0",
+        "DATABASE_URL": database_url,
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout

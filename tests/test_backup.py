@@ -14,10 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from tests.conftest import ROOT, Daphne, need
-from tests.pg import PG_BIN, PostgresCluster
+from tests.pg import PG_BIN, PostgresCluster, manage, running
 from tests.webclient import Browser
 from tests.wsclient import Client
 
@@ -26,12 +25,8 @@ PASSWORD = "Backup-Secret-Pass-123"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
-    try:
-        cluster.start()
+    with running() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def make(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -45,24 +40,6 @@ def make(*args: str, **env: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=180,
     )
-
-
-def manage(database_url: str, *args: str) -> None:
-    env = {
-        **os.environ,
-        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-        "DJANGO_DEBUG": "0",
-        "DATABASE_URL": database_url,
-    }
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def serve(redis_url: str, database_url: str) -> Daphne:

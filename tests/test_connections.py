@@ -26,10 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
-from django.conf import settings
 
 from tests.conftest import ROOT, Daphne
-from tests.pg import PostgresCluster
+from tests.pg import PostgresCluster, manage, running
 from tests.webclient import Browser
 from tests.wsclient import Client
 
@@ -43,25 +42,8 @@ PASSWORD = "Burst-Secret-Pass-123"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
-    try:
-        cluster.start(max_connections=MAX_CONNECTIONS)
+    with running(max_connections=MAX_CONNECTIONS) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 @pytest.fixture
@@ -69,17 +51,9 @@ def server(cluster: PostgresCluster, redis_server, static_files) -> Iterator[Dap
     """One server process on a fresh database (migrated, with the user `burst`)."""
     database = cluster.create_database(f"burst_{uuid.uuid4().hex[:8]}")
     url = f"{database}?application_name={APPLICATION}"
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "chatsite.settings",
-        "DJANGO_DEBUG": "0",
-        "DJANGO_SECRET_KEY": settings.SECRET_KEY,
-        "DATABASE_URL": database,
-        "REDIS_URL": redis_server.url,
-    }
-    manage(env, "migrate", "--noinput")
+    manage(database, "migrate", "--noinput")
     manage(
-        env,
+        database,
         "shell",
         "-c",
         "from django.contrib.auth.models import User; "

@@ -30,7 +30,7 @@ from django.core.management import CommandError, call_command
 
 from tests.conftest import ROOT, free_port, need, settings_env
 from tests.envfile import make_env
-from tests.pg import PostgresCluster
+from tests.pg import PostgresCluster, running
 
 ADMIN_PASSWORD = "Deploy-Admin-Pass-7"
 
@@ -438,12 +438,8 @@ def test_ensure_superuser_refuses_a_missing_or_weak_password(db, password: str, 
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
-    try:
-        cluster.start()
+    with running() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def image_command(port: int) -> list[str]:

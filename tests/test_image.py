@@ -22,7 +22,7 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import ROOT, free_port
-from tests.pg import PostgresCluster
+from tests.pg import PostgresCluster, running
 from tests.podman import build_standins, podman, require
 from tests.webclient import Browser
 from tests.wsclient import Client
@@ -41,12 +41,8 @@ def image() -> str:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[PostgresCluster]:
-    cluster = PostgresCluster()
-    try:
-        cluster.start()
+    with running() as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @dataclass
