@@ -44,18 +44,24 @@ if before == 0 then return 1 end
 return 0
 """
 
-# Sliding-window limit. ARGV: now (ms), window (ms), limit, unique member.
-# Returns 0 when allowed, else the milliseconds until the oldest hit leaves the window.
-HIT_SCRIPT = """
+# Sliding-window limit. KEYS: the window. ARGV: now (ms), window (ms), limit[, unique member].
+# Both scripts return 0 when a use is allowed, else the milliseconds until the oldest use leaves
+# the window; HIT_SCRIPT also counts the use, PEEK_SCRIPT only looks (chat.throttle.peek).
+_FULL_WINDOW = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
   return math.max(1, tonumber(oldest[2]) + tonumber(ARGV[2]) - tonumber(ARGV[1]))
 end
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
+"""
+HIT_SCRIPT = (
+    _FULL_WINDOW
+    + """redis.call('ZADD', KEYS[1], ARGV[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 0
 """
+)
+PEEK_SCRIPT = _FULL_WINDOW + "return 0\n"
 
 
 # Per-user socket cap. KEYS: the user's socket set. ARGV: connection, now, expiry, cap, key ttl.

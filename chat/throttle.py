@@ -11,18 +11,7 @@ from collections import defaultdict, deque
 from functools import lru_cache
 
 from . import redis_connections
-from .shared_state import HIT_SCRIPT, limit_key
-
-# How long until `key` may be used again, without counting a use (KEYS: the window; ARGV: now
-# in ms, window in ms, limit).
-PEEK_SCRIPT = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return math.max(1, tonumber(oldest[2]) + tonumber(ARGV[2]) - tonumber(ARGV[1]))
-end
-return 0
-"""
+from .shared_state import HIT_SCRIPT, PEEK_SCRIPT, limit_key
 
 
 @lru_cache(maxsize=8)
