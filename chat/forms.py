@@ -11,6 +11,16 @@ class RoomForm(forms.Form):
     """The lobby's "Start a room" form; the name rule itself is chat.services.clean_room_name."""
 
     name = forms.CharField(max_length=80, strip=True)
+    kind = forms.ChoiceField(
+        choices=[
+            ("public", "Public: anyone can find and read it"),
+            ("private", "Private: members only"),
+        ],
+        required=False,
+        initial="public",
+        widget=forms.RadioSelect,
+    )
+    topic = forms.CharField(max_length=200, required=False, strip=True)
 
 
 class ThrottleMessageMixin:

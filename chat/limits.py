@@ -46,6 +46,16 @@ HISTORY = Limit(
     "history", "CHAT_RATE_LIMIT_HISTORY", "CHAT_RATE_LIMIT_HISTORY_WINDOW", "history requests"
 )
 
+MEMBERSHIP = Limit(
+    "members",
+    "CHAT_RATE_LIMIT_MEMBERSHIP",
+    "CHAT_RATE_LIMIT_MEMBERSHIP_WINDOW",
+    "membership changes or new conversations",
+)
+LOOKUPS = Limit(
+    "lookups", "CHAT_RATE_LIMIT_LOOKUPS", "CHAT_RATE_LIMIT_LOOKUPS_WINDOW", "user lookups"
+)
+
 
 def unavailable(ref: object = None) -> ChatError:
     return ChatError(
@@ -60,6 +70,25 @@ async def hit(limit: Limit, *, user_id: int, room_id: int | None = None, ref=Non
     """Count one use; raise `rate_limited` past the limit, `unavailable` without Redis."""
     try:
         wait = await shared_state().hit(limit.key(user_id, room_id), limit.count, limit.window)
+    except Exception:
+        metrics.REDIS_ERRORS.labels("limit").inc()
+        logger.warning("shared state unavailable", exc_info=True)
+        raise unavailable(ref) from None
+    if wait:
+        raise ChatError(
+            ErrorCode.RATE_LIMITED,
+            f"Slow down: at most {limit.count} {limit.what} in {limit.window:g} seconds.",
+            ref=ref,
+            retry_after=wait,
+        )
+
+
+def hit_now(limit: Limit, *, user_id: int, room_id: int | None = None, ref=None) -> None:
+    """`hit` for synchronous callers (the views' JSON endpoints), on the same counters."""
+    from . import throttle
+
+    try:
+        wait = throttle.hit(limit.key(user_id, room_id), limit.count, limit.window)
     except Exception:
         metrics.REDIS_ERRORS.labels("limit").inc()
         logger.warning("shared state unavailable", exc_info=True)

@@ -4,8 +4,23 @@ from django.db.models import Q
 
 
 class Room(models.Model):
+    """A conversation. Its `kind` says who may read it (chat.policy): anyone logged in (public),
+    its members (private), or a fixed set of 2 to 9 people (direct, no name of its own)."""
+
+    class Kind(models.TextChoices):
+        PUBLIC = "public"
+        PRIVATE = "private"
+        DIRECT = "direct"
+
+    # A direct room's name is its slug: readers see the other participants' names instead.
     name = models.CharField(max_length=80, unique=True)
     slug = models.SlugField(max_length=100, unique=True)
+    kind = models.CharField(max_length=7, choices=Kind.choices, default=Kind.PUBLIC)
+    topic = models.CharField(max_length=200, blank=True)
+    # A direct room's participants as their sorted user ids ("3,8,21"): one room per set.
+    direct_key = models.CharField(
+        max_length=120, unique=True, null=True, blank=True, editable=False
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="rooms_created"
     )
@@ -30,6 +45,36 @@ class Room(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def is_direct(self) -> bool:
+        return self.kind == self.Kind.DIRECT
+
+
+class Membership(models.Model):
+    """One user in one room, with a role. Private and direct rooms are readable by their members
+    only; a public room's members are the people who joined it (posting joins)."""
+
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        MEMBER = "member"
+
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=6, choices=Role.choices, default=Role.MEMBER)
+    joined = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["room", "joined", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["room", "user"], name="membership_room_user_uniq"),
+        ]
+        indexes = [models.Index(fields=["user", "room"], name="membership_user_room")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.room} ({self.role})"
+
 
 class Message(models.Model):
     room = models.ForeignKey(Room, on_delete=models.PROTECT, related_name="messages")
@@ -47,6 +92,8 @@ class Message(models.Model):
         blank=True,
         related_name="+",
     )
+    # A membership notice ("alice added bob"): drawn as a quiet line, never edited or deleted.
+    system = models.BooleanField(default=False)
     # The sender's idempotency key (PROTOCOL.md: post.client_id); empty when none was given.
     client_id = models.CharField(max_length=64, blank=True, default="")
     # The room cursor of this message's latest change.
@@ -163,6 +210,7 @@ class ModerationAction(models.Model):
         LIFT = "lift"
         ARCHIVE = "archive"
         UNARCHIVE = "unarchive"
+        REMOVE = "remove"  # a member removed from a room
 
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     action = models.CharField(max_length=10, choices=Action.choices)

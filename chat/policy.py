@@ -6,13 +6,16 @@ rule changes in one place, and a new door that asks the same questions cannot le
 others hide (the authorization matrix, tests/test_authorization.py, walks every door for every
 role).
 
-- A room a user may not **see** (unknown, archived; later, a private room they are not in) does
-  not exist for them: every door answers as for a slug that never existed.
+- A room a user may not **see** (unknown, archived, or a private or direct room they are not a
+  member of) does not exist for them: every door answers as for a slug that never existed.
 - **Reading** needs seeing and no ban; **posting** needs reading and no mute; authors **edit**
   their own messages (not tombstones) under the same rule as posting, and **delete** them while
   they may read (a mute does not stop deleting one's own words).
-- **Moderating** (hide, restore, ban, mute, archive) is for staff with the moderation
-  permissions; a staff account is banned or muted only by a superuser.
+- **Members** (PROTOCOL.md §4): any member of a private room adds people; anyone joins a public
+  room (themselves only); nobody joins or leaves a direct room. Owners remove members, anyone
+  leaves; a private room's last owner stays while others remain.
+- **Moderating** (hide, restore, ban, mute, archive, removing members) is for staff with the
+  moderation permissions; a staff account is banned or muted only by a superuser.
 
 The answers are `Denial`s (or None for "allowed"); `require` turns one into the ChatError the
 frame's answer needs, and `CLOSE_CODES`/`HTTP_STATUS` say how a socket or a page answers it.
@@ -21,9 +24,10 @@ frame's answer needs, and `CLOSE_CODES`/`HTTP_STATUS` say how a socket or a page
 from dataclasses import dataclass
 from enum import StrEnum
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet, Value
+from django.db.models.functions import Concat
 
-from .models import Message, Room, RoomRestriction
+from .models import Membership, Message, Room, RoomRestriction
 from .realtime.protocol import ChatError, CloseCode, ErrorCode
 
 
@@ -38,6 +42,14 @@ class Denial(StrEnum):
     TOMBSTONE = "tombstone"
     NOT_MODERATOR = "not_moderator"
     STAFF_TARGET = "staff_target"
+    SYSTEM_MESSAGE = "system_message"  # membership notices are never changed
+    # Membership (§4).
+    NOT_ALLOWED = "not_allowed"  # adding someone else to a public room, anything in a direct one
+    NOT_OWNER = "not_owner"
+    ALREADY_MEMBER = "already_member"
+    NOT_MEMBER = "not_member"
+    LAST_OWNER = "last_owner"
+    NO_SUCH_USER = "no_such_user"
 
 
 # How a refused frame is answered (its error code and sentence).
@@ -53,6 +65,35 @@ ERRORS: dict[Denial, tuple[ErrorCode, str]] = {
         ErrorCode.FORBIDDEN,
         "That is a staff account: only an administrator can ban or mute it.",
     ),
+    Denial.SYSTEM_MESSAGE: (ErrorCode.FORBIDDEN, "A room notice cannot be changed."),
+    Denial.NOT_ALLOWED: (ErrorCode.FORBIDDEN, "You cannot {action} here."),
+    Denial.NOT_OWNER: (ErrorCode.FORBIDDEN, "Only the room's owners can remove members."),
+    Denial.ALREADY_MEMBER: (ErrorCode.INVALID, "{ref} is already a member."),
+    Denial.NOT_MEMBER: (ErrorCode.NOT_FOUND, "{ref} is not a member of this room."),
+    Denial.LAST_OWNER: (
+        ErrorCode.FORBIDDEN,
+        "The room's last owner cannot leave while others remain; make someone else an owner.",
+    ),
+    Denial.NO_SUCH_USER: (ErrorCode.INVALID, "There is no user called {ref}."),
+}
+
+# How a page or a JSON endpoint answers a refusal (PROTOCOL.md §1, §4).
+HTTP_STATUS: dict[Denial, int] = {
+    Denial.NOT_LOGGED_IN: 401,
+    Denial.NO_SUCH_ROOM: 404,
+    Denial.BANNED: 403,
+    Denial.MUTED: 403,
+    Denial.NOT_AUTHOR: 403,
+    Denial.TOMBSTONE: 403,
+    Denial.NOT_MODERATOR: 403,
+    Denial.STAFF_TARGET: 403,
+    Denial.SYSTEM_MESSAGE: 403,
+    Denial.NOT_ALLOWED: 403,
+    Denial.NOT_OWNER: 403,
+    Denial.ALREADY_MEMBER: 409,
+    Denial.NOT_MEMBER: 404,
+    Denial.LAST_OWNER: 409,
+    Denial.NO_SUCH_USER: 400,
 }
 
 # How a socket closes when it may no longer be open at all.
@@ -66,11 +107,17 @@ MODERATION_PERMISSIONS = ("chat.moderate_message",)
 
 
 def require(denial: Denial | None, *, ref: object = None, action: str = "change") -> None:
-    """Raise the ChatError for a refusal (`action` names it: "edit", "delete"); nothing when
-    allowed."""
+    """Raise the ChatError for a refusal (`action` names it: "edit", "delete"; `ref` is what it
+    is about: a message id, a username); nothing when allowed."""
     if denial is not None:
         code, detail = ERRORS[denial]
-        raise ChatError(code, detail.format(action=action), ref=ref, close=CLOSE_CODES.get(denial))
+        raise ChatError(
+            code,
+            detail.format(action=action, ref=ref),
+            ref=ref,
+            close=CLOSE_CODES.get(denial),
+            status=HTTP_STATUS[denial],
+        )
 
 
 def _logged_in(user) -> bool:
@@ -85,10 +132,19 @@ def is_moderator(user) -> bool:
 
 
 def visible_rooms(user) -> QuerySet[Room]:
-    """Every room this user can see: the lobby lists these, every door finds rooms among them."""
+    """Every room this user can see: open public rooms, and the private and direct rooms they are
+    a member of. Every door finds rooms among these (the same rule as `Access.can_see`)."""
     if not _logged_in(user):
         return Room.objects.none()
-    return Room.objects.filter(archived_at__isnull=True)
+    member = Exists(Membership.objects.filter(room=OuterRef("pk"), user=user))
+    return Room.objects.filter(archived_at__isnull=True).filter(Q(kind=Room.Kind.PUBLIC) | member)
+
+
+def member_rooms(user) -> QuerySet[Room]:
+    """The rooms this user belongs to (joined public, private, direct) and can see."""
+    if not _logged_in(user):
+        return Room.objects.none()
+    return Room.objects.filter(archived_at__isnull=True, memberships__user=user)
 
 
 def room_for(user, slug: str) -> Room | None:
@@ -106,11 +162,14 @@ class Access:
     user: object
     room: Room
     restrictions: frozenset[str]
+    role: str | None = None  # Membership.Role, or None for someone not a member
 
     def can_see(self) -> Denial | None:
         if not _logged_in(self.user):
             return Denial.NOT_LOGGED_IN
         if self.room.archived_at is not None:
+            return Denial.NO_SUCH_ROOM
+        if self.room.kind != Room.Kind.PUBLIC and self.role is None:
             return Denial.NO_SUCH_ROOM
         return None
 
@@ -129,6 +188,8 @@ class Access:
         return None
 
     def can_edit(self, message: Message) -> Denial | None:
+        if message.system:
+            return Denial.SYSTEM_MESSAGE
         if message.author_id != self.user.pk:
             return Denial.NOT_AUTHOR
         if denial := self.can_post():
@@ -138,9 +199,57 @@ class Access:
         return None
 
     def can_delete(self, message: Message) -> Denial | None:
+        if message.system:
+            return Denial.SYSTEM_MESSAGE
         if message.author_id != self.user.pk:
             return Denial.NOT_AUTHOR
         return self.can_read()
+
+    # --- membership (§4): the service looks the target up and says what it found ----------
+
+    @property
+    def is_member(self) -> bool:
+        return self.role is not None
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == Membership.Role.OWNER
+
+    def can_add(self, *, yourself: bool) -> Denial | None:
+        """Adding someone (or, `yourself`, joining): members add people to a private room;
+        anyone who may read a public room joins it; a direct room's people are fixed."""
+        if denial := self.can_read():
+            return denial
+        if self.room.kind == Room.Kind.DIRECT:
+            return Denial.NOT_ALLOWED
+        if self.room.kind == Room.Kind.PUBLIC and not yourself:
+            return Denial.NOT_ALLOWED
+        return None
+
+    def can_remove(
+        self, *, yourself: bool, target_role: str | None, owners: int, members: int
+    ) -> Denial | None:
+        """Removing a member (or, `yourself`, leaving): owners remove anyone, anyone leaves, the
+        last owner of a private room stays while others remain; nobody leaves a direct room.
+        `owners` and `members` are counted as the room stands (the target included)."""
+        if denial := self.can_see():  # a banned member may still leave
+            return denial
+        if self.room.kind == Room.Kind.DIRECT:
+            return Denial.NOT_ALLOWED
+        if not yourself and not self.is_owner:
+            return Denial.NOT_OWNER
+        return _removable(self.room, target_role, owners=owners, members=members)
+
+    def moderator_can_remove(
+        self, *, target_role: str | None, owners: int, members: int
+    ) -> Denial | None:
+        """A moderator in the admin removes anyone from a public or private room (not a direct
+        one), but not a private room's last owner while others remain."""
+        if denial := self.can_moderate():
+            return denial
+        if self.room.kind == Room.Kind.DIRECT:
+            return Denial.NOT_ALLOWED
+        return _removable(self.room, target_role, owners=owners, members=members)
 
     def can_moderate(self) -> Denial | None:
         if not _logged_in(self.user):
@@ -148,16 +257,43 @@ class Access:
         return None if is_moderator(self.user) else Denial.NOT_MODERATOR
 
 
-def restrictions_in_force(room: Room, user) -> frozenset[str]:
-    if not _logged_in(user):
-        return frozenset()
-    kinds = RoomRestriction.objects.active().filter(room=room, user=user)
-    return frozenset(kinds.values_list("kind", flat=True))
+def _removable(room: Room, target_role: str | None, *, owners: int, members: int) -> Denial | None:
+    if target_role is None:
+        return Denial.NOT_MEMBER
+    last_owner = target_role == Membership.Role.OWNER and owners <= 1
+    if room.kind == Room.Kind.PRIVATE and last_owner and members > 1:
+        return Denial.LAST_OWNER
+    return None
+
+
+ROLE_PREFIX = "role:"
 
 
 def access(user, room: Room) -> Access:
-    """What `user` may do in `room` now (one query)."""
-    return Access(user=user, room=room, restrictions=restrictions_in_force(room, user))
+    """What `user` may do in `room` now: their restrictions in force and their role, in one
+    query (a UNION of both), as every frame asks it."""
+    if not _logged_in(user):
+        return Access(user=user, room=room, restrictions=frozenset())
+    restrictions = (
+        RoomRestriction.objects.active()
+        .filter(room=room, user=user)
+        .order_by()
+        .values_list("kind", flat=True)
+    )
+    role = (
+        Membership.objects.filter(room=room, user=user)
+        .order_by()
+        .annotate(kind=Concat(Value(ROLE_PREFIX), "role"))
+        .values_list("kind", flat=True)
+    )
+    rows = set(restrictions.union(role, all=True))
+    roles = [row.removeprefix(ROLE_PREFIX) for row in rows if row.startswith(ROLE_PREFIX)]
+    return Access(
+        user=user,
+        room=room,
+        restrictions=frozenset(row for row in rows if not row.startswith(ROLE_PREFIX)),
+        role=roles[0] if roles else None,
+    )
 
 
 def can_restrict(*, actor, target) -> Denial | None:

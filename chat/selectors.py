@@ -3,10 +3,10 @@
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
-from .models import Change, Message, ReadMarker, Room
+from .models import Change, Membership, Message, ReadMarker, Room
 from .realtime import protocol
 
 
@@ -16,7 +16,8 @@ def _messages():
 
 def lobby_rooms(rooms, user, query: str = "", sort: str = "active"):
     """Of `rooms` (those the user can see: chat.policy.visible_rooms), those matching `query`,
-    with `unread` for `user` and `last_activity`, in one query.
+    with `unread` for `user`, `last_activity` and `joined` (the user is a member), in one
+    query.
 
     Unread: messages not deleted, by someone else, after the user's read marker in that room
     (no marker: every such message).
@@ -25,7 +26,7 @@ def lobby_rooms(rooms, user, query: str = "", sort: str = "active"):
         "last_read_id"
     )[:1]
     unread = (
-        Message.objects.filter(room=OuterRef("pk"), deleted_at__isnull=True)
+        Message.objects.filter(room=OuterRef("pk"), deleted_at__isnull=True, system=False)
         .filter(~Q(author=user), id__gt=Coalesce(Subquery(marker), 0))
         .order_by()
         .values("room")
@@ -35,10 +36,57 @@ def lobby_rooms(rooms, user, query: str = "", sort: str = "active"):
     latest = Message.objects.filter(room=OuterRef("pk")).order_by("-id").values("created")[:1]
     if query:
         rooms = rooms.filter(name__icontains=query)
-    rooms = rooms.annotate(unread=Coalesce(Subquery(unread), 0), last_activity=Subquery(latest))
+    rooms = rooms.annotate(
+        unread=Coalesce(Subquery(unread), 0),
+        last_activity=Subquery(latest),
+        joined=Exists(Membership.objects.filter(room=OuterRef("pk"), user=user)),
+    )
     if sort == "name":
         return rooms.order_by("name")
     return rooms.order_by(F("last_activity").desc(nulls_last=True), "name")
+
+
+def members(room: Room) -> list[dict[str, str]]:
+    """The room's members as PROTOCOL.md §4 lists them: owners first, then by name."""
+    rows = Membership.objects.filter(room=room).values_list("user__username", "role")
+    ordered = sorted(rows, key=lambda row: (row[1] != Membership.Role.OWNER, row[0].casefold()))
+    return [{"username": username, "role": role} for username, role in ordered]
+
+
+def direct_names(rooms, user) -> dict[int, str]:
+    """For the direct rooms among `rooms`, their name as `user` sees it: the other people's
+    usernames, comma-separated, in alphabetical order (one query for all of them)."""
+    ids = [room.pk for room in rooms if room.kind == Room.Kind.DIRECT]
+    if not ids:
+        return {}
+    others: dict[int, list[str]] = {room_id: [] for room_id in ids}
+    rows = (
+        Membership.objects.filter(room_id__in=ids)
+        .exclude(user=user)
+        .values_list("room_id", "user__username")
+    )
+    for room_id, username in rows:
+        others[room_id].append(username)
+    return {
+        room_id: ", ".join(sorted(names, key=str.casefold)) or "just you"
+        for room_id, names in others.items()
+    }
+
+
+def display_name(room: Room, user) -> str:
+    if room.kind == Room.Kind.DIRECT:
+        return direct_names([room], user)[room.pk]
+    return room.name
+
+
+def room_object(room: Room, user) -> dict[str, str]:
+    """The room object of PROTOCOL.md §4 as `user` sees it: {slug, name, kind, topic}."""
+    return {
+        "slug": room.slug,
+        "name": display_name(room, user),
+        "kind": room.kind,
+        "topic": room.topic,
+    }
 
 
 def last_read(user, room: Room) -> int | None:

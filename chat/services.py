@@ -16,11 +16,12 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
+from django.db.models.functions import Length
 from django.utils import timezone
 from django.utils.text import slugify
 
 from . import limits, metrics, policy, selectors, text, throttle
-from .models import Change, Message, ModerationAction, Room, RoomRestriction
+from .models import Change, Membership, Message, ModerationAction, Room, RoomRestriction
 from .realtime import events, protocol
 from .realtime.events import publish_change, publish_now
 from .realtime.protocol import ChatError, CloseCode, ErrorCode
@@ -124,9 +125,16 @@ def post_message(*, room: Room, author, body: str, client_id: str | None = None)
     returns the stored message with `created=False`, even if the author can no longer post."""
     body = clean_body(body, ref=client_id)
     try:
-        policy.require(policy.access(author, room).can_post(), ref=client_id)
+        access = policy.access(author, room)
+        policy.require(access.can_post(), ref=client_id)
         message = Message(room_id=room.pk, author=author, body=body, client_id=client_id or "")
         with transaction.atomic():
+            if not access.is_member:
+                # Posting in a public room joins it (§4), quietly: a v1 client posting for the
+                # first time sees its own message and nothing else.
+                Membership.objects.bulk_create(
+                    [Membership(room=room, user=author)], ignore_conflicts=True
+                )
             _record(room.pk, message, Change.Kind.CREATE)
     except (ChatError, IntegrityError):
         # The common path does not look the client_id up first: the unique constraint on
@@ -466,11 +474,35 @@ def clean_room_name(name: str) -> tuple[str, str]:
     return name, slug
 
 
-def create_room(*, name: str, created_by, enforce_limit: bool = True) -> Room:
-    """A new room named `name`. At most CHAT_ROOMS_PER_USER rooms per user per
-    CHAT_ROOMS_PER_USER_WINDOW seconds (`rate_limited`, with `retry_after`); staff creating rooms
-    in the admin pass `enforce_limit=False`. Nothing is created when it raises."""
+TOPIC_MAX = Room._meta.get_field("topic").max_length
+
+
+def clean_topic(topic: str) -> str:
+    topic = " ".join(topic.split())
+    problem = text.name_problem(topic)
+    if problem:
+        raise ChatError(ErrorCode.INVALID, problem.replace("Names", "Topics"))
+    if len(topic) > TOPIC_MAX:
+        raise ChatError(ErrorCode.INVALID, f"A topic may be at most {TOPIC_MAX} characters.")
+    return topic
+
+
+def create_room(
+    *,
+    name: str,
+    created_by,
+    kind: str = Room.Kind.PUBLIC,
+    topic: str = "",
+    enforce_limit: bool = True,
+) -> Room:
+    """A new public or private room named `name`, its creator its first owner. At most
+    CHAT_ROOMS_PER_USER rooms per user per CHAT_ROOMS_PER_USER_WINDOW seconds (`rate_limited`,
+    with `retry_after`); staff creating rooms in the admin pass `enforce_limit=False`. Nothing is
+    created when it raises. (Direct rooms come from `open_direct`.)"""
+    if kind not in (Room.Kind.PUBLIC, Room.Kind.PRIVATE):
+        raise ChatError(ErrorCode.INVALID, "A room is public or private.")
     name, slug = clean_room_name(name)
+    topic = clean_topic(topic)
     if enforce_limit:
         limit, window = settings.CHAT_ROOMS_PER_USER, settings.CHAT_ROOMS_PER_USER_WINDOW
         try:
@@ -491,7 +523,11 @@ def create_room(*, name: str, created_by, enforce_limit: bool = True) -> Room:
             )
     try:
         with transaction.atomic():
-            return Room.objects.create(name=name, slug=slug, created_by=created_by)
+            room = Room.objects.create(
+                name=name, slug=slug, kind=kind, topic=topic, created_by=created_by
+            )
+            Membership.objects.create(room=room, user=created_by, role=Membership.Role.OWNER)
+            return room
     except IntegrityError:  # created by someone else between the check and the insert
         raise ChatError(ErrorCode.INVALID, "A room with this name already exists.") from None
 
@@ -531,3 +567,145 @@ def unarchive_room(*, room: Room, by, reason: str = "") -> bool:
         if updated:
             _audit(actor=by, action=ModerationAction.Action.UNARCHIVE, room=room, reason=reason)
     return bool(updated)
+
+
+# --- membership and direct rooms (PROTOCOL.md §4) -------------------------------------------------
+# Each change is a system message in the room's history ("alice added bob"), moving the cursor
+# like any change. A removal from a private room closes the removed user's sockets there (4403)
+# on every process; leaving a public room closes nothing, since anyone may still read it.
+
+
+def _notice(room: Room, actor, body: str) -> Message:
+    """A membership notice in the room's history, authored by whoever acted."""
+    message = Message(room_id=room.pk, author=actor, body=body, system=True)
+    _record(room.pk, message, Change.Kind.CREATE)
+    return message
+
+
+def _target(username: object):
+    """The active account called `username`, or `invalid`."""
+    name = username if isinstance(username, str) else ""
+    user = (
+        get_user_model()
+        ._default_manager.filter(**{get_user_model().USERNAME_FIELD: name}, is_active=True)
+        .first()
+        if name and "\x00" not in name
+        else None
+    )
+    if user is None:
+        policy.require(policy.Denial.NO_SUCH_USER, ref=str(username)[:150])
+    return user
+
+
+def add_member(*, room: Room, by, username: str) -> list[dict[str, str]]:
+    """Add `username` to a private room (any member may), or join a public room (for oneself).
+    Returns the members as they stand."""
+    limits.hit_now(limits.MEMBERSHIP, user_id=by.pk)
+    target = _target(username)
+    yourself = target.pk == by.pk
+    with transaction.atomic():
+        _lock_room(room.pk)
+        access = policy.access(by, room)
+        policy.require(access.can_add(yourself=yourself), action="add people")
+        if Membership.objects.filter(room=room, user=target).exists():
+            policy.require(policy.Denial.ALREADY_MEMBER, ref=target.get_username())
+        Membership.objects.create(room=room, user=target)
+        name = target.get_username()
+        _notice(room, by, f"{name} joined" if yourself else f"{by.get_username()} added {name}")
+    return selectors.members(room)
+
+
+def remove_member(*, room: Room, by, username: str, reason: str = "", moderator: bool = False):
+    """An owner removes a member, or a member leaves (`username` is their own). A moderator in
+    the admin passes `moderator=True` (audited). Returns the members as they stand."""
+    if not moderator:
+        limits.hit_now(limits.MEMBERSHIP, user_id=by.pk)
+    target = _target(username)
+    yourself = target.pk == by.pk
+    with transaction.atomic():
+        _lock_room(room.pk)
+        roles = dict(Membership.objects.filter(room=room).values_list("user_id", "role"))
+        counts = {
+            "target_role": roles.get(target.pk),
+            "owners": sum(role == Membership.Role.OWNER for role in roles.values()),
+            "members": len(roles),
+        }
+        access = policy.access(by, room)
+        if moderator:
+            denial = access.moderator_can_remove(**counts)
+        else:
+            denial = access.can_remove(yourself=yourself, **counts)
+        policy.require(denial, ref=target.get_username(), action="leave")
+        Membership.objects.filter(room=room, user=target).delete()
+        name = target.get_username()
+        _notice(room, by, f"{name} left" if yourself else f"{by.get_username()} removed {name}")
+        if moderator:
+            _audit(
+                actor=by,
+                action=ModerationAction.Action.REMOVE,
+                room=room,
+                target=target,
+                reason=reason,
+            )
+        if room.kind != Room.Kind.PUBLIC:  # the room is gone for them: close what they hold
+            transaction.on_commit(
+                lambda: publish_now(
+                    events.UserKicked(room=room.pk, user=name, code=CloseCode.FORBIDDEN)
+                )
+            )
+    return selectors.members(room)
+
+
+# A direct conversation is between 2 and 9 people (PROTOCOL.md §4).
+DIRECT_MAX_PEOPLE = 9
+
+
+def open_direct(*, by, usernames: object) -> Room:
+    """The direct room of exactly `by` and `usernames` (1 to 8 others), made on first use: the
+    same set of people always lands in the same room."""
+    most = DIRECT_MAX_PEOPLE - 1
+    if not isinstance(usernames, list) or not all(isinstance(u, str) for u in usernames):
+        raise ChatError(ErrorCode.INVALID, 'Send {"usernames": [...]}, a list of usernames.')
+    names = sorted({u for u in usernames if u != by.get_username()})
+    if not 1 <= len(names) <= most:
+        raise ChatError(
+            ErrorCode.INVALID, f"A direct conversation is with 1 to {most} other people."
+        )
+    limits.hit_now(limits.MEMBERSHIP, user_id=by.pk)
+    people = [by] + [_target(name) for name in names]
+    key = ",".join(str(pk) for pk in sorted({user.pk for user in people}))
+    room = Room.objects.filter(direct_key=key).first()
+    if room is not None:
+        return room
+    for _ in range(3):
+        slug = f"dm-{secrets.token_hex(6)}"
+        try:
+            with transaction.atomic():
+                room = Room.objects.create(
+                    name=slug, slug=slug, kind=Room.Kind.DIRECT, direct_key=key, created_by=by
+                )
+                Membership.objects.bulk_create(
+                    Membership(room=room, user=user, role=Membership.Role.MEMBER) for user in people
+                )
+            return room
+        except IntegrityError:  # the same people, opened at the same moment by someone else
+            room = Room.objects.filter(direct_key=key).first()
+            if room is not None:
+                return room
+    raise ChatError(ErrorCode.UNAVAILABLE, "Try again.", retry_after=1)
+
+
+def find_usernames(*, by, prefix: str, limit: int) -> list[str]:
+    """Active usernames starting with `prefix` (case-insensitive), shortest first: the people
+    type-ahead. Rate limited per user; an empty prefix finds nobody."""
+    limits.hit_now(limits.LOOKUPS, user_id=by.pk)
+    if not prefix:
+        return []
+    field = get_user_model().USERNAME_FIELD
+    found = (
+        get_user_model()
+        ._default_manager.filter(is_active=True, **{f"{field}__istartswith": prefix})
+        .values_list(field, flat=True)
+        .order_by(Length(field), field)[:limit]
+    )
+    return list(found)

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from . import accounts, policy, redis_connections, selectors, services
 from .forms import DeleteAccountForm, RoomForm, SignupForm
+from .models import Room
 from .realtime import protocol
 from .realtime.protocol import ChatError, ErrorCode
 from .shared_state import presence_key
@@ -77,15 +78,17 @@ def _lobby(request: HttpRequest, form: RoomForm, status: int = 200) -> HttpRespo
     page = _page_number(request.GET.get("page", "1"))
     size = settings.CHAT_LOBBY_PAGE_SIZE
     # One row more than a page says whether there is a next page, without counting them all.
+    directory = policy.visible_rooms(request.user).filter(kind=Room.Kind.PUBLIC)
     rooms = list(
-        selectors.lobby_rooms(policy.visible_rooms(request.user), request.user, query, sort)[
+        selectors.lobby_rooms(directory, request.user, query, sort)[
             (page - 1) * size : page * size + 1
         ]
     )
     has_next = len(rooms) > size
     rooms = rooms[:size]
-    online = online_counts([room.pk for room in rooms])
-    for room in rooms:
+    mine = my_rooms(request.user)
+    online = online_counts([room.pk for room in rooms + mine])
+    for room in rooms + mine:
         room.online = None if online is None else online.get(room.pk, 0)
 
     def url(**changes) -> str:
@@ -96,6 +99,7 @@ def _lobby(request: HttpRequest, form: RoomForm, status: int = 200) -> HttpRespo
 
     context = {
         "rooms": rooms,
+        "my_rooms": mine,
         "form": form,
         "query": query,
         "sort": sort,
@@ -107,6 +111,22 @@ def _lobby(request: HttpRequest, form: RoomForm, status: int = 200) -> HttpRespo
         "sort_urls": {choice: url(sort=choice, page=1) for choice in LOBBY_SORTS},
     }
     return render(request, "chat/lobby.html", context, status=status)
+
+
+# The most rooms of their own a user sees listed in the lobby (the newest activity first).
+MY_ROOMS_MAX = 200
+KIND_ORDER = {Room.Kind.DIRECT: 0, Room.Kind.PRIVATE: 0, Room.Kind.PUBLIC: 1}
+
+
+def my_rooms(user) -> list[Room]:
+    """The user's rooms for the lobby: direct and private first, then joined public rooms, each
+    group most recently active first; each with `unread`, `last_activity` and `display_name`."""
+    rooms = list(selectors.lobby_rooms(policy.member_rooms(user), user)[:MY_ROOMS_MAX])
+    rooms.sort(key=lambda room: KIND_ORDER[room.kind])  # stable: activity order stays
+    names = selectors.direct_names(rooms, user)
+    for room in rooms:
+        room.display_name = names.get(room.pk, room.name)
+    return rooms
 
 
 @login_required
@@ -126,7 +146,12 @@ def create_room(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return _lobby(request, form, status=400)
     try:
-        room = services.create_room(name=form.cleaned_data["name"], created_by=request.user)
+        room = services.create_room(
+            name=form.cleaned_data["name"],
+            created_by=request.user,
+            kind=form.cleaned_data["kind"] or Room.Kind.PUBLIC,
+            topic=form.cleaned_data["topic"],
+        )
     except ChatError as error:
         # A bad or taken name is about the field; a limit is about the whole form.
         form.add_error("name" if error.code == ErrorCode.INVALID else None, error.detail)
@@ -145,8 +170,14 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
     room = policy.room_for(request.user, slug)
     if room is None:
         raise Http404("No such room.")
-    last_read_id = selectors.last_read(request.user, room)
-    return render(request, "chat/room.html", {"room": room, "last_read_id": last_read_id})
+    access = policy.access(request.user, room)
+    context = {
+        "room": room,
+        "seen_as": selectors.room_object(room, request.user),
+        "role": access.role or "",
+        "last_read_id": selectors.last_read(request.user, room),
+    }
+    return render(request, "chat/room.html", context)
 
 
 @require_POST
@@ -248,3 +279,137 @@ def healthz(request: HttpRequest) -> JsonResponse:
         status["channel_layer"] = "unavailable"
     healthy = all(value == "ok" for value in status.values())
     return JsonResponse(status, status=200 if healthy else 503)
+
+
+# --- the JSON doors of PROTOCOL.md §4: members, direct rooms, and the people and room lookups ---
+# Each asks the policy through a service, is rate limited there, needs a login (401, never a
+# redirect) and, for POST and DELETE, the CSRF header (403, Django's middleware).
+
+# A refusal's HTTP status when the policy did not name one.
+STATUS_BY_CODE = {
+    ErrorCode.INVALID: 400,
+    ErrorCode.EMPTY: 400,
+    ErrorCode.TOO_LONG: 400,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.MUTED: 403,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.UNAVAILABLE: 503,
+}
+
+
+def json_error(error: ChatError) -> JsonResponse:
+    response = JsonResponse(
+        {"error": error.detail, "code": str(error.code)},
+        status=error.status or STATUS_BY_CODE.get(error.code, 400),
+    )
+    if error.retry_after:
+        response["Retry-After"] = str(math.ceil(error.retry_after))
+    return response
+
+
+NOT_LOGGED_IN = {"error": "Log in first."}
+NO_SUCH_ROOM = {"error": "No such room."}
+
+
+def _json_body(request: HttpRequest) -> dict | None:
+    try:
+        data = json.loads(request.body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _visible_room(request: HttpRequest, slug: str) -> Room | None:
+    return policy.room_for(request.user, slug)
+
+
+@require_http_methods(["GET", "POST"])
+def members(request: HttpRequest, slug: str) -> JsonResponse:
+    """`GET /rooms/<slug>/members`: who is in the room. `POST` `{"username": U}`: add U to a
+    private room, or join a public one (U is yourself)."""
+    if not request.user.is_authenticated:
+        return JsonResponse(NOT_LOGGED_IN, status=401)
+    room = _visible_room(request, slug)
+    if room is None:
+        return JsonResponse(NO_SUCH_ROOM, status=404)
+    try:
+        if request.method == "GET":
+            policy.require(policy.access(request.user, room).can_read())
+            return JsonResponse({"members": selectors.members(room)})
+        data = _json_body(request)
+        username = data.get("username") if data is not None else None
+        if not isinstance(username, str):
+            return JsonResponse({"error": 'Send {"username": U}.'}, status=400)
+        listed = services.add_member(room=room, by=request.user, username=username)
+    except ChatError as error:
+        return json_error(error)
+    return JsonResponse({"members": listed})
+
+
+@require_http_methods(["DELETE"])
+def member(request: HttpRequest, slug: str, username: str) -> JsonResponse:
+    """`DELETE /rooms/<slug>/members/<username>`: an owner removes someone, or you leave."""
+    if not request.user.is_authenticated:
+        return JsonResponse(NOT_LOGGED_IN, status=401)
+    room = _visible_room(request, slug)
+    if room is None:
+        return JsonResponse(NO_SUCH_ROOM, status=404)
+    try:
+        listed = services.remove_member(room=room, by=request.user, username=username)
+    except ChatError as error:
+        return json_error(error)
+    return JsonResponse({"members": listed})
+
+
+@require_POST
+def direct(request: HttpRequest) -> JsonResponse:
+    """`POST /direct` `{"usernames": [...]}`: the direct room of exactly those people and you."""
+    if not request.user.is_authenticated:
+        return JsonResponse(NOT_LOGGED_IN, status=401)
+    data = _json_body(request)
+    try:
+        room = services.open_direct(
+            by=request.user, usernames=data.get("usernames") if data is not None else None
+        )
+    except ChatError as error:
+        return json_error(error)
+    return JsonResponse({"slug": room.slug})
+
+
+# The type-ahead's answer: at most this many usernames.
+USER_LOOKUP_MAX = 10
+
+
+@require_GET
+def users(request: HttpRequest) -> JsonResponse:
+    """`GET /api/users?q=PREFIX`: active usernames starting with PREFIX (case-insensitive), for
+    the type-ahead of "add people" and "new direct message". A name only, nothing else."""
+    if not request.user.is_authenticated:
+        return JsonResponse(NOT_LOGGED_IN, status=401)
+    query = request.GET.get("q", "").replace("\x00", "").strip()[:150]
+    try:
+        names = services.find_usernames(by=request.user, prefix=query, limit=USER_LOOKUP_MAX)
+    except ChatError as error:
+        return json_error(error)
+    return JsonResponse({"users": names})
+
+
+@require_GET
+def rooms(request: HttpRequest) -> JsonResponse:
+    """`GET /api/rooms`: the user's rooms (direct and private first, then joined public), each
+    `{slug, name, kind, topic, unread, last_activity}`, for the terminal client's `/rooms`."""
+    if not request.user.is_authenticated:
+        return JsonResponse(NOT_LOGGED_IN, status=401)
+    listed = [
+        {
+            "slug": room.slug,
+            "name": room.display_name,
+            "kind": room.kind,
+            "topic": room.topic,
+            "unread": room.unread,
+            "last_activity": protocol.iso(room.last_activity),
+        }
+        for room in my_rooms(request.user)
+    ]
+    return JsonResponse({"rooms": listed})

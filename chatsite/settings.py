@@ -342,6 +342,12 @@ CHAT_DELETED_TEXT_RETENTION_DAYS = env_int("CHAT_DELETED_TEXT_RETENTION_DAYS", 3
 # Rooms one user may create per window (seconds), from the site's form (chat.services.create_room).
 CHAT_ROOMS_PER_USER = env_int("CHAT_ROOMS_PER_USER", 10)
 CHAT_ROOMS_PER_USER_WINDOW = env_int("CHAT_ROOMS_PER_USER_WINDOW", 3600)
+# Adding, removing, joining, leaving and opening direct conversations, per user (PROTOCOL.md §4).
+CHAT_RATE_LIMIT_MEMBERSHIP = env_int("CHAT_RATE_LIMIT_MEMBERSHIP", 30)
+CHAT_RATE_LIMIT_MEMBERSHIP_WINDOW = env_int("CHAT_RATE_LIMIT_MEMBERSHIP_WINDOW", 60)
+# The username type-ahead (GET /api/users), per user.
+CHAT_RATE_LIMIT_LOOKUPS = env_int("CHAT_RATE_LIMIT_LOOKUPS", 60)
+CHAT_RATE_LIMIT_LOOKUPS_WINDOW = env_int("CHAT_RATE_LIMIT_LOOKUPS_WINDOW", 10)
 # Rooms per page of the lobby's directory.
 CHAT_LOBBY_PAGE_SIZE = env_int("CHAT_LOBBY_PAGE_SIZE", 50)
 CHAT_PRESENCE_TTL = env_int("CHAT_PRESENCE_TTL", 45)

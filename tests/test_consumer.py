@@ -25,7 +25,12 @@ def count_messages():
 async def test_two_users_exchange_messages(alice, bob, room):
     a = await join(alice, room.slug)
     b = await join(bob, room.slug)
-    assert a.ready["room"] == {"slug": "general-chat", "name": "General Chat"}
+    assert a.ready["room"] == {
+        "slug": "general-chat",
+        "name": "General Chat",
+        "kind": "public",
+        "topic": "",
+    }
     assert a.ready["user"] == {"username": "alice"}
     assert a.ready["reset"] is True
     start = a.ready["cursor"]

@@ -208,6 +208,7 @@ def test_the_message_object_has_exactly_the_contract_fields():
         "edited": "2026-11-25T10:22:53.123Z",
         "deleted": False,
         "deleted_by": None,
+        "system": False,  # §4 membership notices; the rest of §6's fields come with that issue
     }
 
 

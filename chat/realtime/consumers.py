@@ -2,6 +2,7 @@
 
 import logging
 import uuid
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -32,21 +33,31 @@ def parse_since(query_string: bytes) -> int | None:
         return None
 
 
-def opening_state(slug: str, user, since: int | None):
-    """What a new socket reads from the database, in one trip to the database thread: the room
-    (None if the user cannot see one there), why the policy refuses the socket (None if it
-    does not), and the `ready` state.
+@dataclass(frozen=True)
+class Opening:
+    """What a new socket reads from the database, in one trip to the database thread."""
+
+    room: Room | None  # None when the user cannot see a room at that slug
+    denial: "policy.Denial | None"  # why the policy refuses the socket, if it does
+    ready: "selectors.Ready | None" = None
+    seen_as: dict[str, str] | None = None  # the room object as this user sees it
+
+
+def opening_state(slug: str, user, since: int | None) -> Opening:
+    """The room, the policy's answer and the `ready` state for a new socket.
 
     Reading `ready` before the socket joins the hub's feed loses nothing: the socket then sends
     every change after the `ready` cursor, from the feed's buffer or from the database.
     """
     room = policy.room_for(user, slug)
     if room is None:
-        return None, policy.Denial.NO_SUCH_ROOM, None
+        return Opening(None, policy.Denial.NO_SUCH_ROOM)
     denial = policy.access(user, room).can_read()
     if denial is not None:
-        return room, denial, None
-    return room, None, selectors.ready_state(room, since)
+        return Opening(room, denial)
+    return Opening(
+        room, None, selectors.ready_state(room, since), selectors.room_object(room, user)
+    )
 
 
 class Consumer(AsyncWebsocketConsumer):
@@ -98,12 +109,13 @@ class RoomConsumer(Consumer):
         if user is None or not user.is_authenticated:
             await self.close(code=CloseCode.NOT_LOGGED_IN)
             return
-        room, denial, ready = await db(opening_state)(
+        opening = await db(opening_state)(
             self.scope["url_route"]["kwargs"]["slug"], user, parse_since(self.scope["query_string"])
         )
-        if denial is not None:
-            await self.close(code=policy.CLOSE_CODES[denial])
+        if opening.denial is not None:
+            await self.close(code=policy.CLOSE_CODES[opening.denial])
             return
+        room, ready = opening.room, opening.ready
         self.user = user
         self.user_id = user.pk
         self.connection = connection_of(self.base_send)
@@ -121,7 +133,7 @@ class RoomConsumer(Consumer):
         online = await self._online()
         await self.send(
             text_data=protocol.ready_frame(
-                room={"slug": room.slug, "name": room.name},
+                room=opening.seen_as,
                 username=self.username,
                 messages=ready.messages,
                 has_more=ready.has_more,

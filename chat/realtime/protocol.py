@@ -50,6 +50,7 @@ class ChatError(Exception):
         ref: Any = None,
         retry_after: float | None = None,
         close: "CloseCode | None" = None,
+        status: int | None = None,
     ) -> None:
         super().__init__(detail)
         self.code = code
@@ -58,6 +59,8 @@ class ChatError(Exception):
         self.retry_after = retry_after
         # When the socket may not stay open either (banned, the room gone): its close code.
         self.close = close
+        # The HTTP status a view answers it with, when the code alone does not say (409).
+        self.status = status
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -81,6 +84,7 @@ def message_object(message: Message) -> dict[str, Any]:
         "edited": iso(message.edited),
         "deleted": deleted,
         "deleted_by": message.deleted_by.username if deleted and message.deleted_by else None,
+        "system": message.system,
     }
 
 
@@ -99,7 +103,7 @@ def message_frame(message: Message, cursor: int, *, created: bool) -> str:
 
 def ready_frame(
     *,
-    room: dict[str, str],
+    room: dict[str, str],  # {slug, name, kind, topic} (chat.selectors.room_object)
     username: str,
     messages: list[Message],
     has_more: bool,
