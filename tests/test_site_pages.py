@@ -80,3 +80,93 @@ def test_a_server_error_shows_the_sites_500_page(alice):
     assert b'href="/"' in response.content
     assert b"a bug in a view" not in response.content
     assert b"Traceback" not in response.content
+
+
+# --- the account page and the password change ------------------------------------------------
+
+NEW_PASSWORD = "a-new-Passphrase-42"
+
+
+def change_password(client: Client, old: str, new: str = NEW_PASSWORD):
+    return client.post(
+        "/accounts/password_change/",
+        {"old_password": old, "new_password1": new, "new_password2": new},
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/", "/rooms/general-chat/", "/accounts/", "/accounts/password_change/", "/rooms/nowhere/"],
+)
+def test_every_page_links_to_the_account_page_from_its_header(logged_in, alice, path):
+    create_room("General Chat", alice)
+    response = logged_in.get(path)
+    header = response.content.split(b'<header class="site-header">', 1)[1].split(b"</header>")[0]
+    assert b'href="/accounts/"' in header
+
+
+def test_the_account_page_offers_the_password_change_in_the_sites_look(logged_in):
+    assert b'href="/accounts/password_change/"' in logged_in.get("/accounts/").content
+    page = logged_in.get("/accounts/password_change/")
+    assert page.status_code == 200
+    assert SITE_PAGE in page.content
+    assert b"django-admin" not in page.content and b'id="site-name"' not in page.content
+    for field in (b"old_password", b"new_password1", b"new_password2"):
+        assert b'name="' + field + b'"' in page.content
+
+
+def test_changing_the_password_keeps_this_session_and_takes_the_new_password(logged_in, alice):
+    from tests.helpers import password_for
+
+    response = change_password(logged_in, password_for("alice"))
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/password_change/done/"
+    done = logged_in.get(response["Location"])
+    assert done.status_code == 200 and SITE_PAGE in done.content
+    assert b"Password changed" in done.content
+    assert logged_in.get("/").status_code == 200  # still logged in
+    alice.refresh_from_db()
+    assert alice.check_password(NEW_PASSWORD)
+
+
+def test_a_wrong_old_password_changes_nothing(logged_in, alice):
+    from tests.helpers import password_for
+
+    response = change_password(logged_in, "not-my-password")
+    assert response.status_code == 400
+    assert b"Your old password was entered incorrectly" in response.content
+    alice.refresh_from_db()
+    assert alice.check_password(password_for("alice"))
+
+
+def test_the_password_change_counts_and_obeys_the_login_throttle(logged_in, alice, settings):
+    """Guessing the old password on a stolen session is a login attempt like any other."""
+    from tests.helpers import password_for
+
+    settings.CHAT_LOGIN_FAILURES_PER_USER = 3
+    Client().post("/accounts/login/", {"username": "alice", "password": "guess-1"})
+    for n in (2, 3):
+        assert change_password(logged_in, f"guess-{n}").status_code == 400
+    # The limit is reached: the right old password is refused too, with the reason.
+    response = change_password(logged_in, password_for("alice"))
+    assert response.status_code == 429
+    assert b"Too many failed logins" in response.content
+    alice.refresh_from_db()
+    assert alice.check_password(password_for("alice"))
+    # And the site's login counts the password change's failures.
+    login = Client().post(
+        "/accounts/login/", {"username": "alice", "password": password_for("alice")}
+    )
+    assert b"Too many failed logins" in login.content
+
+
+def test_the_admins_password_change_is_the_sites_throttled_one(alice):
+    staff = create_user("root", is_staff=True, is_superuser=True)
+    client = Client()
+    client.force_login(staff)
+    response = client.get("/admin/password_change/")
+    assert response.status_code == 302
+    assert response["Location"] == "/accounts/password_change/"
+    assert client.get("/admin/password_change/done/")["Location"] == (
+        "/accounts/password_change/done/"
+    )
