@@ -146,7 +146,8 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
     if room is None:
         raise Http404("No such room.")
     last_read_id = selectors.last_read(request.user, room)
-    return render(request, "chat/room.html", {"room": room, "last_read_id": last_read_id})
+    context = {"room": room, "last_read_id": last_read_id, "max_body": settings.CHAT_MAX_BODY}
+    return render(request, "chat/room.html", context)
 
 
 @require_POST

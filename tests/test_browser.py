@@ -1012,6 +1012,34 @@ def tab_to(page: Page, matches: Callable[[dict[str, Any]], bool], back: bool = F
     raise AssertionError("never reached by keyboard")
 
 
+@pytest.mark.parametrize("server_env", [{"CHAT_MAX_BODY": "40"}])
+def test_the_composer_refuses_to_send_over_the_limit(people, alice, room):
+    """Over CHAT_MAX_BODY the counter turns red, Send is off and Enter does nothing: nothing is
+    sent to fail with `too_long`; back within the limit, Enter sends."""
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    box = a.page.locator("#composer-input")
+    counter = a.page.locator("#char-count")
+    box.fill("x" * 41)
+    expect(counter).to_have_class(re.compile(r"\bover\b"))
+    expect(counter).to_have_text("41 / 40 — too long")
+    expect(a.page.locator("#composer button[type=submit]")).to_be_disabled()
+    box.press("Enter")
+    box.press("Enter")
+    expect(box).to_have_value("x" * 41)  # kept, to be shortened
+    expect(a.page.locator("#messages li.pending, #messages li.failed")).to_have_count(0)
+    expect(a.page.locator("#alerts > *")).to_have_count(0)
+
+    # White space around the text is not counted, as the server strips it.
+    box.fill("  " + "y" * 40 + "  ")
+    expect(counter).not_to_have_class(re.compile(r"\bover\b"))
+    expect(a.page.locator("#composer button[type=submit]")).to_be_enabled()
+    box.press("Enter")
+    expect(a.message("y" * 40)).to_have_count(1)
+    expect(box).to_have_value("")
+    _, rows = orm(room_state, room.slug)
+    assert [body for _, _, body, _ in rows] == ["y" * 40]
+
+
 def test_keyboard_only_login_send_edit_delete(browser, server, alice, bob, room):
     context = browser.new_context(**DESKTOP)
     context.set_default_timeout(WAIT)
