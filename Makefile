@@ -18,10 +18,23 @@ define install-locked
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 endef
 
-$(BIN)/daphne: pyproject.toml requirements-test.lock
+# What running needs (`make run`, `migrate`, `superuser`): requirements.lock, the build backend
+# alone (its pinned, hashed lines from requirements-test.lock) and the project, whose install
+# makes `$(BIN)/chat-client`. No test tools.
+INSTALLED_RUN := $(VENV)/.installed-run
+# Plus the test and lint tools (`make test`, `lint`, `format`, `audit`, `bench`; CI).
+INSTALLED_TEST := $(VENV)/.installed-test
+
+$(INSTALLED_RUN): pyproject.toml requirements.lock requirements-test.lock
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed ($(PYTHON) not found)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
+	sed -n '/^setuptools==/,/^    # via/p' requirements-test.lock > $(VENV)/build-backend.lock
+	$(BIN)/pip install --quiet --require-hashes -r $(VENV)/build-backend.lock
+	$(call install-locked,requirements.lock)
+	@touch $@
+
+$(INSTALLED_TEST): $(INSTALLED_RUN) requirements-test.lock
 	$(call install-locked,requirements-test.lock)
 	@touch $@
 
@@ -41,33 +54,34 @@ lock:
 	$(LOCK_VENV)/bin/pip-compile $(LOCK_FLAGS) -c requirements-test.lock --extra test \
 	    --extra bench --build-deps-for editable -o requirements-bench.lock pyproject.toml
 
-# The site on http://127.0.0.1:8000: SQLite, one process, in-memory channel layer.
+# The site on http://$(HOST):$(PORT) (`make run PORT=8080 HOST=0.0.0.0`): SQLite, one process,
+# the in-memory channel layer unless REDIS_URL is set (the lobby's online counts need Redis).
 run: export DJANGO_DEBUG ?= 1
-run: $(BIN)/daphne
+run: $(INSTALLED_RUN)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python -m chatsite.serve -b $(HOST) -p $(PORT)
 
 migrate: export DJANGO_DEBUG ?= 1
-migrate: $(BIN)/daphne
+migrate: $(INSTALLED_RUN)
 	$(BIN)/python manage.py migrate --noinput
 
 superuser: export DJANGO_DEBUG ?= 1
-superuser: $(BIN)/daphne
+superuser: $(INSTALLED_RUN)
 	$(BIN)/python manage.py createsuperuser
 
 # All the tests: real Redis, real daphne processes, real Chromium. Browser tests run in their
 # own pytest process (Playwright's event loop must not meet pytest-asyncio's).
 test: export DJANGO_SECRET_KEY ?= $(shell $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(40))')
-test: $(BIN)/daphne
+test: $(INSTALLED_TEST)
 	$(BIN)/pytest -m "not browser" $(PYTEST_ARGS)
 	$(BIN)/pytest -m browser $(PYTEST_ARGS)
 
-lint: $(BIN)/daphne
+lint: $(INSTALLED_TEST)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-format: $(BIN)/daphne
+format: $(INSTALLED_TEST)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
@@ -94,7 +108,7 @@ restore:
 # use). Needs the network: PyPI's JSON API holds the vulnerability data. --strict: a package that
 # could not be looked up fails the audit (without it, an offline run reports "No known
 # vulnerabilities found" having checked nothing). The project itself is not on PyPI: skipped.
-audit: $(BIN)/daphne
+audit: $(INSTALLED_TEST)
 	@test -x $(BIN)/pip-audit || $(BIN)/pip install --quiet pip-audit
 	$(BIN)/pip-audit --strict --skip-editable --progress-spinner off
 
@@ -106,6 +120,6 @@ clean:
 # Ours runs on the PostgreSQL in DATABASE_URL (a database of its own, dropped after), else on a
 # temporary SQLite file. BENCH_ARGS="--scenarios A,C" runs a subset.
 .PHONY: bench
-bench: $(BIN)/daphne
+bench: $(INSTALLED_TEST)
 	$(call install-locked,requirements-bench.lock)
 	$(BIN)/python -m bench $(BENCH_ARGS)

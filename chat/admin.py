@@ -1,6 +1,8 @@
 """Moderation in the Django admin. Every change goes through chat.services, so it reaches live
 sockets on every server process; nothing is removed from the database behind their backs."""
 
+from datetime import timedelta
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import (
@@ -15,10 +17,14 @@ from django.contrib.admin.views.main import (
 )
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseBadRequest
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html
 
 from . import services
@@ -129,15 +135,79 @@ class StateFilter(admin.SimpleListFilter):
         return queryset
 
 
+class AuthorFilter(admin.SimpleListFilter):
+    """Messages by one author (their exact username), apart from the search of the text. The
+    box suggests names as one types (the admin's autocomplete of users, chat/admin_filters.js)."""
+
+    title = "author"
+    parameter_name = "author"
+    template = "admin/chat/author_filter.html"
+
+    def __init__(self, request, params, model, model_admin) -> None:
+        super().__init__(request, params, model, model_admin)
+        # What the filter's form keeps of the page's other choices (its own value and the page
+        # number are replaced).
+        self.other_params = [
+            (name, value)
+            for name, values in request.GET.lists()
+            if name not in (self.parameter_name, PAGE_VAR)
+            for value in values
+        ]
+
+    def has_output(self) -> bool:
+        return True
+
+    def lookups(self, request, model_admin):
+        return []
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(author__username=self.value())
+        return queryset
+
+
+class RestrictForm(forms.Form):
+    """The confirmation of a ban or mute from a message: for how long, and why."""
+
+    DURATIONS = {
+        "1h": ("for 1 hour", timedelta(hours=1)),
+        "1d": ("for 1 day", timedelta(days=1)),
+        "7d": ("for 7 days", timedelta(days=7)),
+        "30d": ("for 30 days", timedelta(days=30)),
+        "forever": ("for good (until lifted)", None),
+    }
+
+    duration = forms.ChoiceField(
+        choices=[(key, label) for key, (label, _) in DURATIONS.items()], initial="1d"
+    )
+    reason = forms.CharField(
+        max_length=RoomRestriction._meta.get_field("reason").max_length,
+        required=False,
+        help_text="Recorded in the audit log.",
+    )
+
+    def until(self):
+        delta = self.DURATIONS[self.cleaned_data["duration"]][1]
+        return None if delta is None else timezone.now() + delta
+
+
 @admin.register(Message)
 class MessageAdmin(ReadOnlyAdmin):
     # Read-only: the change view is a page where moderators may read hidden text, and deleting
     # is replaced by hiding, so a row never vanishes without live sockets learning of it.
 
-    list_display = ["id", "room", "author", "short_body", "created", "state", "restrict_author"]
+    # The ban/mute links stand beside the author, before the long columns, so they stay in
+    # sight at 1280 px with the admin's navigation open.
+    list_display = ["id", "room", "author", "restrict_author", "short_body", "state", "posted"]
     list_select_related = ["room", "author", "deleted_by"]
-    list_filter = [StateFilter, "room", "created"]
-    search_fields = ["body", "author__username"]
+    list_filter = [AuthorFilter, StateFilter, "room", "created"]
+    # Today's messages first (the primary key follows posting order and is indexed).
+    ordering = ["-id"]
+    # The text only: a person is found with the author filter, never by a word in a message.
+    search_fields = ["body"]
+    search_help_text = (
+        "Searches the text of messages only. To see one person's messages, use the author filter."
+    )
     date_hierarchy = "created"
     readonly_fields = [
         "room",
@@ -152,9 +222,18 @@ class MessageAdmin(ReadOnlyAdmin):
     actions = ["hide_messages", "restore_messages"]
     show_full_result_count = False  # no COUNT(*) over 100,000 rows on every page
 
+    class Media:
+        css = {"all": ["chat/admin.css"]}
+        js = ["chat/admin_filters.js"]
+
     @admin.display(description="body")
     def short_body(self, obj: Message) -> str:
         return obj.body if len(obj.body) <= 80 else obj.body[:79] + "…"
+
+    @admin.display(description="posted", ordering="created")
+    def posted(self, obj: Message) -> str:
+        # Short enough for the row to fit beside the navigation; the full time is on the page.
+        return date_format(timezone.localtime(obj.created), "M\u00a0j, H:i")
 
     @admin.display(description="state")
     def state(self, obj: Message) -> str:
@@ -162,18 +241,86 @@ class MessageAdmin(ReadOnlyAdmin):
             return f"deleted by {obj.deleted_by.username if obj.deleted_by else '?'}"
         return "edited" if obj.edited else "live"
 
-    @admin.display(description="author in this room")
+    @admin.display(description="in this room")
     def restrict_author(self, obj: Message) -> str:
-        url = reverse("admin:chat_roomrestriction_add")
+        # Each link leads to a page that names the author and the room and shows the message.
         return format_html(
-            '<a href="{}?room={}&user={}&kind=ban">ban</a> · '
-            '<a href="{}?room={}&user={}&kind=mute">mute</a>',
-            url,
-            obj.room_id,
-            obj.author_id,
-            url,
-            obj.room_id,
-            obj.author_id,
+            '<a href="{}" title="Ban {} from {}">ban</a> · '
+            '<a href="{}" title="Mute {} in {}">mute</a>',
+            reverse("admin:chat_message_restrict", args=[obj.pk, "ban"]),
+            obj.author.get_username(),
+            obj.room.name,
+            reverse("admin:chat_message_restrict", args=[obj.pk, "mute"]),
+            obj.author.get_username(),
+            obj.room.name,
+        )
+
+    def get_urls(self):
+        restrict = self.admin_site.admin_view(self.restrict_view)
+        return [
+            path(
+                "<int:message_id>/restrict/<str:kind>/",
+                restrict,
+                name="chat_message_restrict",
+            ),
+            *super().get_urls(),
+        ]
+
+    def restrict_view(self, request: HttpRequest, message_id: int, kind: str) -> HttpResponse:
+        """Confirm a ban or mute of a message's author in its room (services.restrict_user)."""
+        if not request.user.has_perm("chat.add_roomrestriction"):
+            raise PermissionDenied
+        if kind not in RoomRestriction.Kind.values:
+            return HttpResponseBadRequest("Ban or mute only.")
+        message = get_object_or_404(
+            Message.objects.select_related("room", "author", "deleted_by"), pk=message_id
+        )
+        form = RestrictForm(request.POST or None)
+        try:
+            services.check_can_restrict(user=message.author, by=request.user)
+            refusal = None
+        except ChatError as error:
+            refusal = error.detail
+        if request.method == "POST" and refusal is None and form.is_valid():
+            try:
+                services.restrict_user(
+                    room=message.room,
+                    user=message.author,
+                    kind=kind,
+                    until=form.until(),
+                    reason=form.cleaned_data["reason"],
+                    by=request.user,
+                )
+            except ChatError as error:
+                refusal = error.detail
+            else:
+                self.message_user(
+                    request,
+                    f"{'Banned' if kind == 'ban' else 'Muted'} {message.author.get_username()} "
+                    f"in {message.room.name} "
+                    f"{RestrictForm.DURATIONS[form.cleaned_data['duration']][0]}.",
+                    messages.SUCCESS,
+                )
+                return redirect("admin:chat_message_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"{'Ban' if kind == 'ban' else 'Mute'} {message.author.get_username()} "
+            f"{'from' if kind == 'ban' else 'in'} {message.room.name}?",
+            "message_obj": message,
+            "kind": kind,
+            "form": form,
+            "refusal": refusal,
+            "full_form_url": (
+                f"{reverse('admin:chat_roomrestriction_add')}"
+                f"?room={message.room_id}&user={message.author_id}&kind={kind}"
+            ),
+        }
+        status = 200
+        if request.method == "POST":
+            status = 403 if refusal is not None else 400
+        return TemplateResponse(
+            request, "admin/chat/message/restrict_confirmation.html", context, status=status
         )
 
     def has_moderate_permission(self, request: HttpRequest) -> bool:

@@ -2,7 +2,12 @@ from django import forms
 from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import authenticate
 from django.contrib.auth.forms import AdminUserCreationForm as DjangoAdminUserCreationForm
-from django.contrib.auth.forms import AuthenticationForm, UserCreationForm, UsernameField
+from django.contrib.auth.forms import (
+    AuthenticationForm,
+    PasswordChangeForm,
+    UserCreationForm,
+    UsernameField,
+)
 
 from . import accounts
 
@@ -99,5 +104,25 @@ class DeleteAccountForm(forms.Form):
         if checked is None or checked.pk != user.pk:
             raise accounts.login_throttled_error(self.request) or forms.ValidationError(
                 "That is not your password.", code="password_incorrect"
+            )
+        return password
+
+
+class ThrottledPasswordChangeForm(PasswordChangeForm):
+    """Django's password change, its old password checked through `authenticate()`, so the
+    login throttle counts and refuses here as at every other door (Django's own form calls
+    `check_password`, which no backend sees)."""
+
+    def __init__(self, *args, request, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.request = request
+
+    def clean_old_password(self) -> str:
+        password = self.cleaned_data["old_password"]
+        user = self.user
+        checked = authenticate(self.request, username=user.get_username(), password=password)
+        if checked is None or checked.pk != user.pk:
+            raise accounts.login_throttled_error(self.request) or forms.ValidationError(
+                self.error_messages["password_incorrect"], code="password_incorrect"
             )
         return password

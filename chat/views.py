@@ -17,7 +17,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from . import accounts, policy, redis_connections, selectors, services
-from .forms import DeleteAccountForm, RoomForm, SignupForm
+from .forms import DeleteAccountForm, RoomForm, SignupForm, ThrottledPasswordChangeForm
 from .models import Room
 from .realtime import protocol
 from .realtime.protocol import ChatError, ErrorCode
@@ -176,6 +176,7 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
         "seen_as": selectors.room_object(room, request.user),
         "role": access.role or "",
         "last_read_id": selectors.last_read(request.user, room),
+        "max_body": settings.CHAT_MAX_BODY,
     }
     return render(request, "chat/room.html", context)
 
@@ -232,6 +233,19 @@ class PasswordResetView(auth_views.PasswordResetView):
             form.add_error(None, accounts.too_many("password reset requests", wait))
             return self.render_to_response(self.get_context_data(form=form), status=429)
         return super().form_valid(form)
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """Django's, in the site's look, the old password checked by the login throttle."""
+
+    form_class = ThrottledPasswordChangeForm
+
+    def get_form_kwargs(self):
+        return super().get_form_kwargs() | {"request": self.request}
+
+    def form_invalid(self, form):
+        status = 429 if accounts.login_throttled_error(self.request) else 400
+        return self.render_to_response(self.get_context_data(form=form), status=status)
 
 
 @login_required

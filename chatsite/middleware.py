@@ -1,5 +1,5 @@
 """One log line per HTTP request (method, path, status and duration); the
-Content-Security-Policy header."""
+Content-Security-Policy header; the site's 404 page for a view's 404, DEBUG or not."""
 
 import logging
 import time
@@ -7,7 +7,9 @@ import time
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
-from django.http import HttpRequest, HttpResponseBase
+from django.http import Http404, HttpRequest, HttpResponseBase
+from django.urls import get_resolver, get_urlconf
+from django.utils.deprecation import MiddlewareMixin
 
 logger = logging.getLogger("chatsite.request")
 
@@ -113,3 +115,16 @@ def policy_for(request: HttpRequest) -> str:
         scheme = "wss" if request.is_secure() else "ws"
         directives["connect-src"] = f"{directives['connect-src']} {scheme}://{host}"
     return "; ".join(f"{name} {value}" for name, value in directives.items())
+
+
+class SiteNotFoundMiddleware(MiddlewareMixin):
+    """A view that raises Http404 (a missing or archived room, say) answers with the site's own
+    404 page (`handler404`, templates/404.html) even under DEBUG, where Django would show its
+    debug page: `make run` is how people first try the site. An address that matches no URL
+    pattern still gets Django's debug page (with the URL list) under DEBUG."""
+
+    def process_exception(self, request: HttpRequest, exception: Exception):
+        if not isinstance(exception, Http404):
+            return None
+        handler = get_resolver(get_urlconf()).resolve_error_handler(404)
+        return handler(request, exception)

@@ -651,22 +651,64 @@ def test_admin_screenshot(people, alice, bob, mod):
     rows = m.page.locator("#result_list tbody tr")
     expect(rows).to_have_count(7)
     states = m.page.locator("#result_list tbody td.field-state")
-    # In id order (the model's ordering), which is the order they were posted in.
+    # Newest first: today's messages are on the first page.
     expect(states).to_have_text(
-        ["live", "deleted by mod", "edited", "live", "deleted by mod", "edited", "live"]
+        ["live", "edited", "deleted by mod", "live", "edited", "deleted by mod", "live"]
     )
-    # At 1280 px the open navigation sidebar leaves the table too narrow: the state and
-    # ban/mute columns scroll out of sight inside it. Fold the sidebar away, as a moderator
-    # would, so the whole row shows.
-    m.page.locator("#toggle-nav-sidebar").click()
-    expect(m.page.locator("#nav-sidebar")).to_be_hidden()
-    results = m.page.locator("#changelist .results")
-    assert results.evaluate("el => el.scrollWidth <= el.clientWidth"), "the table is clipped"
+    # At 1280 px with the navigation sidebar open, as the admin opens, every row's ban and mute
+    # links are in sight: not scrolled out of the table, not past the window's edge.
+    expect(m.page.locator("#nav-sidebar")).to_be_visible()
+    results = m.page.locator("#changelist .results").bounding_box()
+    links = m.page.locator("#result_list tbody td.field-restrict_author a")
+    expect(links).to_have_count(14)
+    for box in (links.nth(i).bounding_box() for i in range(14)):
+        assert box is not None
+        assert box["x"] >= results["x"]
+        assert box["x"] + box["width"] <= results["x"] + results["width"], "a link is clipped"
+        assert box["x"] + box["width"] <= DESKTOP["viewport"]["width"]
+    # And the whole row fits: nothing scrolls inside the table.
+    assert m.page.locator("#changelist .results").evaluate(
+        "el => el.scrollWidth <= el.clientWidth"
+    ), "the table is clipped"
     m.page.mouse.move(0, 0)
     m.page.screenshot(path=SCREENSHOTS / "admin-messages.png")
     assert m.page.evaluate("document.documentElement.scrollWidth") <= DESKTOP["viewport"]["width"]
     data = (SCREENSHOTS / "admin-messages.png").read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_admin_author_filter_suggests_usernames_and_ban_asks_first(people, alice, bob, mod):
+    def seed() -> None:
+        general = create_room("General Chat", alice)
+        services.post_message(room=general, author=alice, body="hello from alice")
+        services.post_message(room=general, author=bob, body="ask alice about it")
+
+    orm(seed)
+    m = people("mod", next="/admin/chat/message/", admin=True)
+    m.page.context.add_init_script(RECORD_VIOLATIONS)
+    m.goto("/admin/chat/message/")
+    box = m.page.locator("#author-filter-input")
+    box.press_sequentially("ali")
+    expect(m.page.locator("#author-filter-names option")).to_have_count(1)
+    assert m.page.locator("#author-filter-names option").get_attribute("value") == "alice"
+    box.fill("alice")
+    box.press("Enter")
+    expect(m.page).to_have_url(re.compile(r"[?&]author=alice"))
+    bodies = m.page.locator("#result_list tbody td.field-short_body")
+    expect(bodies).to_have_text(["hello from alice"])
+
+    m.page.locator("#result_list tbody td.field-restrict_author a", has_text="ban").click()
+    expect(m.page.locator("h1")).to_have_text("Ban alice from General Chat?")
+    expect(m.page.locator(".restrict-message")).to_have_text("hello from alice")
+    m.page.locator("select[name=duration]").select_option("1h")
+    m.page.locator("input[name=reason]").fill("spam")
+    m.page.get_by_role("button", name="Yes, ban alice").click()
+    expect(m.page.locator("ul.messagelist li.success")).to_have_text(
+        "Banned alice in General Chat for 1 hour."
+    )
+    kinds = orm(lambda: list(ModerationAction.objects.values_list("action", "target__username")))
+    assert kinds == [("ban", "alice")]
+    assert violations(m) == []
 
 
 def test_markup_in_room_names_is_text_in_the_lobby_and_the_room(people, alice):
@@ -968,6 +1010,34 @@ def tab_to(page: Page, matches: Callable[[dict[str, Any]], bool], back: bool = F
         if matches(info):
             return presses
     raise AssertionError("never reached by keyboard")
+
+
+@pytest.mark.parametrize("server_env", [{"CHAT_MAX_BODY": "40"}])
+def test_the_composer_refuses_to_send_over_the_limit(people, alice, room):
+    """Over CHAT_MAX_BODY the counter turns red, Send is off and Enter does nothing: nothing is
+    sent to fail with `too_long`; back within the limit, Enter sends."""
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    box = a.page.locator("#composer-input")
+    counter = a.page.locator("#char-count")
+    box.fill("x" * 41)
+    expect(counter).to_have_class(re.compile(r"\bover\b"))
+    expect(counter).to_have_text("41 / 40 — too long")
+    expect(a.page.locator("#composer button[type=submit]")).to_be_disabled()
+    box.press("Enter")
+    box.press("Enter")
+    expect(box).to_have_value("x" * 41)  # kept, to be shortened
+    expect(a.page.locator("#messages li.pending, #messages li.failed")).to_have_count(0)
+    expect(a.page.locator("#alerts > *")).to_have_count(0)
+
+    # White space around the text is not counted, as the server strips it.
+    box.fill("  " + "y" * 40 + "  ")
+    expect(counter).not_to_have_class(re.compile(r"\bover\b"))
+    expect(a.page.locator("#composer button[type=submit]")).to_be_enabled()
+    box.press("Enter")
+    expect(a.message("y" * 40)).to_have_count(1)
+    expect(box).to_have_value("")
+    _, rows = orm(room_state, room.slug)
+    assert [body for _, _, body, _ in rows] == ["y" * 40]
 
 
 def test_keyboard_only_login_send_edit_delete(browser, server, alice, bob, room):

@@ -512,3 +512,133 @@ def test_moderators_restore_what_moderators_hid_not_what_authors_deleted():
     assert message.deleted_at is not None and message.deleted_by == alice
     assert Room.objects.get(pk=room.pk).cursor == cursor
     assert not ModerationAction.objects.filter(action="restore").exists()
+
+
+# --- the message list, as a moderator uses it ------------------------------------------------
+
+
+def changelist_ids(client: Client, **params) -> list[int]:
+    response = client.get("/admin/chat/message/", params)
+    assert response.status_code == 200
+    return [row.pk for row in response.context["cl"].result_list]
+
+
+def test_the_message_list_shows_the_newest_first():
+    alice = create_user("alice")
+    room = create_room("General Chat", alice)
+    ids = [
+        services.post_message(room=room, author=alice, body=f"m{n}").message.id for n in range(3)
+    ]
+    assert changelist_ids(admin_client(make_moderator())) == ids[::-1]
+
+
+def test_search_matches_message_text_only_and_the_author_filter_finds_a_person():
+    """Searching "alice" used to list messages that mention her beside hers, and a moderator
+    muted the wrong person from such a result."""
+    alice, bob = create_user("alice"), create_user("bob")
+    room = create_room("General Chat", alice)
+    by_alice = services.post_message(room=room, author=alice, body="hello all").message
+    about_alice = services.post_message(room=room, author=bob, body="ask alice").message
+    client = admin_client(make_moderator())
+
+    assert changelist_ids(client, q="alice") == [about_alice.pk]
+    assert changelist_ids(client, author="alice") == [by_alice.pk]
+    assert changelist_ids(client, author="alice", q="hello") == [by_alice.pk]
+    assert changelist_ids(client, author="nobody") == []
+    assert changelist_ids(client, author="alice", _facets="") == [by_alice.pk]  # "Show counts"
+    page = client.get("/admin/chat/message/", {"author": "alice", "q": "hello"})
+    assert b"Searches the text of messages only" in page.content
+    # The filter's form keeps the search; the search form keeps the filter.
+    assert b'<input type="hidden" name="q" value="hello">' in page.content
+    assert b'name="author" value="alice"' in page.content
+    # Its suggestions: the admin's user autocomplete, usernames only.
+    field = {"app_label": "chat", "model_name": "message", "field_name": "author"}
+    found = client.get("/admin/autocomplete/", {**field, "term": "ali"})
+    assert found.json()["results"] == [{"id": str(alice.pk), "text": "alice"}]
+
+
+def restrict_url(message, kind: str) -> str:
+    return f"/admin/chat/message/{message.pk}/restrict/{kind}/"
+
+
+async def test_ban_from_a_message_asks_first_naming_the_author_the_room_and_the_message():
+    alice, _, room, mod_client, message = await scene()
+    a = await join(alice, room.slug)
+    changelist = await sync_to_async(mod_client.get)("/admin/chat/message/")
+    assert restrict_url(message, "ban").encode() in changelist.content
+    assert restrict_url(message, "mute").encode() in changelist.content
+
+    page = await sync_to_async(mod_client.get)(restrict_url(message, "ban"))
+    assert page.status_code == 200
+    assert b"Ban alice from General Chat?" in page.content
+    assert b"rude words" in page.content
+    assert b'value="Yes, ban alice"' in page.content
+    assert not await database_sync_to_async(RoomRestriction.objects.exists)()
+
+    before = timezone.now()
+    response = await sync_to_async(mod_client.post)(
+        restrict_url(message, "ban"), {"duration": "1d", "reason": "insults"}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/admin/chat/message/"
+    assert await closed_with(a) == 4403
+    restriction = await database_sync_to_async(
+        RoomRestriction.objects.select_related("user", "room", "created_by").get
+    )()
+    assert (restriction.user, restriction.room, restriction.kind) == (alice, room, "ban")
+    assert (restriction.reason, restriction.created_by.username) == ("insults", "mod")
+    assert before + timedelta(days=1) <= restriction.until <= timezone.now() + timedelta(days=1)
+    record = await database_sync_to_async(
+        ModerationAction.objects.values_list("action", "target__username", "reason").get
+    )()
+    assert record == ("ban", "alice", "insults")
+
+
+def test_mute_from_a_message_for_good_refuses_the_authors_posts():
+    alice = create_user("alice")
+    room = create_room("General Chat", alice)
+    message = services.post_message(room=room, author=alice, body="again").message
+    client = admin_client(make_moderator())
+    page = client.get(restrict_url(message, "mute"))
+    assert b"Mute alice in General Chat?" in page.content
+    response = client.post(restrict_url(message, "mute"), {"duration": "forever", "reason": ""})
+    assert response.status_code == 302
+    restriction = RoomRestriction.objects.get()
+    assert (restriction.kind, restriction.until) == ("mute", None)
+    with pytest.raises(ChatError) as refused:
+        services.post_message(room=room, author=alice, body="hello?")
+    assert refused.value.code == "muted"
+
+
+def test_moderators_cannot_ban_or_mute_staff_from_the_message_list(caplog):
+    client, _, alice, staff, root = people_with_secrets()
+    room = create_room("General Chat", alice)
+    for target in (staff, root):
+        message = services.post_message(room=room, author=target, body="staff talk").message
+        for kind in ("ban", "mute"):
+            page = client.get(restrict_url(message, kind))
+            assert page.status_code == 200
+            assert b"only an administrator can ban or mute it" in page.content
+            assert b'type="submit"' not in page.content.split(b'id="content-main"')[1]
+            response = client.post(restrict_url(message, kind), {"duration": "", "reason": ""})
+            assert response.status_code == 403
+            assert b"only an administrator can ban or mute it" in response.content
+    assert not RoomRestriction.objects.exists()
+    assert not ModerationAction.objects.exists()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_the_ban_page_refuses_bad_input_and_people_without_the_permission():
+    alice = create_user("alice")
+    room = create_room("General Chat", alice)
+    message = services.post_message(room=room, author=alice, body="hi").message
+    client = admin_client(make_moderator())
+    assert client.get(f"/admin/chat/message/{message.pk}/restrict/kick/").status_code == 400
+    assert client.get("/admin/chat/message/999999/restrict/ban/").status_code == 404
+    bad = client.post(restrict_url(message, "ban"), {"duration": "always", "reason": ""})
+    assert bad.status_code == 400
+    staff = admin_client(create_user("staff", is_staff=True))
+    assert staff.post(restrict_url(message, "ban"), {"duration": ""}).status_code == 403
+    anonymous = Client().post(restrict_url(message, "ban"), {"duration": ""})
+    assert anonymous.status_code == 302 and "/admin/login/" in anonymous["Location"]
+    assert not RoomRestriction.objects.exists()

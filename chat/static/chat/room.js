@@ -676,12 +676,21 @@ function autosize() {
   input.style.height = `${Math.min(input.scrollHeight + 2, window.innerHeight * 0.4)}px`;
 }
 
+// The composer's length as the server counts it: stripped, in code points.
+function composedLength() {
+  return [...input.value.trim()].length;
+}
+
+// Over the limit the composer refuses to send: the counter is red, Send is off, Enter does
+// nothing (rather than sending and failing with `too_long`).
 function updateCounter() {
-  const length = [...input.value].length; // code points, as the server counts
+  const length = composedLength();
+  const over = length > MAX_BODY;
   counter.hidden = length < COUNTER_FROM;
-  counter.classList.toggle("over", length > MAX_BODY);
-  counter.textContent =
-    length > MAX_BODY ? `${length} / ${MAX_BODY} — too long` : `${length} / ${MAX_BODY}`;
+  counter.classList.toggle("over", over);
+  counter.textContent = over ? `${length} / ${MAX_BODY} — too long` : `${length} / ${MAX_BODY}`;
+  input.setAttribute("aria-invalid", String(over));
+  if (!fatal) sendButton.disabled = over;
 }
 
 function composerChanged() {
@@ -693,7 +702,7 @@ composer.addEventListener("submit", (event) => {
   event.preventDefault();
   if (fatal) return;
   const body = input.value;
-  if (!body.trim()) return;
+  if (!body.trim() || composedLength() > MAX_BODY) return;
   input.value = "";
   composerChanged();
   post(body);
