@@ -38,6 +38,7 @@ class FakeSocket:
         self.conn_id = uuid.uuid4().hex
         self.session_key = session_key
         self.present = False
+        self.counted = False
         self.room_id: int | None = None
         self.feed = None
         self.sent: int | None = None
