@@ -337,10 +337,11 @@ class Hub:
             logger.info("channel layer forgot this process (or its memberships are old): rejoining")
             self.joined_all = now
             self.subscribed.clear()
-        for room_id in list(self.feeds):
-            if room_id in self.feeds and room_id not in self.subscribed:
+        missing = [room_id for room_id in self.feeds if room_id not in self.subscribed]
+        for room_id in missing:
+            if room_id in self.feeds:
                 await self._subscribe(room_id)
-        if len(self.subscribed) == len(self.feeds):
+        if missing and len(self.subscribed) == len(self.feeds):
             await self._mark()
 
     def _marker(self) -> str:
