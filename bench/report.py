@@ -370,6 +370,38 @@ def scenario_d(runs: dict[str, dict], receivers: int) -> str:
     )
 
 
+def scenario_m(runs: dict[str, dict]) -> str:
+    """Many small rooms (issue 21): connect, idle cost, then posts to random rooms."""
+    rows = []
+    for peer, run in runs.items():
+        if "error" in run:
+            rows.append([NAMES.get(peer, peer), run["error"], "", "", "", "", ""])
+            continue
+        c, i, p = run["connect"], run["idle"], run["posts"]
+        database = i.get("db_transactions_per_s")
+        rows.append(
+            [
+                NAMES.get(peer, peer),
+                f"{num(c['seconds'], 1)} s ({num(c['sockets'])} over {num(c['rooms'])} rooms)",
+                f"{num(i['server_cpu_percent'], 1)} % (others {num(i['other_cpu_percent'])} %)",
+                num(i.get("redis_commands_per_s"), 1),
+                "n/a" if database is None else num(database, 1),
+                f"{num(p['p50_ms'], 1)} / {num(p['p99_ms'], 1)}",
+                f"{num(p['lost'])} of {num(p['expected'])}",
+            ]
+        )
+    header = [
+        "peer",
+        "connect, 50 at a time",
+        "server CPU while idle",
+        "Redis commands/s idle",
+        "database transactions/s idle",
+        "posts p50 / p99 ms",
+        "lost",
+    ]
+    return table(header, rows)
+
+
 def write_markdown(data: dict, path: Path) -> None:
     s = data["scenarios"]
     v = data["versions"]
@@ -491,6 +523,8 @@ def write_markdown(data: dict, path: Path) -> None:
             ladder_details(s["E"]["runs"]),
             "",
         ]
+    if "M" in s:
+        out += [f"## M: {s['M']['spec']['title']}", "", scenario_m(s["M"]["runs"]), ""]
     out += ["## The plot", "", "![Latency distribution and throughput](performance.png)", ""]
     findings = ROOT / "bench" / "findings.md"
     if findings.exists():

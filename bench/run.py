@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .loadgen import Load, Target
+from .many import drive_many
 from .servers import (
     PYTHON,
     ROOT,
@@ -70,6 +71,10 @@ class Spec:
     nginx: bool = False
     memory: bool = False  # report idle RSS per socket (scenario D)
     time_limit: float = 300.0  # seconds for one peer's run, connect to close
+    # Many rooms (scenario M): `receivers` sockets, one user each, round-robin over `rooms`
+    # rooms; `idle` seconds of measuring while nobody posts, then `rate` posts/s to random rooms.
+    rooms: int = 1
+    idle: float = 0.0
 
 
 STANDARD = [
@@ -101,6 +106,17 @@ STANDARD = [
         processes=(1, 2, 3),
         nginx=True,
     ),
+    Spec(
+        "M",
+        "many small rooms: 2,000 users, one socket each, over 400 rooms; idle, then 20 posts/s",
+        receivers=2000,
+        senders=0,
+        rooms=400,
+        idle=30,
+        rate=20,
+        duration=10,
+        drain=8,
+    ),
 ]
 
 SMOKE = [
@@ -114,7 +130,20 @@ SMOKE = [
         drain=3,
         memory=True,
         time_limit=45,
-    )
+    ),
+    Spec(
+        "M",
+        "smoke: 40 users over 8 rooms; 2 s idle, then 10 posts/s for 2 s",
+        receivers=40,
+        senders=0,
+        rooms=8,
+        idle=2,
+        rate=10,
+        duration=2,
+        drain=3,
+        peers=("ours",),
+        time_limit=45,
+    ),
 ]
 
 
@@ -311,7 +340,10 @@ class Bench:
         self.profile_dir = profile_dir
         self.log = log
         receivers = max(s.receivers + s.senders for s in specs)
-        self.rooms = [f"{s.key}{n}" for s in specs for n in s.processes]
+        self.rooms = [
+            *(f"{s.key}{n}" for s in specs if s.rooms == 1 for n in s.processes),
+            *(f"{s.key}-{n}" for s in specs if s.rooms > 1 for n in range(s.rooms)),
+        ]
         self.database = Database(os.environ.get("DATABASE_URL"))
         seed_env = {
             **os.environ,
@@ -348,7 +380,67 @@ class Bench:
     def close(self) -> None:
         self.database.drop()
 
+    def run_many(self, spec: Spec, peer: str) -> dict[str, Any]:
+        """Scenario M: `spec.receivers` sockets over `spec.rooms` rooms on one server process."""
+        redis = Redis().start()
+        server = None
+        try:
+            if peer == "ours":
+                server = Ours(Site(self.database, redis.url, {}), self.variant).start()
+                base = f"ws://127.0.0.1:{server.port}/ws/rooms"
+                urls = [
+                    f"{base}/{self.seed['rooms'][f'{spec.key}-{n}']}/" for n in range(spec.rooms)
+                ]
+                cookies, ready = self.seed["cookies"], True
+            else:
+                server = Tutorial(redis.url, self.tutorial_layer) if peer == "tutorial" else Raw()
+                server.start()
+                base = f"ws://127.0.0.1:{server.port}/ws/chat"
+                urls = [f"{base}/{spec.key}{n}/" for n in range(spec.rooms)]
+                cookies, ready = [], False
+            target = Target(
+                peer,
+                urls[0],
+                f"http://127.0.0.1:{server.port}",
+                [server.pid],
+                [redis.pid],
+                cookies=cookies,
+                cookie_name=self.seed["cookie_name"],
+                ready_frame=ready,
+            )
+            database = self.database.url if peer == "ours" and self.database.admin_url else None
+            started = time.monotonic()
+            result = asyncio.run(
+                asyncio.wait_for(
+                    drive_many(
+                        target,
+                        urls,
+                        sockets=spec.receivers,
+                        idle=spec.idle,
+                        rate=spec.rate or 1.0,
+                        duration=spec.duration,
+                        drain=spec.drain,
+                        redis_url=redis.url,
+                        database_url=database,
+                    ),
+                    spec.time_limit,
+                )
+            )
+            result["seconds"] = round(time.monotonic() - started, 1)
+            if server.process.poll() is not None:
+                raise RuntimeError(f"server exited during the run: {server.name}")
+            return result
+        except Exception as error:
+            logs = server.output(3000) if server is not None and server.process else ""
+            return {"error": f"{type(error).__name__}: {error}", "log": logs}
+        finally:
+            if server is not None:
+                server.stop()
+            redis.stop()
+
     def run_one(self, spec: Spec, peer: str, processes: int) -> dict[str, Any]:
+        if spec.rooms > 1:
+            return self.run_many(spec, peer)
         redis = Redis().start()
         servers: list = []
         nginx = None
@@ -439,6 +531,13 @@ class Bench:
 def brief(run: dict[str, Any]) -> str:
     if "error" in run:
         return f"ERROR {run['error']}"
+    if "idle" in run:
+        i, p = run["idle"], run["posts"]
+        return (
+            f"connect {run['connect']['seconds']} s; idle CPU {i['server_cpu_percent']} %, "
+            f"Redis {i.get('redis_commands_per_s')}/s, database {i.get('db_transactions_per_s')}"
+            f"/s; {p['rate']} posts/s p50 {p['p50_ms']} p99 {p['p99_ms']} ms lost {p['lost']}"
+        )
     parts = [f"connect {run['connect']['seconds']} s", f"{run['per_socket_kib']} KiB/socket"]
     if "fixed" in run:
         f = run["fixed"]

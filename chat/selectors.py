@@ -175,32 +175,56 @@ def change_frames(room_id: int, after: int, upto: int) -> list[tuple[int, str]]:
     ]
 
 
-def revoked_sessions(pairs: list[tuple[str, int]]) -> set[str]:
+def revoked_sessions(
+    pairs: list[tuple[str, int]], known: dict[str, tuple] | None = None
+) -> set[str]:
     """Which of these (session key, user id) pairs no longer stand for a logged-in user.
 
     A session is revoked when it is gone (logout), expired, belongs to someone else, was made
     before a password change (Django's session auth hash), or its user was deactivated.
+
+    `known` (kept by the caller between calls) remembers the sessions found standing, with the
+    session data and password hash they were judged on: a session is decoded again only when
+    either changed, so a check of many unchanged sessions is two plain queries.
     """
     from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
     from django.contrib.sessions.models import Session
     from django.utils import timezone
     from django.utils.crypto import constant_time_compare
 
+    User = get_user_model()
     keys = {key for key, _ in pairs}
-    sessions = {
-        s.session_key: s
-        for s in Session.objects.filter(session_key__in=keys, expire_date__gt=timezone.now())
+    sessions = dict(
+        Session.objects.filter(session_key__in=keys, expire_date__gt=timezone.now()).values_list(
+            "session_key", "session_data"
+        )
+    )
+    users = {
+        pk: (password, is_active)
+        for pk, password, is_active in User.objects.filter(
+            pk__in={user_id for _, user_id in pairs}
+        ).values_list("pk", "password", "is_active")
     }
-    users = get_user_model().objects.in_bulk({user_id for _, user_id in pairs})
+    standing = {}
     revoked = set()
     for key, user_id in pairs:
-        session, user = sessions.get(key), users.get(user_id)
-        if session is None or user is None or not user.is_active:
+        data, user = sessions.get(key), users.get(user_id)
+        if data is None or user is None or not user[1]:
             revoked.add(key)
             continue
-        data = session.get_decoded()
-        if str(data.get(SESSION_KEY)) != str(user_id) or not constant_time_compare(
-            data.get(HASH_SESSION_KEY, ""), user.get_session_auth_hash()
+        fingerprint = (data, user_id, user[0])
+        if known is not None and known.get(key) == fingerprint:
+            standing[key] = fingerprint
+            continue
+        decoded = Session(session_key=key, session_data=data).get_decoded()
+        session_hash = User(pk=user_id, password=user[0]).get_session_auth_hash()
+        if str(decoded.get(SESSION_KEY)) != str(user_id) or not constant_time_compare(
+            decoded.get(HASH_SESSION_KEY, ""), session_hash
         ):
             revoked.add(key)
+        else:
+            standing[key] = fingerprint
+    if known is not None:
+        known.clear()
+        known.update(standing)
     return revoked

@@ -4,6 +4,7 @@ session watcher. Real Redis (the layer and presence), real database, no WebSocke
 
 import asyncio
 import json
+import time
 import uuid
 
 import pytest
@@ -38,6 +39,7 @@ class FakeSocket:
         self.conn_id = uuid.uuid4().hex
         self.session_key = session_key
         self.present = False
+        self.counted = False
         self.room_id: int | None = None
         self.feed = None
         self.sent: int | None = None
@@ -398,3 +400,129 @@ async def test_the_session_watcher_closes_only_sockets_whose_session_ended(hub, 
     await db(lambda: Session.objects.filter(session_key=bob_key).delete())()
     await hub.close_revoked_sessions()  # what the hub's watcher task runs
     assert (a.closes, b.closes, keyless.closes) == ([4401], [4401], [])
+
+
+# --- idle cost (issue 21) -------------------------------------------------------------------------
+
+
+def redis_calls(redis_server) -> int:
+    """Commands the test Redis has served so far (those run inside scripts included)."""
+    import redis
+
+    client = redis.Redis(port=redis_server.port)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
+async def present_sockets(hub, users, room_ids) -> list[FakeSocket]:
+    """One socket per user in each room, counted in presence and the socket cap as the
+    consumer counts them."""
+    state = shared_state()
+    sockets = []
+    for room_id in room_ids:
+        for user in users:
+            socket = await FakeSocket(user).open(hub, room_id)
+            assert await state.open_socket(socket.user_id, socket.conn_id, 20)
+            await state.join(room_id, socket.username, socket.conn_id)
+            socket.present = socket.counted = True
+            sockets.append(socket)
+    return sockets
+
+
+async def test_idle_upkeep_costs_the_same_redis_commands_however_many_rooms_are_held(
+    hub, alice, bob, room, redis_server
+):
+    redis_server.flush()
+    await present_sockets(hub, [alice], [room.pk])
+    await hub.keep_presence()  # the first beat registers the process
+    await hub.resync()
+    before = redis_calls(redis_server)
+    await hub.keep_presence()
+    await hub.resync()
+    one_room = redis_calls(redis_server) - before
+
+    rooms = [(await db(create_room)(f"Quiet {i}", alice)).pk for i in range(12)]
+    await present_sockets(hub, [alice, bob], rooms)
+    await hub.keep_presence()
+    await hub.resync()
+    before = redis_calls(redis_server)
+    await hub.keep_presence()
+    await hub.resync()
+    many_rooms = redis_calls(redis_server) - before
+    # One upkeep script (renew the process, look for dead ones), one EXPIRE of the channel-layer
+    # marker: a handful of commands, however many rooms and sockets.
+    assert many_rooms == one_room <= 8
+
+
+async def test_a_dead_processs_users_leave_at_a_living_processs_next_upkeep(
+    hub, alice, bob, room, redis_server
+):
+    from chat.shared_state import RedisState
+
+    redis_server.flush()
+    (watcher,) = await present_sockets(hub, [alice], [room.pk])
+    dead = RedisState()  # another process: bob joins there, then it dies without a word
+    await dead.open_socket(bob.pk, "bob-conn", 20)
+    assert await dead.join(room.pk, "bob", "bob-conn") == (True, ["alice", "bob"])
+    await hub.keep_presence()
+    assert await shared_state().online(room.pk) == ["alice", "bob"]  # still within its expiry
+
+    await dead.client.zadd("chat:processes", {dead.process: time.time() - 1})  # expired
+    await hub.keep_presence()
+    assert await shared_state().online(room.pk) == ["alice"]
+    await until(lambda: watcher.of_type("presence"))
+    assert watcher.of_type("presence") == [
+        {"type": "presence", "online": ["alice"], "joined": None, "left": "bob"}
+    ]
+    assert await dead.client.zcard(f"chat:sockets:{bob.pk}") == 0  # its socket cap freed too
+    await dead.client.aclose()
+
+
+async def test_presence_comes_back_at_the_next_upkeep_after_redis_forgot_it(
+    hub, alice, bob, room, redis_server
+):
+    redis_server.flush()
+    await present_sockets(hub, [alice, bob], [room.pk])
+    await hub.keep_presence()
+    redis_server.flush()  # as a restart without persistence
+    assert await shared_state().online(room.pk) == []
+    await hub.keep_presence()
+    assert await shared_state().online(room.pk) == ["alice", "bob"]
+    assert await shared_state().client.zcard(f"chat:sockets:{alice.pk}") == 1
+
+
+async def test_resync_joins_no_group_again_while_the_channel_layer_remembers_this_process(
+    hub, alice, room, redis_server
+):
+    rooms = [room.pk] + [(await db(create_room)(f"Quiet {i}", alice)).pk for i in range(5)]
+    for room_id in rooms:
+        await FakeSocket(alice).open(hub, room_id)
+    await hub.resync()
+    client = hub.layer.connection(0)
+    groups = {room_id: hub.layer._group_key(events.group_name(room_id)) for room_id in rooms}
+    added = {room_id: await client.zscore(key, hub.channel) for room_id, key in groups.items()}
+    await asyncio.sleep(0.01)
+    await hub.resync()
+    # Not added again (the score is when it was added).
+    assert {room_id: await client.zscore(key, hub.channel) for room_id, key in groups.items()} == (
+        added
+    )
+
+
+async def test_a_session_found_standing_is_judged_again_when_its_password_changes(hub, alice, room):
+    key = await db(session_cookie_for)(alice)
+    a = await FakeSocket(alice, session_key=key).open(hub, room.pk)
+    assert await hub.close_revoked_sessions() is None and a.closes == []
+    await hub.close_revoked_sessions()  # judged from what it remembers
+    assert a.closes == []
+
+    def change_password():
+        alice.set_password("a new password 123")
+        alice.save()
+
+    await db(change_password)()
+    await hub.close_revoked_sessions()
+    assert a.closes == [4401]

@@ -81,3 +81,26 @@ async def test_a_ban_closes_the_users_socket_on_another_server_process(daphne_fa
         again = await Client.open(server.url, alice_cookie, slug)
         await again.receive(timeout=5)
     assert refused.value.rcvd.code == 4403
+
+
+async def test_a_killed_processs_users_leave_and_free_their_socket_slots(daphne_factory):
+    """PROTOCOL.md §2: a process that dies without closing its sockets has its users leave
+    (within 60 s by default; here the presence expiry is 3 s), announced by a living process,
+    and their sockets stop counting against the per-user cap."""
+    fast = {"CHAT_PRESENCE_TTL": "3", "CHAT_RESYNC_INTERVAL": "1", "CHAT_MAX_SOCKETS_PER_USER": "1"}
+    one, two = daphne_factory(**fast), daphne_factory(**fast)
+    slug, alice_cookie, bob_cookie = await setup_room()
+    alice = await Client.open(one.url, alice_cookie, slug)
+    bob = await Client.open(two.url, bob_cookie, slug)
+    assert bob.ready["online"] == ["alice", "bob"]
+    await alice.receive_type("presence")  # alice joined
+    await alice.receive_type("presence")  # bob joined
+
+    two.stop(kill=True)
+    left = await alice.receive_type("presence", timeout=15)
+    assert left == {"type": "presence", "online": ["alice"], "joined": None, "left": "bob"}
+    # Bob's one allowed socket went with the dead process: he can open one again.
+    bob = await Client.open(one.url, bob_cookie, slug)
+    assert bob.ready["online"] == ["alice", "bob"]
+    await bob.close()
+    await alice.close()

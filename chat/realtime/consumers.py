@@ -129,8 +129,7 @@ class RoomConsumer(Consumer):
             return
 
         self.feed = await get_hub().attach(room.pk, self)
-        joined = await self._join_presence()
-        online = await self._online()
+        joined, online = await self._join_presence()
         await self.send(
             text_data=protocol.ready_frame(
                 room=opening.seen_as,
@@ -186,9 +185,8 @@ class RoomConsumer(Consumer):
         if self.present:
             self.present = False
             try:
-                last = await self.state.leave(self.room.pk, self.username, self.conn_id)
-                if last:
-                    online = await self.state.online(self.room.pk)
+                online = await self.state.leave(self.room.pk, self.username, self.conn_id)
+                if online is not None:  # the user's last connection here
                     await self._announce(protocol.presence_frame(online, left=self.username))
             except Exception:
                 logger.warning(
@@ -292,20 +290,16 @@ class RoomConsumer(Consumer):
         self.counted = allowed
         return allowed
 
-    async def _join_presence(self) -> bool:
+    async def _join_presence(self) -> tuple[bool, list[str]]:
+        """Count this socket in the room's presence: whether it is the user's first connection
+        there, and the room's online list (one round trip)."""
         try:
-            joined = await self.state.join(self.room.pk, self.username, self.conn_id)
+            joined, online = await self.state.join(self.room.pk, self.username, self.conn_id)
         except Exception:
             logger.warning("presence unavailable for %s", self.username, exc_info=True)
-            return False
+            return False, [self.username]
         self.present = True
-        return joined
-
-    async def _online(self) -> list[str]:
-        try:
-            return await self.state.online(self.room.pk)
-        except Exception:
-            return [self.username]
+        return joined, online
 
     async def _announce(self, frame: str) -> None:
         try:

@@ -4,8 +4,13 @@ The channel layer is a doorbell. A `RoomChanged` event says "room R reached curs
 carries the frame, serialized once by the writer. The hub keeps, per room, the highest cursor it
 has delivered and a short buffer of recent frames; an event that skips cursors (out of order
 from two writers, or lost by the layer) makes it read the missing changes from the database.
-A resync tick compares every room's cursor with the database too, so a doorbell that never rang
-(Redis restarted and forgot the group, or was down) costs at most one tick of latency.
+A resync tick compares every room's cursor with the database too (one query for all rooms), so a
+doorbell that never rang (Redis restarted and forgot the group, or was down) costs at most one
+tick of latency. Group memberships are not renewed on that tick: the hub keeps a marker key on
+each channel-layer server and joins its groups again only when a server forgot the marker (it
+restarted without persistence, was flushed, or failed over and lost writes), when a room's cursor
+moved without its doorbell ringing, or twice per `group_expiry`. Idle, a tick costs one query and
+one Redis command per channel-layer server, however many rooms the process holds.
 
 Sockets register with the hub through the `Socket` interface below and each keeps its own `sent`
 cursor: frames reach a socket strictly as sent+1, sent+2, ... whatever order the layer delivers
@@ -26,6 +31,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from .. import metrics, selectors
+from ..shared_state import presence_entry, socket_entry
 from . import events, presence, sessions
 from .events import group_name
 from .protocol import CloseCode
@@ -42,6 +48,7 @@ class Socket(Protocol):
     conn_id: str
     session_key: str | None
     present: bool  # counted in the shared presence state
+    counted: bool  # counted against its user's socket cap in the shared state
     # The cursor of the last change frame sent (None: not ready, or closing), and whether a
     # delivery to it is under way (Feed.deliver_to).
     sent: int | None
@@ -137,6 +144,8 @@ class Hub:
         self.subscribed: set[int] = set()
         self.tasks: list[asyncio.Task] = []
         self.lock = asyncio.Lock()
+        # When every group membership was last added (loop time): renewed before group_expiry.
+        self.joined_all = 0.0
 
     # --- sockets -------------------------------------------------------------------------
 
@@ -146,6 +155,8 @@ class Hub:
             if feed is None:
                 if not self.tasks:
                     self.channel = await self.layer.new_channel()
+                    self.joined_all = asyncio.get_running_loop().time()
+                    await self._mark()
                     self.tasks = [
                         asyncio.create_task(self._read(), name="hub-read"),
                         asyncio.create_task(self._tick(), name="hub-tick"),
@@ -297,10 +308,7 @@ class Hub:
                     logger.warning("presence upkeep failed", exc_info=True)
 
     async def resync(self) -> None:
-        for room_id in list(self.feeds):
-            # group_add is idempotent; repeating it restores a membership that Redis forgot.
-            if room_id in self.feeds:
-                await self._subscribe(room_id)
+        await self.recover_groups()
         held = list(self.feeds)
         cursors = await database_sync_to_async(selectors.room_cursors)(held)
         for room_id in held:
@@ -317,7 +325,53 @@ class Hub:
                 logger.info(
                     "room %s: filling %s..%s from the database", room_id, feed.cursor, cursor
                 )
+                # The doorbell did not ring: make sure the group still has this process in it.
+                await self._subscribe(room_id)
                 await self.advance(feed, cursor)
+
+    async def recover_groups(self) -> None:
+        """Join again the groups a channel-layer server forgot; retry the ones that failed."""
+        now = asyncio.get_running_loop().time()
+        expiry = getattr(self.layer, "group_expiry", 86400)
+        if not await self._marked() or now - self.joined_all > expiry / 2:
+            logger.info("channel layer forgot this process (or its memberships are old): rejoining")
+            self.joined_all = now
+            self.subscribed.clear()
+        missing = [room_id for room_id in self.feeds if room_id not in self.subscribed]
+        for room_id in missing:
+            if room_id in self.feeds:
+                await self._subscribe(room_id)
+        if missing and len(self.subscribed) == len(self.feeds):
+            await self._mark()
+
+    def _marker(self) -> str:
+        return f"chat:hub:{self.channel}"
+
+    def _servers(self) -> list:
+        """The channel layer's Redis clients (none for the in-memory layer)."""
+        return [self.layer.connection(i) for i in range(getattr(self.layer, "ring_size", 0))]
+
+    async def _mark(self) -> None:
+        """Leave the marker on every channel-layer server (after joining every group there)."""
+        ttl = int(getattr(self.layer, "group_expiry", 86400))
+        for server in self._servers():
+            try:
+                await server.set(self._marker(), 1, ex=ttl)
+            except Exception:
+                logger.warning("channel layer unavailable; marker not set", exc_info=True)
+
+    async def _marked(self) -> bool:
+        """Whether every channel-layer server still has the marker (renewing it): one command
+        per server."""
+        ttl = int(getattr(self.layer, "group_expiry", 86400))
+        marked = True
+        for server in self._servers():
+            try:
+                marked = bool(await server.expire(self._marker(), ttl)) and marked
+            except Exception:
+                metrics.REDIS_ERRORS.labels("group_add").inc()
+                marked = False
+        return marked
 
     async def _watch_sessions(self) -> None:
         """Channels checks the session only at connect: close sockets whose session ended."""
@@ -337,13 +391,18 @@ class Hub:
         await sessions.close_revoked(self.sockets())
 
     async def keep_presence(self) -> None:
-        entries = [
-            (feed.room_id, socket.username, socket.conn_id, socket.user_id)
-            for feed in self.feeds.values()
-            for socket in feed.sockets
-            if socket.present
-        ]
-        await presence.keep_alive(entries, list(self.feeds))
+        await presence.keep_alive(self.held)
+
+    def held(self) -> list[str]:
+        """What this process's sockets hold in the shared state (for re-registering)."""
+        entries = []
+        for feed in self.feeds.values():
+            for socket in feed.sockets:
+                if socket.present:
+                    entries.append(presence_entry(feed.room_id, socket.username, socket.conn_id))
+                if socket.counted:
+                    entries.append(socket_entry(socket.user_id, socket.conn_id))
+        return entries
 
 
 _hubs: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub]" = weakref.WeakKeyDictionary()

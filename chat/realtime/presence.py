@@ -6,16 +6,17 @@ leaves beyond that wait for the window's end and go out as one frame with the ne
 (as is, if only one waited; with neither `joined` nor `left` if several did). A reconnect storm
 of a thousand users costs each socket a few frames a second, not a thousand frames.
 
-Upkeep: the shared state (Redis) holds each connection with an expiry; every few seconds a
-process renews its own sockets' entries and sweeps the rooms it holds for users whose process
-died, announcing them as gone.
+Upkeep: the shared state (Redis) lists each process's connections under that process, which
+renews its own entry every CHAT_PRESENCE_TTL / 3 seconds with one script (however many rooms and
+sockets it holds). The same script clears the connections of processes whose entry expired (they
+died without saying goodbye) and this process announces those users as gone.
 """
 
 import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 from django.conf import settings
 
@@ -70,16 +71,13 @@ class PresenceBatch:
             logger.exception("room %s: could not send presence", self.room_id)
 
 
-async def keep_alive(entries: list[tuple[int, str, str, int]], room_ids: Iterable[int]) -> None:
-    """Renew this process's connections (room, username, connection id, user id) in the shared
-    state, so that only a dead process's expire; then announce, room by room, the users whose
-    last connection expired (their process died without saying goodbye)."""
+async def keep_alive(held: Callable[[], list[str]]) -> None:
+    """This process's upkeep in the shared state, one script whatever it holds (`held()` lists
+    its sockets and connections, for when Redis forgot them); then announce the users whose last
+    connection was a dead process's (it died without saying goodbye)."""
     state = shared_state()
-    if entries:
-        await state.heartbeat(entries)
-    for room_id in room_ids:
-        for username in await state.sweep(room_id):
-            online = await state.online(room_id)
-            await events.publish(
-                events.PresenceChanged(room=room_id, frame=presence_frame(online, left=username))
-            )
+    for room_id, username in await state.beat(held):
+        online = await state.online(room_id)
+        await events.publish(
+            events.PresenceChanged(room=room_id, frame=presence_frame(online, left=username))
+        )
