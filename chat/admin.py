@@ -28,7 +28,7 @@ from django.utils.formats import date_format
 from django.utils.html import format_html
 
 from . import services
-from .models import Message, ModerationAction, Room, RoomRestriction
+from .models import Membership, Message, ModerationAction, Room, RoomRestriction
 from .realtime.protocol import ChatError
 
 
@@ -46,11 +46,17 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class RoomAdminForm(forms.ModelForm):
-    """Adding a room: the site's own name rule (chat.services.clean_room_name)."""
+    """Adding a room: the site's own name rule (chat.services.clean_room_name); public or
+    private (direct rooms are opened by their people, never here)."""
+
+    kind = forms.ChoiceField(
+        choices=[(Room.Kind.PUBLIC, "public"), (Room.Kind.PRIVATE, "private")],
+        initial=Room.Kind.PUBLIC,
+    )
 
     class Meta:
         model = Room
-        fields = ["name"]
+        fields = ["name", "kind", "topic"]
 
     def clean_name(self) -> str:
         try:
@@ -73,19 +79,59 @@ class ArchivedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class MembershipInline(admin.TabularInline):
+    """A room's members with their roles, read here; removing one is an audited action on the
+    Memberships page (services.remove_member), which also closes their sockets."""
+
+    model = Membership
+    fields = ["user", "role", "joined"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False
+    verbose_name_plural = "members (remove them from the Memberships page)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user")
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 @admin.register(Room)
 class RoomAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "created_by", "created", "cursor", "archived_at"]
+    list_display = ["name", "kind", "slug", "created_by", "created", "cursor", "archived_at"]
     list_select_related = ["created_by"]
-    list_filter = [ArchivedFilter]
+    list_filter = ["kind", ArchivedFilter]
     search_fields = ["name", "slug"]
     form = RoomAdminForm
     actions = ["archive_rooms", "unarchive_rooms"]
+    inlines = [MembershipInline]
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["name"]
-        return ["name", "slug", "created_by", "created", "cursor", "archived_at", "archived_by"]
+            return ["name", "kind", "topic"]
+        return [
+            "name",
+            "kind",
+            "topic",
+            "slug",
+            "created_by",
+            "created",
+            "cursor",
+            "archived_at",
+            "archived_by",
+        ]
+
+    def get_inlines(self, request, obj=None):
+        return self.inlines if obj is not None else []
 
     def get_readonly_fields(self, request, obj=None):
         # A room is made through the service and then only archived or unarchived (audited);
@@ -96,7 +142,11 @@ class RoomAdmin(admin.ModelAdmin):
         if change:
             return
         room = services.create_room(
-            name=form.cleaned_data["name"], created_by=request.user, enforce_limit=False
+            name=form.cleaned_data["name"],
+            created_by=request.user,
+            kind=form.cleaned_data["kind"],
+            topic=form.cleaned_data.get("topic", ""),
+            enforce_limit=False,
         )
         obj.pk, obj.slug, obj.created_by = room.pk, room.slug, room.created_by
 
@@ -255,6 +305,11 @@ class MessageAdmin(ReadOnlyAdmin):
             obj.room.name,
         )
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # Direct conversations are private from moderators (PROTOCOL.md §9): their messages
+        # reach the admin only through a report. Every page of this admin starts here.
+        return super().get_queryset(request).exclude(room__kind=Room.Kind.DIRECT)
+
     def get_urls(self):
         restrict = self.admin_site.admin_view(self.restrict_view)
         return [
@@ -273,7 +328,8 @@ class MessageAdmin(ReadOnlyAdmin):
         if kind not in RoomRestriction.Kind.values:
             return HttpResponseBadRequest("Ban or mute only.")
         message = get_object_or_404(
-            Message.objects.select_related("room", "author", "deleted_by"), pk=message_id
+            self.get_queryset(request).select_related("room", "author", "deleted_by"),
+            pk=message_id,
         )
         form = RestrictForm(request.POST or None)
         try:
@@ -341,6 +397,45 @@ class MessageAdmin(ReadOnlyAdmin):
             for message in queryset.select_related("room", "author")
         )
         self.message_user(request, f"Restored {changed} message(s).", messages.SUCCESS)
+
+
+@admin.register(Membership)
+class MembershipAdmin(ReadOnlyAdmin):
+    """Who is in which room. Moderators remove members here (audited, through
+    services.remove_member: a notice in the room, their sockets there closed). A private
+    room's last owner stays while others remain; direct rooms' people are fixed."""
+
+    list_display = ["user", "room", "room_kind", "role", "joined"]
+    list_select_related = ["user", "room"]
+    list_filter = ["role", "room__kind"]
+    search_fields = ["user__username", "room__name", "room__slug"]
+    actions = ["remove_members"]
+
+    @admin.display(description="kind", ordering="room__kind")
+    def room_kind(self, obj: Membership) -> str:
+        return obj.room.kind
+
+    def has_remove_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("chat.remove_member")
+
+    @admin.action(description="Remove selected members from their rooms", permissions=["remove"])
+    def remove_members(self, request: HttpRequest, queryset: QuerySet) -> None:
+        removed, refused = 0, []
+        for membership in queryset.select_related("room", "user"):
+            try:
+                services.remove_member(
+                    room=membership.room,
+                    by=request.user,
+                    username=membership.user.get_username(),
+                    moderator=True,
+                )
+            except ChatError as error:
+                refused.append(f"{membership.user} in {membership.room}: {error.detail}")
+            else:
+                removed += 1
+        self.message_user(request, f"Removed {removed} member(s).", messages.SUCCESS)
+        for line in refused:
+            self.message_user(request, line, messages.WARNING)
 
 
 class ActiveFilter(admin.SimpleListFilter):

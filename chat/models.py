@@ -17,6 +17,10 @@ class Room(models.Model):
     slug = models.SlugField(max_length=100, unique=True)
     kind = models.CharField(max_length=7, choices=Kind.choices, default=Kind.PUBLIC)
     topic = models.CharField(max_length=200, blank=True)
+    # Moves by one whenever someone is removed from (or leaves) a private or direct room. Every
+    # change's doorbell carries it, so a server process re-checks its sockets' membership
+    # before it delivers anything newer, even if the removal's own event was lost.
+    members_epoch = models.BigIntegerField(default=0, editable=False)
     # A direct room's participants as their sorted user ids ("3,8,21"): one room per set.
     direct_key = models.CharField(
         max_length=120, unique=True, null=True, blank=True, editable=False
@@ -71,6 +75,7 @@ class Membership(models.Model):
             models.UniqueConstraint(fields=["room", "user"], name="membership_room_user_uniq"),
         ]
         indexes = [models.Index(fields=["user", "room"], name="membership_user_room")]
+        permissions = [("remove_member", "Can remove members from rooms")]
 
     def __str__(self) -> str:
         return f"{self.user} in {self.room} ({self.role})"

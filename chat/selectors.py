@@ -102,10 +102,30 @@ def room_cursor(room_id: int) -> int:
     return Room.objects.values_list("cursor", flat=True).get(pk=room_id)
 
 
-def room_cursors(room_ids: list[int]) -> dict[int, int]:
-    """The cursors of those of these rooms that are open (not archived)."""
+def room_position(room_id: int) -> tuple[int, int]:
+    """The room's cursor and members epoch."""
+    return Room.objects.values_list("cursor", "members_epoch").get(pk=room_id)
+
+
+def room_cursors(room_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """The cursors and members epochs of those of these rooms that are open (not archived)."""
     rooms = Room.objects.filter(pk__in=room_ids, archived_at__isnull=True)
-    return dict(rooms.values_list("pk", "cursor"))
+    return {
+        pk: (cursor, epoch)
+        for pk, cursor, epoch in rooms.values_list("pk", "cursor", "members_epoch")
+    }
+
+
+def members_among(room_id: int, user_ids: list[int]) -> set[int]:
+    """Which of these users may still read the room: all of them in a public room, its members
+    in a private or direct one, none in an archived one."""
+    room = Room.objects.filter(pk=room_id, archived_at__isnull=True).values("kind").first()
+    if room is None:
+        return set()
+    if room["kind"] == Room.Kind.PUBLIC:
+        return set(user_ids)
+    found = Membership.objects.filter(room_id=room_id, user_id__in=user_ids)
+    return set(found.values_list("user_id", flat=True))
 
 
 def post_by_client_id(room: Room, author, client_id: str) -> Message | None:

@@ -64,21 +64,21 @@ def _lock_room(room_id: int) -> None:
     Room.objects.select_for_update().only("id").get(pk=room_id)
 
 
-def _next_cursor(room_id: int, *, archived_ok: bool = False) -> int:
-    """Move the room's cursor one step and return it.
+def _next_cursor(room_id: int, *, archived_ok: bool = False) -> tuple[int, int]:
+    """Move the room's cursor one step and return it, with the room's members epoch.
 
     One statement: the UPDATE also takes the room's row lock for the rest of the transaction,
     so writers to one room queue here and cursors are handed out in commit order. It also
     checks that the room is not archived, so no change slips in beside an archiving.
     """
-    table, column, archived = map(
-        connection.ops.quote_name, (Room._meta.db_table, "cursor", "archived_at")
+    table, column, archived, epoch = map(
+        connection.ops.quote_name, (Room._meta.db_table, "cursor", "archived_at", "members_epoch")
     )
     condition = "" if archived_ok else f" AND {archived} IS NULL"
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET {column} = {column} + 1 WHERE id = %s{condition} "
-            f"RETURNING {column}",
+            f"RETURNING {column}, {epoch}",
             [room_id],
         )
         row = cursor.fetchone()
@@ -86,7 +86,7 @@ def _next_cursor(room_id: int, *, archived_ok: bool = False) -> int:
         if Room.objects.filter(pk=room_id).exists():
             raise ChatError(ErrorCode.FORBIDDEN, ROOM_ARCHIVED)
         raise Room.DoesNotExist(f"room {room_id}")
-    return row[0]
+    return row[0], row[1]
 
 
 def _record(
@@ -100,14 +100,15 @@ def _record(
 
     Refuses a change in an archived room unless `archived_ok` (a moderator's hide or restore).
     """
-    cursor = message.cursor = _next_cursor(room_id, archived_ok=archived_ok)
+    cursor, epoch = _next_cursor(room_id, archived_ok=archived_ok)
+    message.cursor = cursor
     if message.pk is None:
         message.save()
     else:
         message.save(update_fields=["body", "edited", "deleted_at", "deleted_by", "cursor"])
     Change.objects.create(room_id=room_id, cursor=cursor, message=message, kind=kind)
     frame = protocol.message_frame(message, cursor, created=kind == Change.Kind.CREATE)
-    transaction.on_commit(lambda: publish_change(room_id, cursor, frame))
+    transaction.on_commit(lambda: publish_change(room_id, cursor, frame, epoch))
 
 
 def _get_message(room: Room, message_id: int) -> Message:
@@ -582,16 +583,13 @@ def _notice(room: Room, actor, body: str) -> Message:
     return message
 
 
-def _target(username: object):
-    """The active account called `username`, or `invalid`."""
+def _target(username: object, *, active: bool = True):
+    """The account called `username` (`active`: only one that can log in), or `invalid`."""
     name = username if isinstance(username, str) else ""
-    user = (
-        get_user_model()
-        ._default_manager.filter(**{get_user_model().USERNAME_FIELD: name}, is_active=True)
-        .first()
-        if name and "\x00" not in name
-        else None
-    )
+    users = get_user_model()._default_manager.filter(**{get_user_model().USERNAME_FIELD: name})
+    if active:
+        users = users.filter(is_active=True)
+    user = users.first() if name and "\x00" not in name else None
     if user is None:
         policy.require(policy.Denial.NO_SUCH_USER, ref=str(username)[:150])
     return user
@@ -620,7 +618,7 @@ def remove_member(*, room: Room, by, username: str, reason: str = "", moderator:
     the admin passes `moderator=True` (audited). Returns the members as they stand."""
     if not moderator:
         limits.hit_now(limits.MEMBERSHIP, user_id=by.pk)
-    target = _target(username)
+    target = _target(username, active=False)  # an erased account can still be removed
     yourself = target.pk == by.pk
     with transaction.atomic():
         _lock_room(room.pk)
@@ -637,6 +635,9 @@ def remove_member(*, room: Room, by, username: str, reason: str = "", moderator:
             denial = access.can_remove(yourself=yourself, **counts)
         policy.require(denial, ref=target.get_username(), action="leave")
         Membership.objects.filter(room=room, user=target).delete()
+        if room.kind != Room.Kind.PUBLIC:
+            # Every doorbell from here on tells the processes to re-check their sockets.
+            Room.objects.filter(pk=room.pk).update(members_epoch=F("members_epoch") + 1)
         name = target.get_username()
         _notice(room, by, f"{name} left" if yourself else f"{by.get_username()} removed {name}")
         if moderator:

@@ -47,6 +47,8 @@ def moderators_group():
         migration.create_group(apps, None)
         archive = importlib.import_module("chat.migrations.0006_room_archive")
         archive.grant_archive_to_moderators(apps, None)
+        members = importlib.import_module("chat.migrations.0009_membership_moderation")
+        members.grant_members_to_moderators(apps, None)
     return Group.objects.get(name="Moderators")
 
 

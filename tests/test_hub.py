@@ -40,6 +40,7 @@ class FakeSocket:
         self.session_key = session_key
         self.present = False
         self.counted = False
+        self.epoch = 0
         self.room_id: int | None = None
         self.feed = None
         self.sent: int | None = None

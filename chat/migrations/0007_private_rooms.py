@@ -13,6 +13,11 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddField(
+            model_name="room",
+            name="members_epoch",
+            field=models.BigIntegerField(default=0, editable=False),
+        ),
+        migrations.AddField(
             model_name="message",
             name="system",
             field=models.BooleanField(default=False),

@@ -41,6 +41,7 @@ class Opening:
     denial: "policy.Denial | None"  # why the policy refuses the socket, if it does
     ready: "selectors.Ready | None" = None
     seen_as: dict[str, str] | None = None  # the room object as this user sees it
+    epoch: int = 0  # the room's members epoch, read before the check (Hub.recheck)
 
 
 def opening_state(slug: str, user, since: int | None) -> Opening:
@@ -56,7 +57,11 @@ def opening_state(slug: str, user, since: int | None) -> Opening:
     if denial is not None:
         return Opening(room, denial)
     return Opening(
-        room, None, selectors.ready_state(room, since), selectors.room_object(room, user)
+        room,
+        None,
+        selectors.ready_state(room, since),
+        selectors.room_object(room, user),
+        room.members_epoch,
     )
 
 
@@ -65,8 +70,10 @@ class Consumer(AsyncWebsocketConsumer):
     ints (autobahn refuses an IntEnum such as CloseCode, and the client would get 1011)."""
 
     channel_layer_alias = None
+    closed = False
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
+        self.closed = True
         await super().close(code=None if code is None else int(code), reason=reason)
 
 
@@ -100,6 +107,7 @@ class RoomConsumer(Consumer):
     session_key: str | None = None
     counted = False
     open_counted = False  # in the open-sockets gauge
+    epoch = 0  # the room's members epoch when this socket's membership was last confirmed
     # daphne's connection, for broadcast frames written without the ASGI path (transport.py).
     connection = None
 
@@ -128,7 +136,10 @@ class RoomConsumer(Consumer):
             await self.close(code=CloseCode.TOO_MANY_SOCKETS)
             return
 
+        self.epoch = opening.epoch
         self.feed = await get_hub().attach(room.pk, self)
+        if self.closed:  # removed from the room while it opened (Hub.recheck)
+            return
         joined, online = await self._join_presence()
         await self.send(
             text_data=protocol.ready_frame(

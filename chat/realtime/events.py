@@ -44,6 +44,7 @@ class RoomChanged:
     cursor: int
     frame: str
     at: float = 0.0  # when it was committed (time.time()), for the hub's lag metric
+    epoch: int = 0  # the room's members epoch at this change (Room.members_epoch)
 
 
 @dataclass(frozen=True)
@@ -109,9 +110,9 @@ def parse(received: dict[str, Any]) -> Event | None:
         return None
 
 
-def publish_change(room_id: int, cursor: int, frame: str) -> None:
+def publish_change(room_id: int, cursor: int, frame: str, epoch: int = 0) -> None:
     """Called after the commit that stored the change (synchronous callers: services, admin)."""
-    publish_now(RoomChanged(room=room_id, cursor=cursor, frame=frame, at=time.time()))
+    publish_now(RoomChanged(room=room_id, cursor=cursor, frame=frame, at=time.time(), epoch=epoch))
 
 
 def publish_now(event: Event) -> None:

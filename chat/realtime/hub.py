@@ -53,6 +53,8 @@ class Socket(Protocol):
     # delivery to it is under way (Feed.deliver_to).
     sent: int | None
     delivering: bool
+    # The room's members epoch when this socket's right to read was last confirmed.
+    epoch: int
 
     async def deliver(self) -> None:
         """Send every change after the socket's cursor up to its feed's (Feed.deliver_to)."""
@@ -78,6 +80,8 @@ class Feed:
         self.frames: deque[tuple[int, Outgoing]] = deque(maxlen=BUFFER_FRAMES)
         self.sockets: set[Socket] = set()
         self.lock = asyncio.Lock()
+        # The room's members epoch its sockets have been checked against (Hub.recheck).
+        self.epoch = 0
         self.presence = presence.PresenceBatch(room_id, self.push_live)
 
     def frames_after(self, cursor: int) -> list[tuple[int, Outgoing]] | None:
@@ -164,10 +168,15 @@ class Hub:
                     ]
                 await self._subscribe(room_id)
                 # Read after joining the group: any change after this cursor rings our bell.
-                cursor = await database_sync_to_async(selectors.room_cursor)(room_id)
+                cursor, epoch = await database_sync_to_async(selectors.room_position)(room_id)
                 feed = self.feeds[room_id] = Feed(room_id, cursor)
+                feed.epoch = epoch
             feed.sockets.add(socket)
-            return feed
+        if socket.epoch < feed.epoch:
+            # Someone was removed between this socket's check and now: is it still in?
+            async with feed.lock:
+                await self.recheck(feed, feed.epoch)
+        return feed
 
     async def detach(self, room_id: int, socket: Socket) -> None:
         # Only bookkeeping under the lock: a new socket's attach must never wait on Redis here.
@@ -245,10 +254,10 @@ class Hub:
         if feed is None:
             return
         match event:
-            case events.RoomChanged(cursor=cursor, frame=frame, at=at):
+            case events.RoomChanged(cursor=cursor, frame=frame, at=at, epoch=epoch):
                 if at:
                     metrics.HUB_LAG.observe(max(0.0, time.time() - at))
-                await self.advance(feed, cursor, frame)
+                await self.advance(feed, cursor, frame, epoch=epoch)
             case events.PresenceChanged(frame=frame):
                 await feed.presence.add(frame)
             case events.UserTyping(user=user, frame=frame):
@@ -263,10 +272,17 @@ class Hub:
                 for socket in list(feed.sockets):
                     await socket.close(code=code)
 
-    async def advance(self, feed: Feed, cursor: int, frame: str | None = None) -> None:
-        """Bring the feed up to `cursor`, from the event's frame or from the database."""
+    async def advance(
+        self, feed: Feed, cursor: int, frame: str | None = None, *, epoch: int = 0
+    ) -> None:
+        """Bring the feed up to `cursor`, from the event's frame or from the database. When the
+        room's members epoch moved (someone was removed), first close the sockets of whoever
+        may no longer read it: nothing newer reaches them."""
         if cursor <= feed.cursor:
             return
+        if epoch > feed.epoch:
+            async with feed.lock:
+                await self.recheck(feed, epoch)
         if frame is not None and cursor == feed.cursor + 1 and not feed.lock.locked():
             feed.extend([(cursor, Outgoing(frame))])
         else:
@@ -283,6 +299,24 @@ class Hub:
                 metrics.GAP_FILLS.inc(len(frames))
                 feed.extend([(c, Outgoing(text)) for c, text in frames])
         await feed.push()
+
+    async def recheck(self, feed: Feed, epoch: int) -> None:
+        """Confirm the feed's sockets checked before `epoch` may still read the room; close the
+        others with 4403 (removed). Called under the feed's lock, before any frame newer than
+        the removal is added to the feed."""
+        stale = [socket for socket in feed.sockets if socket.epoch < epoch]
+        if stale:
+            allowed = await database_sync_to_async(selectors.members_among)(
+                feed.room_id, sorted({socket.user_id for socket in stale})
+            )
+            for socket in stale:
+                if socket.user_id in allowed:
+                    socket.epoch = max(socket.epoch, epoch)
+                else:
+                    logger.info("room %s: %s no longer a member", feed.room_id, socket.username)
+                    socket.sent = None  # no frame more, whatever is under way
+                    await socket.close(code=CloseCode.FORBIDDEN)
+        feed.epoch = max(feed.epoch, epoch)
 
     # --- resync, group refresh and presence upkeep ---------------------------------------
 
@@ -318,8 +352,11 @@ class Hub:
                 logger.info("room %s: archived; closing its sockets", room_id)
                 for socket in list(feed.sockets):
                     await socket.close(code=CloseCode.NO_SUCH_ROOM)
-        for room_id, cursor in cursors.items():
+        for room_id, (cursor, epoch) in cursors.items():
             feed = self.feeds.get(room_id)
+            if feed is not None and epoch > feed.epoch:
+                async with feed.lock:
+                    await self.recheck(feed, epoch)
             if feed is not None and cursor > feed.cursor:
                 metrics.RESYNC_FILLS.inc()
                 logger.info(
@@ -327,7 +364,7 @@ class Hub:
                 )
                 # The doorbell did not ring: make sure the group still has this process in it.
                 await self._subscribe(room_id)
-                await self.advance(feed, cursor)
+                await self.advance(feed, cursor, epoch=epoch)
 
     async def recover_groups(self) -> None:
         """Join again the groups a channel-layer server forgot; retry the ones that failed."""
