@@ -25,7 +25,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="chat-client",
         description="Chat in a room of a chat site from the terminal.",
         epilog="The password is read from CHAT_PASSWORD, or asked for. Exit status: 0 after "
-        "/quit, 2 login failed, 3 no such room, 4 cannot reach the server, 5 banned.",
+        "/quit (or /leave of the last room), 2 login failed, 3 no such room, 4 cannot reach the "
+        "server, 5 banned or removed from the room.",
     )
     parser.add_argument("server", help="the site's URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("room", help="the room's slug, e.g. general")

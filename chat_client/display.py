@@ -8,6 +8,12 @@ from typing import Any
 
 HELP = """\
 Commands:
+  /msg NAME[,NAME…] text   message people directly (opens the conversation; no text: just go)
+  /rooms            your rooms: kind, name, slug, unread
+  /join SLUG        go to another room (also /switch SLUG)
+  /invite NAME      add NAME to this private room
+  /kick NAME        remove NAME from this room (owners)
+  /leave            leave this room (a private one: back to the room before, or exit)
   /delete ID        delete your message ID (e.g. /delete 3 or /delete Id3)
   /edit ID text     replace the text of your message ID
   /who              who is online
@@ -43,6 +49,9 @@ def deleter(message: dict[str, Any]) -> str:
 
 def message_line(message: dict[str, Any]) -> str:
     """A message as first shown: `[12:01] Id3 omkar: How are you`, or its tombstone."""
+    if message.get("system") and not message.get("deleted"):
+        # A membership notice ("alice added bob"): part of the history, never editable.
+        return f"[{clock(message.get('created'))}] -- {clean(message.get('body', ''))} --"
     head = f"[{clock(message.get('created'))}] Id{message['id']}"
     if message.get("deleted"):
         return f"{head} deleted by {deleter(message)}"
@@ -61,6 +70,41 @@ def change_line(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     if old.get("deleted"):
         return f"Id{new['id']} restored: {who}: {body}"
     return f"Id{new['id']} edited by {who}: {body}"
+
+
+KIND_WORDS = {"public": "public room", "private": "private room", "direct": "direct messages with"}
+
+
+def room_title(kind: str, name: str, slug: str) -> str:
+    """`private room Plans (plans)`, `direct messages with alice (dm-…)`: kind and name as seen."""
+    words = KIND_WORDS.get(kind)
+    title = f"{clean(name)} ({clean(slug)})"
+    return f"{words} {title}" if words else title
+
+
+def rooms_table(rooms: list[dict[str, Any]], current: str) -> str:
+    """The `/rooms` listing: one room a line, `>` marking the current one."""
+    rows = [
+        (
+            ">" if room.get("slug") == current else " ",
+            clean(room.get("kind", "")),
+            clean(room.get("name", "")),
+            clean(room.get("slug", "")),
+            f"{room['unread']} unread"
+            if isinstance(room.get("unread"), int) and room["unread"]
+            else "",
+        )
+        for room in rooms
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "\n".join(
+        (
+            " ".join(value.ljust(width) for value, width in zip(row[:4], widths, strict=True))
+            + "  "
+            + row[4]
+        ).rstrip()
+        for row in rows
+    )
 
 
 def say(line: str) -> None:

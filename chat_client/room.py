@@ -10,13 +10,14 @@ import sys
 import threading
 import urllib.parse
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from .display import HELP, change_line, clean, message_line, say
+from . import api
+from .display import HELP, change_line, clean, message_line, room_title, rooms_table, say
 from .login import USER_AGENT, login
 from .status import (
     EXIT_BANNED,
@@ -44,16 +45,34 @@ TYPING_EVERY = 2.0
 _MESSAGE_ID = re.compile(r"(?i)^(?:id)?(\d+)$")
 
 
+# How long a room switch waits for the old room's unconfirmed posts before refusing.
+SWITCH_WAIT = 5.0
+
+
 @dataclass
 class Pending:
     """A post the server has not confirmed yet (no `message` frame with its client_id, no ack)."""
 
     body: str
+    slug: str  # the room it was typed in: it is only ever sent there
     sent_on: int | None = None  # the socket generation it was last sent on
 
 
+@dataclass
+class Visited:
+    """What the client remembers of a room it switched away from, to resume it with `since`."""
+
+    cursor: int | None = None
+    shown: dict[int, dict[str, Any]] = field(default_factory=dict)
+    has_more: bool = False
+    name: str = ""
+    kind: str = ""
+    was_ready: bool = False
+
+
 class ChatClient:
-    """One user in one room: run() logs in, keeps the socket open and reads the typed lines."""
+    """One user in one room at a time: run() logs in, keeps the socket open and reads the typed
+    lines. /msg, /join and going back after leaving a room move the socket to another room."""
 
     def __init__(self, server: str, slug: str, username: str, password: str) -> None:
         self.server = server
@@ -63,8 +82,7 @@ class ChatClient:
         parts = urllib.parse.urlsplit(server)
         self.origin = f"{parts.scheme}://{parts.netloc}"
         scheme = "wss" if parts.scheme == "https" else "ws"
-        room = urllib.parse.quote(slug, safe="")
-        self.ws_base = f"{scheme}://{parts.netloc}{parts.path}/ws/rooms/{room}/"
+        self.ws_root = f"{scheme}://{parts.netloc}{parts.path}/ws/rooms/"
 
         self.cookie = ""
         self.ws: ClientConnection | None = None
@@ -74,7 +92,15 @@ class ChatClient:
         self.reconnecting = False
         self.quitting = False
         self.me = username
+        # The current room; rooms switched away from are remembered in `visited`.
         self.room_name = slug
+        self.kind = ""  # from `ready`: public, private or direct
+        self.room_ready = False  # this room has sent `ready` on some socket
+        self.announce = True  # say which room this is at its next `ready`
+        self.previous: str | None = None  # the room to go back to when this one is left
+        self.visited: dict[str, Visited] = {}
+        self.leaving: str | None = None  # /leave of this slug is under way
+        self.left = False  # /leave succeeded: the socket was closed by us
         self.cursor: int | None = None
         self.shown: dict[int, dict[str, Any]] = {}
         self.pending: dict[str, Pending] = {}
@@ -139,7 +165,7 @@ class ChatClient:
         with patch_stdout():
             while True:
                 try:
-                    line = await session.prompt_async(f"{self.slug}> ")
+                    line = await session.prompt_async(self.prompt)
                 except EOFError:
                     return EXIT_OK
                 except KeyboardInterrupt:
@@ -192,8 +218,12 @@ class ChatClient:
 
     # --- the connection -------------------------------------------------------------------
 
+    def prompt(self) -> str:
+        return f"{self.room_name if self.kind == 'direct' else self.slug}> "
+
     def ws_url(self) -> str:
-        return self.ws_base if self.cursor is None else f"{self.ws_base}?since={self.cursor}"
+        base = f"{self.ws_root}{api.quote(self.slug)}/"
+        return base if self.cursor is None else f"{base}?since={self.cursor}"
 
     async def connection_loop(self) -> None:
         attempts = 0
@@ -217,6 +247,7 @@ class ChatClient:
                         raise
                     attempts += 1
                     continue
+            slug = self.slug
             try:
                 ws = await connect(
                     self.ws_url(),
@@ -247,16 +278,29 @@ class ChatClient:
                 attempts += 1
                 continue
 
-            got_ready = await self.serve(ws)
+            if slug != self.slug:  # switched to another room while connecting
+                await ws.close()
+                attempts = 0
+                continue
+            got_ready = await self.serve(ws, slug)
             if got_ready:
                 attempts, relogged = 0, False
             code = ws.close_code
             if self.quitting:
                 return
-            if code == CLOSE_NO_SUCH_ROOM:
-                raise Fatal(f"No such room: {self.slug}", EXIT_NO_ROOM)
-            if code == CLOSE_BANNED:
-                raise Fatal("You are banned from this room.", EXIT_BANNED)
+            if slug != self.slug:  # the socket was closed to switch rooms: open the new one
+                attempts = 0
+                continue
+            ending = self.room_closed(code)
+            if ending is not None:
+                text, status = ending
+                self.drop_pending()
+                if self.previous is None:
+                    raise Fatal(text, status)
+                say(f"* {text}")
+                self.enter(self.previous, remember=False)
+                attempts = 0
+                continue
             if code == CLOSE_NOT_LOGGED_IN:
                 if relogged:
                     raise Fatal(
@@ -280,13 +324,86 @@ class ChatClient:
                 say("* reconnecting…")
             attempts += 1
 
-    async def serve(self, ws: ClientConnection) -> bool:
-        """Read frames until the socket closes; True if it got as far as `ready`."""
+    def room_closed(self, code: int | None) -> tuple[str, int] | None:
+        """If the close means the user may not stay in this room: what to say, and the exit
+        status if there is no room to go back to."""
+        name = clean(self.room_name)
+        if self.left or (self.leaving == self.slug and code in (CLOSE_BANNED, CLOSE_NO_SUCH_ROOM)):
+            return f"You left {name}.", EXIT_OK
+        if code == CLOSE_BANNED:
+            # The same code for a ban and (§4) a removal; at the door it can only be a ban.
+            if self.room_ready:
+                return f"You were removed from the room {name} (or banned from it).", EXIT_BANNED
+            return "You are banned from this room.", EXIT_BANNED
+        if code == CLOSE_NO_SUCH_ROOM:
+            if self.room_ready:  # e.g. removed from a private room while disconnected
+                return f"The room {name} is gone, or you were removed from it.", EXIT_NO_ROOM
+            return f"No such room: {clean(self.slug)}", EXIT_NO_ROOM
+        return None
+
+    def enter(self, slug: str, remember: bool = True) -> None:
+        """Make `slug` the current room (the connection loop opens its socket): remember where
+        the current one stood (`remember`) so coming back resumes it with `since`."""
+        if remember:
+            self.visited[self.slug] = Visited(
+                self.cursor, self.shown, self.has_more, self.room_name, self.kind, self.room_ready
+            )
+            self.previous = self.slug
+        else:
+            self.visited.pop(self.slug, None)
+            self.previous = None if self.previous in (self.slug, slug) else self.previous
+        memory = self.visited.pop(slug, None) or Visited(name=slug)
+        self.slug = slug
+        self.cursor, self.shown, self.has_more = memory.cursor, memory.shown, memory.has_more
+        self.room_name, self.kind, self.room_ready = memory.name, memory.kind, memory.was_ready
+        self.online = []
+        self.ready = self.history_wanted = self.left = False
+        self.leaving = None
+        self.announce = True
+
+    async def switch(self, slug: str) -> bool:
+        """Move to room `slug`: refused while posts typed here are unconfirmed, so that none is
+        lost or sent to the wrong room. True once the switch is under way."""
+        if slug == self.slug:
+            return True
+        if self.pending:
+            if self.ready:
+                try:
+                    await asyncio.wait_for(self.all_sent.wait(), SWITCH_WAIT)
+                except TimeoutError:
+                    pass
+            if self.pending:
+                count = len(self.pending)
+                say(
+                    f"! {count} message{'s' if count > 1 else ''} not confirmed yet in "
+                    f"{clean(self.slug)}: try again once sent (or /quit)"
+                )
+                return False
+        ws = self.ws
+        self.enter(slug)
+        if ws is not None:
+            await ws.close()
+        return True
+
+    def drop_pending(self) -> None:
+        """The current room is being left for good: its unconfirmed posts will never be sent."""
+        dropped = [key for key, entry in self.pending.items() if entry.slug == self.slug]
+        for key in dropped:
+            self.confirmed(key)
+        if dropped:
+            count = len(dropped)
+            say(f"* {count} message{'s' if count > 1 else ''} not sent")
+
+    async def serve(self, ws: ClientConnection, slug: str) -> bool:
+        """Read frames until the socket closes or the client switches to another room; True
+        if it got as far as `ready`."""
         self.ws = ws
         self.generation += 1
         got_ready = False
         try:
             async for raw in ws:
+                if slug != self.slug:
+                    break  # switched away: nothing more of this room is shown
                 frame = self._decode(raw)
                 if frame is None:
                     continue
@@ -297,8 +414,9 @@ class ChatClient:
             pass
         finally:
             self.ws = None
-            self.ready = False
-            self.history_wanted = False
+            if slug == self.slug:
+                self.ready = False
+                self.history_wanted = False
         return got_ready
 
     @staticmethod
@@ -358,25 +476,32 @@ class ChatClient:
     async def on_ready(self, frame: dict[str, Any]) -> None:
         self.me = frame["user"]["username"]
         self.room_name = frame["room"].get("name") or self.slug
+        self.kind = str(frame["room"].get("kind") or "")
         if frame.get("reset"):
             # The server's whole current view: its cursor replaces ours, even if ours was higher.
             self.cursor = frame["cursor"]
             self.has_more = bool(frame.get("has_more"))
         else:
             self.see_cursor(frame["cursor"])
+        title = room_title(self.kind, self.room_name, self.slug)
         if not self.ever_ready:
-            say(f"* {clean(self.room_name)} ({clean(self.slug)}), logged in as {clean(self.me)}")
+            say(f"* {title}, logged in as {clean(self.me)}")
+        elif self.announce:
+            say(f"* {'back in' if self.room_ready else 'now in'} {title}")
         if self.reconnecting:
             self.reconnecting = False
             say("* reconnected")
         for message in frame["messages"]:
             self.upsert(message)
         self.online = [str(name) for name in frame.get("online") or []]
-        self.ready = True
+        self.ready = self.room_ready = True
         if not self.ever_ready:
             self.ever_ready = True
             say(f"* online: {self.who()} · /help for commands")
             self.first_ready.set()
+        elif self.announce:
+            say(f"* online: {self.who()}")
+        self.announce = False
         await self.flush()
 
     def on_message(self, frame: dict[str, Any]) -> None:
@@ -460,7 +585,9 @@ class ChatClient:
             return
         generation = self.generation
         for client_id, entry in list(self.pending.items()):
-            if entry.sent_on == generation or client_id not in self.pending:
+            if entry.sent_on == generation or entry.slug != self.slug:
+                continue
+            if client_id not in self.pending:
                 continue
             entry.sent_on = generation
             frame = {"type": "post", "body": entry.body, "client_id": client_id}
@@ -472,9 +599,10 @@ class ChatClient:
         if len(body.encode("utf-8", "replace")) > MAX_FRAME_BYTES:
             say("! too_long: that message is far too long to send")
             return
-        self.pending[uuid.uuid4().hex] = Pending(body)
+        self.pending[uuid.uuid4().hex] = Pending(body, self.slug)
         self.all_sent.clear()
-        if not self.ready:
+        if not self.ready and not (self.announce and self.ever_ready and not self.reconnecting):
+            # (Just after a switch the new room's socket is opening: it goes out there.)
             say("* not connected: the message will be sent once reconnected")
         await self.flush()
 
@@ -514,6 +642,18 @@ class ChatClient:
                 say("! usage: /edit ID new text")
             elif message_id is not None:
                 await self.act({"type": "edit", "id": message_id, "body": body.strip()})
+        elif command == "/msg":
+            await self.message_people(rest)
+        elif command in ("/join", "/switch"):
+            await self.join(rest)
+        elif command == "/rooms":
+            await self.list_rooms()
+        elif command == "/invite":
+            await self.invite(rest)
+        elif command == "/kick":
+            await self.kick(rest)
+        elif command == "/leave":
+            await self.leave(rest)
         else:
             say(f"! unknown command {clean(command)} (/help lists them)")
         return True
@@ -544,6 +684,124 @@ class ChatClient:
 
     def who(self) -> str:
         return ", ".join(clean(name) for name in sorted(set(self.online))) or "nobody"
+
+    # --- rooms and people: the JSON doors (§4) ---------------------------------------------
+
+    async def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """A JSON request as the logged-in user; None after printing the server's refusal."""
+        for attempt in (1, 2):
+            try:
+                return await asyncio.to_thread(
+                    api.call, self.server, self.cookie, method, path, body
+                )
+            except api.ApiError as error:
+                if error.status == 401 and attempt == 1:
+                    # The session has ended (logged out elsewhere): log in again, once.
+                    try:
+                        self.cookie = await asyncio.to_thread(
+                            login, self.server, self.username, self.password
+                        )
+                    except Fatal as failed:
+                        say(f"! {clean(failed.message)}")
+                        return None
+                    continue
+                say(f"! {clean(error.message)}")
+                return None
+        return None
+
+    async def message_people(self, rest: str) -> None:
+        """`/msg alice,bob text`: the direct room of those people (made on first use), and the
+        text sent there; without text, just go there."""
+        people, _, text = rest.partition(" ")
+        names = [name for name in people.split(",") if name]
+        if not names:
+            say("! usage: /msg NAME[,NAME…] [text]")
+            return
+        answer = await self.call("POST", "/direct", {"usernames": names})
+        slug = answer.get("slug") if answer else None
+        if not isinstance(slug, str) or not slug:
+            if answer is not None:
+                say("! the server answered /direct without a room")
+            return
+        if not await self.switch(slug):
+            return
+        if text.strip():
+            await self.post(text.strip())
+
+    async def join(self, rest: str) -> None:
+        """`/join SLUG`: go to another room the user can read."""
+        slug = rest.split()[0] if rest.split() else ""
+        if not slug or rest.split()[1:]:
+            say("! usage: /join SLUG (the last part of the room's address)")
+            return
+        if slug == self.slug:
+            say(f"* already in {clean(self.room_name)}")
+            return
+        # Asked first, so that a typo is an error line, not a closed socket.
+        if await self.call("GET", f"/rooms/{api.quote(slug)}/members") is not None:
+            await self.switch(slug)
+
+    async def list_rooms(self) -> None:
+        answer = await self.call("GET", "/api/rooms")
+        if answer is None:
+            return
+        rooms = [room for room in answer.get("rooms") or [] if isinstance(room, dict)]
+        if not rooms:
+            say("* you are in no rooms yet (/join SLUG, /msg NAME)")
+            return
+        say("* your rooms (/join SLUG to go to one):")
+        say(rooms_table(rooms, self.slug))
+
+    def one_name(self, rest: str, command: str) -> str | None:
+        names = rest.split()
+        if len(names) != 1:
+            say(f"! usage: {command} USERNAME")
+            return None
+        return names[0]
+
+    async def invite(self, rest: str) -> None:
+        """`/invite bob`: add bob to this room; the room's notice line confirms it."""
+        name = self.one_name(rest, "/invite")
+        if name is not None:
+            await self.call("POST", f"/rooms/{api.quote(self.slug)}/members", {"username": name})
+
+    async def kick(self, rest: str) -> None:
+        """`/kick bob` (owners): remove bob from this room; the notice line confirms it."""
+        name = self.one_name(rest, "/kick")
+        if name is None:
+            return
+        if name == self.me:
+            await self.leave("")
+            return
+        path = f"/rooms/{api.quote(self.slug)}/members/{api.quote(name)}"
+        await self.call("DELETE", path)
+
+    async def leave(self, rest: str) -> None:
+        """`/leave`: stop being a member of this room. A private room is then gone for the user:
+        back to the room before it, or exit if there was none."""
+        if rest:
+            say("! usage: /leave (leaves the room you are in)")
+            return
+        slug = self.slug
+        self.leaving = slug
+        answer = await self.call("DELETE", f"/rooms/{api.quote(slug)}/members/{api.quote(self.me)}")
+        if self.slug != slug:
+            return  # the server's close (4403) came first: the room is already left
+        if answer is None:
+            self.leaving = None
+            return
+        if self.kind == "public":
+            # Anyone may read a public room: the socket stays; posting here joins it again.
+            self.leaving = None
+            say(f"* you left {clean(self.room_name)}; you can still read it here")
+            return
+        # The server closes the socket (4403); do not wait for it.
+        self.left = True
+        ws = self.ws
+        if ws is not None:
+            await ws.close()
 
 
 # --- the command line -----------------------------------------------------------------------

@@ -281,7 +281,8 @@ async def test_a_ban_ends_the_client_with_status_5(daphne_factory, terminals):
     term = terminals(server.url, slug, "omkar")
     await term.expect_exact("/help for commands")
     await ban("omkar", slug)
-    await term.expect_exact("You are banned from this room.")
+    # 4403 is a ban or (§4) a removal: the words fit both.
+    await term.expect_exact("You were removed from the room General (or banned from it).")
     assert await term.exit_status() == 5
     # And a banned user who starts the client is told at once.
     again = terminals(server.url, slug, "omkar")
@@ -367,3 +368,210 @@ def test_a_batched_presence_frame_is_told_as_who_joined_and_left(capsys):
         "* cy, di, ed left",
     ]
     assert client.online == ["omkar", "bob"]
+
+
+# --- private rooms and direct messages (PROTOCOL.md §4) -----------------------------------------
+
+
+@database_sync_to_async
+def seed_people(*private: tuple[str, str, list[str]]) -> dict[str, str]:
+    """omkar, bob and carol; a public room General; each `(name, owner, members)` a private
+    room. The session cookies by username."""
+    from chat import services
+    from chat.models import Membership
+
+    people = {name: create_user(name) for name in ("omkar", "bob", "carol")}
+    create_room("General", people["omkar"])
+    for name, owner, members in private:
+        room = services.create_room(
+            name=name, created_by=people[owner], kind="private", enforce_limit=False
+        )
+        for member in members:
+            Membership.objects.create(room=room, user=people[member])
+    return {name: session_cookie_for(user) for name, user in people.items()}
+
+
+def web_json(server_url: str, session: str, method: str, path: str, body=None) -> tuple[int, dict]:
+    """A JSON door of §4 called as the page calls it: the session cookie, and the csrftoken
+    cookie a page sets sent back as X-CSRFToken."""
+    import http.cookies
+    import json
+    import urllib.error
+    import urllib.request
+
+    from django.conf import settings
+
+    with urllib.request.urlopen(f"{server_url}/accounts/login/", timeout=TIMEOUT) as page:
+        jar = http.cookies.SimpleCookie(page.headers["Set-Cookie"])
+    token = jar["csrftoken"].value
+    request = urllib.request.Request(
+        f"{server_url}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={
+            "Cookie": f"{settings.SESSION_COOKIE_NAME}={session}; csrftoken={token}",
+            "X-CSRFToken": token,
+            "Content-Type": "application/json",
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@database_sync_to_async
+def bodies_in(slug: str) -> list[tuple[str, bool]]:
+    from chat.models import Message
+
+    return list(
+        Message.objects.filter(room__slug=slug).order_by("id").values_list("body", "system")
+    )
+
+
+async def test_msg_from_the_terminal_reaches_the_direct_room_the_web_gives_the_other_side(
+    daphne_factory, terminals
+):
+    server = daphne_factory()
+    cookies = await seed_people(("Plans", "omkar", []))
+    term = terminals(server.url, "general", "omkar")
+    await term.expect_exact("* public room General (general), logged in as omkar")
+
+    await term.sendline("/msg bob hello bob")
+    dm = (await term.expect(r"\* now in direct messages with bob \((dm-[0-9a-f]+)\)")).group(1)
+    await term.expect(r"Id\d+ omkar: hello bob")
+    # Bob, from the web, asks for the conversation of the same two people: the same room.
+    status, answer = await asyncio.to_thread(
+        web_json, server.url, cookies["bob"], "POST", "/direct", {"usernames": ["omkar"]}
+    )
+    assert (status, answer) == (200, {"slug": dm})
+    bob = await Client.open(server.url, cookies["bob"], dm)
+    assert bob.ready["room"]["kind"] == "direct"
+    assert bob.ready["room"]["name"] == "omkar"
+    assert [m["body"] for m in bob.ready["messages"]] == ["hello bob"]
+    await bob.send({"type": "post", "body": "hi omkar", "client_id": "b1"})
+    await term.expect(r"Id\d+ bob: hi omkar")
+
+    # /rooms: the user's rooms, the private one among them, the current one marked.
+    await term.sendline("/rooms")
+    await term.expect_exact("* your rooms")
+    await term.expect(r"  public\s+General\s+general")
+    screen = term.screen()
+    assert re.search(rf"> direct\s+bob\s+{dm}", screen), screen
+    assert re.search(r"  private\s+Plans\s+plans", screen), screen
+
+    # Back to the public room: what happened there meanwhile, and only that.
+    meanwhile = await post_as("bob", "general", "meanwhile in general")
+    await term.sendline("/join general")
+    await term.expect_exact("* back in public room General (general)")
+    await term.expect(rf"Id{meanwhile} bob: meanwhile in general")
+    # /msg again reuses the conversation.
+    await term.sendline("/msg bob again")
+    await term.expect_exact(f"* back in direct messages with bob ({dm})")
+    frame = await next_message(bob, body="again")
+    assert frame["message"]["author"] == "omkar"
+
+    # Refusals are the server's sentences; the client stays where it is.
+    await term.sendline("/msg nobody hi")
+    await term.expect_exact("! There is no user called nobody.")
+    await term.sendline("/join plans-of-someone-else")
+    await term.expect_exact("! No such room.")
+    await term.sendline("/leave")
+    await term.expect_exact("! You cannot leave here.")
+    await term.sendline("/who")
+    await term.expect_exact("* online: bob, omkar")
+    await term.sendline("/quit")
+    assert await term.exit_status() == 0
+    screen = term.screen()
+    for line in ("omkar: hello bob", "bob: hi omkar", "bob: meanwhile in general", "omkar: again"):
+        assert screen.count(line) == 1, (line, screen)
+    assert "not connected" not in screen  # a switch is not a lost connection
+    assert await bodies_in(dm) == [("hello bob", False), ("hi omkar", False), ("again", False)]
+    await bob.close()
+
+
+async def test_a_switch_never_takes_an_unconfirmed_post_to_another_room(daphne_factory, terminals):
+    # The second post is held back by the rate limit for 10 s: longer than a switch waits.
+    server = daphne_factory(CHAT_RATE_LIMIT_POSTS="1", CHAT_RATE_LIMIT_WINDOW="10")
+    await seed_people(("Plans", "omkar", []))
+    term = terminals(server.url, "general", "omkar")
+    await term.expect_exact("/help for commands")
+    await term.sendline("one")
+    await term.expect(r"Id\d+ omkar: one")
+    await term.sendline("two")
+    await term.expect_exact("! rate_limited")
+    await term.sendline("/join plans")
+    await term.expect_exact("! 1 message not confirmed yet in general: try again once sent")
+    # It goes out in its own room when the limit allows; then the switch is free.
+    await term.expect(r"Id\d+ omkar: two")
+    await term.sendline("/join plans")
+    await term.expect_exact("* now in private room Plans (plans)")
+    await term.sendline("three")
+    await term.expect(r"Id\d+ omkar: three")
+    assert await bodies_in("general") == [("one", False), ("two", False)]
+    assert await bodies_in("plans") == [("three", False)]
+
+
+async def test_invite_and_kick_from_the_terminal_with_notices_as_quiet_lines(
+    daphne_factory, terminals
+):
+    server = daphne_factory()
+    await seed_people(("Plans", "omkar", []))
+    owner = terminals(server.url, "plans", "omkar")
+    await owner.expect_exact("* private room Plans (plans), logged in as omkar")
+
+    await owner.sendline("/invite bob")
+    await owner.expect(r"\[\d\d:\d\d\] -- omkar added bob --")
+    await owner.sendline("/invite bob")
+    await owner.expect_exact("! bob is already a member.")
+    await owner.sendline("/invite nobody")
+    await owner.expect_exact("! There is no user called nobody.")
+
+    # Bob can now open the room; the notice is in its history, as a quiet line.
+    bob = terminals(server.url, "plans", "bob")
+    await bob.expect_exact("* private room Plans (plans), logged in as bob")
+    await bob.expect(r"\[\d\d:\d\d\] -- omkar added bob --")
+    await bob.sendline("/kick omkar")
+    await bob.expect_exact("! Only the room's owners can remove members.")
+
+    await owner.sendline("/kick bob")
+    await owner.expect(r"-- omkar removed bob --")
+    await bob.expect_exact("You were removed from the room Plans (or banned from it).")
+    assert await bob.exit_status() == 5
+    assert await bodies_in("plans") == [("omkar added bob", True), ("omkar removed bob", True)]
+    for screen in (owner.screen(), bob.screen()):
+        assert "omkar: omkar added bob" not in screen
+
+
+async def test_leave_goes_back_to_the_room_before_or_ends_the_client(daphne_factory, terminals):
+    server = daphne_factory()
+    cookies = await seed_people(("Plans", "carol", ["omkar"]), ("Ideas", "omkar", ["carol"]))
+    carol = await Client.open(server.url, cookies["carol"], "plans")
+    term = terminals(server.url, "general", "omkar")
+    await term.expect_exact("/help for commands")
+    await term.sendline("/join plans")
+    await term.expect_exact("* now in private room Plans (plans)")
+
+    await term.sendline("/leave")
+    await term.expect_exact("* You left Plans.")
+    await term.expect_exact("* back in public room General (general)")
+    frame = await next_message(carol, body="omkar left")
+    assert frame["message"]["system"] is True
+    await term.sendline("/join plans")  # gone for him now, like a room that never existed
+    await term.expect_exact("! No such room.")
+    await term.sendline("/quit")
+    assert await term.exit_status() == 0
+
+    # Started in a private room it owns: the last owner cannot leave while others remain; after
+    # removing them it can, and with no room to go back to the client ends (status 0).
+    alone = terminals(server.url, "ideas", "omkar")
+    await alone.expect_exact("* private room Ideas (ideas), logged in as omkar")
+    await alone.sendline("/leave")
+    await alone.expect_exact("! The room's last owner cannot leave while others remain")
+    await alone.sendline("/kick carol")
+    await alone.expect(r"-- omkar removed carol --")
+    await alone.sendline("/leave")
+    await alone.expect_exact("You left Ideas.")
+    assert await alone.exit_status() == 0
+    await carol.close()
