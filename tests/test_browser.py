@@ -508,6 +508,11 @@ def test_screenshots(people, alice, bob):
             body="Works for me.\nI'll bring the release checklist and the numbers.",
         )
         services.post_message(room=random, author=bob, body="Lunch at noon, anyone?")
+        # Alice's own rooms, listed first in her lobby: a private room and a direct one.
+        design = private_room("Design review", alice, bob)
+        services.post_message(room=design, author=bob, body="Mock-ups are up.")
+        direct = services.open_direct(by=bob, usernames=["alice"])
+        services.post_message(room=direct, author=bob, body="Got a minute?")
         return notes.message.id
 
     read_to = orm(seed)
@@ -527,6 +532,8 @@ def test_screenshots(people, alice, bob):
         orm(alice_has_read_to_the_notes)
         a = people("alice", **options)
         expect(a.page.locator("#rooms a")).to_have_count(3)
+        expect(a.page.locator("#my-rooms li")).to_have_count(4)
+        expect(a.page.locator("#my-rooms li").first).to_have_attribute("data-kind", "direct")
         expect(a.page.locator("#rooms .unread-count")).to_have_text(["1", "1"])
         # Bob is in the room; on the second round, Alice's desktop page is too.
         online = "1 online" if size == "desktop" else "2 online"
@@ -1292,7 +1299,16 @@ def test_private_room_from_the_lobby_is_seen_by_its_members_only(people, alice, 
     a.send("party on Friday?")
     expect(a.page.locator("#online li")).to_have_text(["alice", "bob"])
     expect(a.page.locator("#online li.me button")).to_have_count(0)  # no menu for yourself
-    dm = message_person(a, a.page.locator("#online").get_by_role("button", name="bob"), "bob")
+    bob_online = a.page.locator("#online").get_by_role("button", name="bob")
+    # By keyboard: Enter opens the menu on its one item, Escape closes it and gives back focus.
+    bob_online.focus()
+    bob_online.press("Enter")
+    expect(a.page.get_by_role("menuitem", name="Message bob")).to_be_focused()
+    expect(bob_online).to_have_attribute("aria-expanded", "true")
+    a.page.keyboard.press("Escape")
+    expect(a.page.locator("#person-menu")).to_be_hidden()
+    expect(bob_online).to_be_focused()
+    dm = message_person(a, bob_online, "bob")
     expect(a.page.locator(".room-title-name")).to_have_text("bob")
     expect(a.page.locator(".room-title")).to_contain_text("Direct message")
     expect(a.page.locator("#leave-room, #join-room, #add-people")).to_have_count(0)
