@@ -508,6 +508,11 @@ def test_screenshots(people, alice, bob):
             body="Works for me.\nI'll bring the release checklist and the numbers.",
         )
         services.post_message(room=random, author=bob, body="Lunch at noon, anyone?")
+        # Alice's own rooms, listed first in her lobby: a private room and a direct one.
+        design = private_room("Design review", alice, bob)
+        services.post_message(room=design, author=bob, body="Mock-ups are up.")
+        direct = services.open_direct(by=bob, usernames=["alice"])
+        services.post_message(room=direct, author=bob, body="Got a minute?")
         return notes.message.id
 
     read_to = orm(seed)
@@ -527,6 +532,8 @@ def test_screenshots(people, alice, bob):
         orm(alice_has_read_to_the_notes)
         a = people("alice", **options)
         expect(a.page.locator("#rooms a")).to_have_count(3)
+        expect(a.page.locator("#my-rooms li")).to_have_count(4)
+        expect(a.page.locator("#my-rooms li").first).to_have_attribute("data-kind", "direct")
         expect(a.page.locator("#rooms .unread-count")).to_have_text(["1", "1"])
         # Bob is in the room; on the second round, Alice's desktop page is too.
         online = "1 online" if size == "desktop" else "2 online"
@@ -1176,3 +1183,296 @@ def test_pages_pass_the_content_security_policy_in_chromium(people, alice, bob, 
     a.page.wait_for_function("window.cspViolations.length > 0")
     assert violations(a)[0].startswith("script-src-elem blocked inline")
     assert a.page.evaluate("window.inlineRan") is None
+
+
+# --- private rooms and direct messages (PROTOCOL.md §4) --------------------------------------
+
+
+@pytest.fixture
+def carol():
+    return orm(create_user, "carol")
+
+
+def private_room(name: str, owner, *others, topic: str = "") -> Room:
+    """A private room made by `owner`, who adds `others` (each a notice in its history)."""
+    room = services.create_room(
+        name=name, created_by=owner, kind=Room.Kind.PRIVATE, topic=topic, enforce_limit=False
+    )
+    for person in others:
+        services.add_member(room=room, by=owner, username=person.username)
+    return room
+
+
+def members_shown(person: Person) -> Locator:
+    return person.page.locator("#members li .person-name")
+
+
+def notices(person: Person) -> Locator:
+    return person.page.locator("#messages li.message.notice .notice-text")
+
+
+def message_person(person: Person, name_button: Locator, name: str) -> str:
+    """Click a username, then "Message <name>" in its menu: the direct room's slug."""
+    name_button.click()
+    item = person.page.get_by_role("menuitem", name=f"Message {name}")
+    expect(item).to_be_focused()
+    item.click()
+    expect(person.page).to_have_url(re.compile(r"/rooms/dm-[0-9a-f]+/$"))
+    person.expect_connected()
+    return person.page.url.rstrip("/").rsplit("/", 1)[1]
+
+
+def confirm(person: Person, answer: str) -> None:
+    """Answer the page's own confirmation dialog (never a browser dialog)."""
+    dialog = person.page.locator("dialog#confirm")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name=answer).click()
+    expect(dialog).to_be_hidden()
+
+
+def test_private_room_from_the_lobby_is_seen_by_its_members_only(people, alice, bob, carol):
+    # Alice starts a private room with a topic from the lobby's form.
+    a = people("alice")
+    a.page.context.add_init_script(RECORD_VIOLATIONS)
+    a.goto("/")
+    form = a.page.locator("form#create-room")
+    form.get_by_label("Room name").fill("Secret plans")
+    form.get_by_label("Private: members only").check()
+    form.get_by_label("Topic").fill("The surprise party")
+    form.get_by_role("button", name="Create").click()
+    expect(a.page).to_have_url(f"{a.base_url}/rooms/secret-plans/")
+    a.expect_connected()
+    expect(a.page.locator(".room-title-name")).to_have_text("Secret plans")
+    expect(a.page.locator(".room-title .kind-icon")).to_have_count(1)
+    expect(a.page.locator(".room-title")).to_contain_text("Private room")  # for screen readers
+    expect(a.page.locator("#room-topic")).to_have_text("The surprise party")
+    expect(members_shown(a)).to_have_text(["alice"])
+    expect(a.page.locator("#members li.me .member-role")).to_have_text("owner")
+
+    # She adds Bob with the type-ahead, by keyboard: the suggestions are a listbox.
+    box = a.page.get_by_role("combobox", name="Add people")
+    box.press_sequentially("bo")
+    option = a.page.get_by_role("option", name="bob")
+    expect(option).to_have_attribute("aria-selected", "true")
+    expect(box).to_have_attribute("aria-expanded", "true")
+    box.press("Enter")
+    expect(members_shown(a)).to_have_text(["alice", "bob"])
+    expect(box).to_have_value("")
+    # The notice is part of the history: a quiet line with its time, nothing to edit or delete.
+    notice = a.page.locator("#messages li.message.notice")
+    expect(notice.locator(".notice-text")).to_have_text("alice added bob")
+    expect(notice.locator("time")).to_have_count(1)
+    expect(notice.locator("button, .author, .actions")).to_have_count(0)
+    assert notice.evaluate("n => getComputedStyle(n).textAlign") == "center"
+    # An unknown name is refused with the server's sentence and stays in the box.
+    box.fill("nobody-here")
+    box.press("Enter")
+    expect(a.page.locator("#add-people-error")).to_have_text("There is no user called nobody-here.")
+    expect(members_shown(a)).to_have_text(["alice", "bob"])
+
+    # Bob's lobby lists it under his rooms (after a reload: the inbox issue makes it live).
+    b = people("bob")
+    mine = b.page.locator('#my-rooms li[data-slug="secret-plans"]')
+    expect(mine.locator(".room-name")).to_contain_text("Secret plans")
+    expect(mine).to_have_attribute("data-kind", "private")
+    expect(b.page.locator('#rooms li[data-slug="secret-plans"]')).to_have_count(0)
+    mine.locator("a").click()
+    b.expect_connected()
+    expect(notices(b)).to_have_text(["alice added bob"])
+    expect(b.page.locator("#add-people-input")).to_be_visible()  # any member adds people
+    expect(b.page.locator("#members .member-remove")).to_have_count(0)  # only owners remove
+
+    # Carol's lobby does not show it; its address is the site's 404 page, as for no room at all.
+    c = people("carol")
+    expect(c.page.locator("#rooms li")).to_have_count(0)
+    expect(c.page.locator('#my-rooms li[data-slug="secret-plans"]')).to_have_count(0)
+    response = c.page.goto(f"{c.base_url}/rooms/secret-plans/")
+    assert response is not None and response.status == 404
+    expect(c.page.get_by_role("heading", level=1)).to_have_text("Nothing here")
+    hidden_page = c.page.locator("main").inner_html()
+    never = c.page.goto(f"{c.base_url}/rooms/never-was/")
+    assert never is not None and never.status == 404
+    assert c.page.locator("main").inner_html() == hidden_page
+
+    # Alice messages Bob from his name in the Online list: both land in one direct room, named
+    # for the other person.
+    a.send("party on Friday?")
+    expect(a.page.locator("#online li")).to_have_text(["alice", "bob"])
+    expect(a.page.locator("#online li.me button")).to_have_count(0)  # no menu for yourself
+    bob_online = a.page.locator("#online").get_by_role("button", name="bob")
+    # By keyboard: Enter opens the menu on its one item, Escape closes it and gives back focus.
+    bob_online.focus()
+    bob_online.press("Enter")
+    expect(a.page.get_by_role("menuitem", name="Message bob")).to_be_focused()
+    expect(bob_online).to_have_attribute("aria-expanded", "true")
+    a.page.keyboard.press("Escape")
+    expect(a.page.locator("#person-menu")).to_be_hidden()
+    expect(bob_online).to_be_focused()
+    dm = message_person(a, bob_online, "bob")
+    expect(a.page.locator(".room-title-name")).to_have_text("bob")
+    expect(a.page.locator(".room-title")).to_contain_text("Direct message")
+    expect(a.page.locator("#leave-room, #join-room, #add-people")).to_have_count(0)
+    expect(members_shown(a)).to_have_text(["alice", "bob"])
+    a.send("psst, about the party")
+
+    # Bob gets there from Alice's name on her message, and finds it in his lobby as "alice".
+    author = b.message("party on Friday?").locator("button.author")
+    assert message_person(b, author, "alice") == dm
+    expect(b.page.locator(".room-title-name")).to_have_text("alice")
+    expect(b.message("psst, about the party")).to_have_count(1)
+    b.goto("/")
+    row = b.page.locator(f'#my-rooms li[data-slug="{dm}"]')
+    expect(row.locator(".room-name")).to_have_text("Direct message: alice")
+    expect(row).to_have_attribute("data-kind", "direct")
+    assert orm(Room.objects.filter(kind=Room.Kind.DIRECT).count) == 1
+    assert violations(a) == []
+
+
+def test_leaving_and_being_removed_from_a_private_room(people, alice, bob, carol):
+    orm(private_room, "Project X", alice, bob, carol)
+    a = people("alice", next="/rooms/project-x/")
+    b = people("bob", next="/rooms/project-x/")
+    c = people("carol", next="/rooms/project-x/")
+    expect(members_shown(a)).to_have_text(["alice", "bob", "carol"])
+    expect(notices(a)).to_have_text(["alice added bob", "alice added carol"])
+
+    # Bob leaves: asked first (Cancel keeps him), then he is back in the lobby.
+    b.page.get_by_role("button", name="Leave room").click()
+    confirm(b, "Cancel")
+    expect(b.page).to_have_url(f"{b.base_url}/rooms/project-x/")
+    b.page.get_by_role("button", name="Leave room").click()
+    confirm(b, "Leave")
+    expect(b.page).to_have_url(f"{b.base_url}/")
+    expect(b.page.locator('#my-rooms li[data-slug="project-x"]')).to_have_count(0)
+    # Alice's page shows the notice, and its member list follows without a reload.
+    expect(notices(a)).to_have_text(["alice added bob", "alice added carol", "bob left"])
+    expect(members_shown(a)).to_have_text(["alice", "carol"])
+
+    # Alice, the owner, removes Carol: Carol's open page says so and stops.
+    a.page.get_by_role("button", name="Remove carol").click()
+    confirm(a, "Remove")
+    expect(members_shown(a)).to_have_text(["alice"])
+    expect(notices(a).last).to_have_text("alice removed carol")
+    alert = c.page.locator("#alerts .alert.fatal")
+    expect(alert).to_have_text("You were removed from this room — back to the rooms")
+    expect(alert.get_by_role("link", name="back to the rooms")).to_have_attribute("href", "/")
+    expect(c.page.locator("#composer button[type=submit]")).to_be_disabled()
+    expect(c.page.locator("#leave-room")).to_be_hidden()
+    assert c.page.goto(f"{c.base_url}/rooms/project-x/").status == 404
+
+    # The last owner cannot leave while others remain: the server's sentence, nothing changes.
+    orm(
+        lambda: services.add_member(
+            room=Room.objects.get(slug="project-x"), by=alice, username="bob"
+        )
+    )
+    expect(members_shown(a)).to_have_text(["alice", "bob"])
+    a.page.get_by_role("button", name="Leave room").click()
+    confirm(a, "Leave")
+    expect(a.page.locator("#members-status")).to_contain_text("last owner cannot leave")
+    expect(a.page).to_have_url(f"{a.base_url}/rooms/project-x/")
+
+
+def test_joining_a_public_room_from_the_directory_and_leaving_it(people, alice, bob, room):
+    b = people("bob")
+    row = lobby_row(b, room.slug)
+    row.get_by_role("button", name="Join General Chat").click()
+    expect(b.page).to_have_url(f"{b.base_url}/rooms/{room.slug}/")
+    b.expect_connected()
+    expect(members_shown(b)).to_have_text(["alice", "bob"])
+    expect(notices(b)).to_have_text(["bob joined"])
+    b.goto("/")
+    expect(b.page.locator(f'#my-rooms li[data-slug="{room.slug}"]')).to_have_count(1)
+    expect(row.locator(".joined-tag")).to_have_text("Joined")
+
+    # Leaving a public room keeps the page: anyone may read it, and Join is offered again.
+    b.open_room(room.slug)
+    b.page.get_by_role("button", name="Leave room").click()
+    confirm(b, "Leave")
+    expect(b.page.get_by_role("button", name="Join this room")).to_be_visible()
+    expect(members_shown(b)).to_have_text(["alice"])
+    b.expect_connected()
+    b.page.get_by_role("button", name="Join this room").click()
+    expect(members_shown(b)).to_have_text(["alice", "bob"])
+
+
+def test_new_direct_message_from_the_lobby_picker(people, alice, bob, carol):
+    a = people("alice")
+    box = a.page.get_by_role("combobox", name="People")
+    box.press_sequentially("b")
+    expect(a.page.get_by_role("option")).to_have_text(["bob"])  # not alice herself
+    box.press("Enter")
+    box.press_sequentially("car")
+    a.page.get_by_role("option", name="carol").click()
+    chips = a.page.locator("#direct-chips .chip span")
+    expect(chips).to_have_text(["bob", "carol"])
+    a.page.get_by_role("button", name="Remove carol").click()
+    expect(chips).to_have_text(["bob"])
+    box.press_sequentially("carol")
+    box.press("Enter")
+    a.page.get_by_role("button", name="Start").click()
+    expect(a.page).to_have_url(re.compile(r"/rooms/dm-[0-9a-f]+/$"))
+    a.expect_connected()
+    expect(a.page.locator(".room-title-name")).to_have_text("bob, carol")
+    expect(a.page).to_have_title("bob, carol · Chatroom")
+
+    c = people("carol", next=a.page.url.removeprefix(a.base_url))
+    expect(c.page.locator(".room-title-name")).to_have_text("alice, bob")
+    expect(members_shown(c)).to_have_text(["alice", "bob", "carol"])
+
+
+def test_private_and_direct_screenshots(people, alice, bob, carol):
+    def seed() -> str:
+        design = private_room("Design review", alice, bob, carol, topic="Mock-ups for the launch")
+        post(design, alice, "The new lobby mock-ups are up: https://example.com/mockups/7")
+        post(design, bob, "Looks great. Can the kind marker be a little larger?")
+        post(design, carol, "+1, and the topic line could wrap on phones.")
+        services.remove_member(room=design, by=carol, username="carol")
+        post(design, alice, "Noted, thanks both.")
+        direct = services.open_direct(by=alice, usernames=["bob"])
+        post(direct, alice, "Have you got a minute for the budget?")
+        post(direct, bob, "Sure, call in five?")
+        post(direct, alice, "Calling you then.")
+        return direct.slug
+
+    dm = orm(seed)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    people("bob", next="/rooms/design-review/")
+    people("bob", next=f"/rooms/{dm}/")
+    for size, options in (("desktop", DESKTOP), ("phone", PHONE)):
+        width = options["viewport"]["width"]
+        a = people("alice", next="/rooms/design-review/", **options)
+        expect(a.messages).to_have_count(7)
+        expect(notices(a)).to_have_text(["alice added bob", "alice added carol", "carol left"])
+        if size == "desktop":
+            expect(members_shown(a)).to_have_text(["alice", "bob"])
+        a.page.mouse.move(0, 0)
+        a.page.evaluate("document.activeElement?.blur()")
+        a.page.screenshot(path=SCREENSHOTS / f"private-room-{size}.png")
+        assert a.page.evaluate("document.documentElement.scrollWidth") <= width
+
+        if size == "phone":
+            # On a phone the member list is a drawer opened from the header.
+            toggle = a.page.get_by_role("button", name="Members", exact=True)
+            expect(a.page.locator("#members-panel")).to_be_hidden()
+            toggle.click()
+            expect(toggle).to_have_attribute("aria-expanded", "true")
+            expect(members_shown(a)).to_have_text(["alice", "bob"])
+            a.page.screenshot(path=SCREENSHOTS / "private-room-members-phone.png")
+            a.page.keyboard.press("Escape")
+            expect(a.page.locator("#members-panel")).to_be_hidden()
+            expect(toggle).to_be_focused()
+
+        a.open_room(dm)
+        expect(a.messages).to_have_count(3)
+        expect(a.page.locator(".room-title-name")).to_have_text("bob")
+        a.page.mouse.move(0, 0)
+        a.page.evaluate("document.activeElement?.blur()")
+        a.page.screenshot(path=SCREENSHOTS / f"direct-{size}.png")
+        assert a.page.evaluate("document.documentElement.scrollWidth") <= width
+        composer = a.page.locator("#composer-input").bounding_box()
+        assert composer is not None
+        assert composer["y"] + composer["height"] <= options["viewport"]["height"]
+
+    for name in ("private-room-desktop", "private-room-phone", "direct-desktop", "direct-phone"):
+        assert (SCREENSHOTS / f"{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), name

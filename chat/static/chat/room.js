@@ -6,9 +6,15 @@
 // client_id, re-sent with the same client_id after every reconnect so a post lands exactly once).
 //
 // User text only ever reaches the DOM through textContent / text nodes.
+//
+// Private rooms and direct messages (PROTOCOL.md §4): the members panel (join, leave, add,
+// remove, through the JSON doors in people.js), membership notices (`system` messages) as quiet
+// lines, and "Message <name>" from any username shown.
 
+const { requestJSON, attachTypeahead } = window.chatPeople;
 const root = document.getElementById("chat");
 const slug = root.dataset.roomSlug;
+const roomKind = root.dataset.roomKind || "public";
 const MAX_BODY = Number(root.dataset.maxBody) || 4000;
 // Show the counter once the text is this close to the limit.
 const COUNTER_FROM = MAX_BODY - 400;
@@ -63,6 +69,8 @@ let editingId = null;
 let unseen = 0; // messages that arrived while the tab was hidden
 let stuck = true; // the view was at the bottom after the last change or scroll
 let positioned = false; // the first page of messages has been placed (at the bottom or the divider)
+let role = root.dataset.role || ""; // "owner", "member", or "" (not a member)
+let leaving = false; // this user is leaving the room: its socket's close is expected
 
 // Read marker: the id of the latest message this user has seen here (null: never opened the room).
 const initialMark = root.dataset.lastReadId ? Number(root.dataset.lastReadId) : null;
@@ -280,6 +288,13 @@ function decorate() {
     const date = new Date(msg.created);
     const kinds = [];
     if (dayKey(date) !== lastDay) kinds.push("day");
+    if (msg.system) {
+      // A membership notice: its own quiet line, never part of an author's run.
+      want.set(node, { kinds, date });
+      lastDay = dayKey(date);
+      groupPrev = null;
+      continue;
+    }
     if (!dividerPlaced && dividerMark !== null && msg.id > dividerMark && msg.author !== me &&
         !msg.deleted) {
       kinds.push("new-divider");
@@ -288,6 +303,9 @@ function decorate() {
     const grouped = kinds.length === 0 && groupPrev !== null && groupPrev.msg.author === msg.author &&
       date - groupPrev.date < GROUP_WITHIN;
     node.classList.toggle("grouped", grouped);
+    // A grouped row's author is there for screen readers only: not a stop for the Tab key.
+    const authorButton = node.querySelector("button.author");
+    if (authorButton) authorButton.tabIndex = grouped ? -1 : 0;
     want.set(node, { kinds, date });
     lastDay = dayKey(date);
     groupPrev = { msg, date };
@@ -388,10 +406,36 @@ async function sendRead({ keepalive = false } = {}) {
 
 function sameMessage(a, b) {
   return a.body === b.body && a.edited === b.edited && a.deleted === b.deleted &&
-    a.deleted_by === b.deleted_by && a.author === b.author;
+    a.deleted_by === b.deleted_by && a.author === b.author && Boolean(a.system) === Boolean(b.system);
+}
+
+// A username that opens the "Message <name>" menu (yours is plain text: no menu for yourself).
+function personName(name, className) {
+  if (!name || name === me) {
+    const span = el("span", className, name);
+    span.dir = "auto";
+    return span;
+  }
+  const b = button(`${className} person`, name, (event) => openPersonMenu(name, event.currentTarget));
+  b.dir = "auto";
+  b.setAttribute("aria-haspopup", "menu");
+  b.setAttribute("aria-expanded", "false");
+  return b;
+}
+
+// A membership notice ("alice added bob"): a quiet centred line with its time, no controls.
+function renderNotice(msg) {
+  const li = el("li", "message notice");
+  li.dataset.id = String(msg.id);
+  li.tabIndex = -1;
+  const text = el("span", "notice-text", msg.body);
+  text.dir = "auto";
+  li.append(text, timeEl(msg.created));
+  return li;
 }
 
 function renderMessage(msg) {
+  if (msg.system) return renderNotice(msg);
   const li = el("li", "message");
   li.dataset.id = String(msg.id);
   li.tabIndex = -1; // focus target when its buttons disappear (delete, edit done)
@@ -399,8 +443,7 @@ function renderMessage(msg) {
   if (own) li.classList.add("own");
 
   const meta = el("div", "meta");
-  const author = el("span", "author", msg.author);
-  author.dir = "auto";
+  const author = personName(msg.author, "author");
   meta.append(author, timeEl(msg.created));
   if (msg.edited && !msg.deleted) {
     const edited = el("span", "edited", "(edited)");
@@ -510,7 +553,7 @@ function systemLine(text) {
 function startEdit(id) {
   if (editingId !== null && editingId !== id) cancelEdit();
   const entry = shown.get(id);
-  if (!entry || entry.msg.deleted || entry.msg.author !== me) return;
+  if (!entry || entry.msg.deleted || entry.msg.system || entry.msg.author !== me) return;
   editingId = id;
   const li = entry.li;
   li.classList.add("editing");
@@ -716,7 +759,9 @@ input.addEventListener("keydown", (event) => {
     composer.requestSubmit();
   } else if (event.key === "ArrowUp" && !input.value) {
     // As in most chat apps: Up in an empty composer edits your latest message.
-    const own = [...shown.values()].filter((e) => e.msg.author === me && !e.msg.deleted);
+    const own = [...shown.values()].filter(
+      (e) => e.msg.author === me && !e.msg.deleted && !e.msg.system,
+    );
     if (own.length) {
       event.preventDefault();
       startEdit(own.reduce((a, b) => (a.msg.id > b.msg.id ? a : b)).msg.id);
@@ -750,7 +795,8 @@ function renderOnline(names) {
   const unique = [...onlineBefore].sort((a, b) => a.localeCompare(b));
   onlineList.replaceChildren(
     ...unique.map((name) => {
-      const li = el("li", name === me ? "me" : null, name);
+      const li = el("li", name === me ? "me" : null);
+      li.append(personName(name, "person-name"));
       if (name === me) li.title = "You";
       return li;
     }),
@@ -804,7 +850,14 @@ function showFatal(code) {
   } else if (code === 4404) {
     showAlert(["No such room — ", link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
   } else {
-    showAlert(["You are banned from this room"], { key: "fatal", fatal: true });
+    // 4403: banned, or removed from a private or direct room. The members door tells them
+    // apart: a room you were removed from no longer exists for you (404); a ban answers 403.
+    showAlert(["You can no longer read this room — ", link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
+    requestJSON(root.dataset.membersUrl).then(({ status }) => {
+      const why = status === 404 ? "You were removed from this room" : "You are banned from this room";
+      showAlert([`${why} — `, link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
+    });
+    closeMembership();
   }
   sendButton.disabled = true;
   for (const entry of [...pending.values()]) failPending(entry, "The connection was closed.");
@@ -866,6 +919,7 @@ function onClose(event) {
   for (const user of [...typers.keys()]) setTyping(user, false);
   if (FATAL_CLOSES.has(event.code)) {
     fatal = true;
+    if (leaving) return; // on the way to the lobby: nothing to tell
     renderConn();
     showFatal(event.code);
     return;
@@ -953,13 +1007,14 @@ const handlers = {
     if (Date.now() < pausedUntil) pausePosts((pausedUntil - Date.now()) / 1000);
     fillViewport();
     noteRead();
+    refreshMembers();
   },
 
   message(frame) {
     seeCursor(frame.cursor);
     const msg = frame.message;
     const isNew = !shown.has(msg.id);
-    const unseenNew = isNew && msg.author !== me && document.hidden && !msg.deleted;
+    const unseenNew = isNew && msg.author !== me && document.hidden && !msg.deleted && !msg.system;
     // The first message you miss while away: the divider moves to just before it.
     if (unseenNew && unseen === 0 && markWhenHidden !== null) dividerMark = markWhenHidden;
     mutate(() => {
@@ -967,6 +1022,8 @@ const handlers = {
       upsert(msg);
     }, { live: isNew });
     if (msg.author !== me && typers.has(msg.author)) setTyping(msg.author, false);
+    // Someone joined, left, was added or removed: the member list follows.
+    if (msg.system && isNew) refreshMembersSoon();
     if (unseenNew) {
       unseen += 1;
       document.title = `(${unseen}) ${baseTitle}`;
@@ -1092,6 +1149,284 @@ for (const link of document.querySelectorAll(".skip-link")) {
     target.focus();
   });
 }
+
+// --- members (PROTOCOL.md §4) -----------------------------------------------------------------
+//
+// The list comes from GET members (on `ready`, and again shortly after every membership notice).
+// Owners remove people, members of a private room add people, anyone leaves a public or private
+// room and joins a public one. A direct room's people are fixed: a list and nothing else.
+
+const membersPanel = $("members-panel");
+const membersList = $("members");
+const membersCount = $("members-count");
+const membersStatus = $("members-status");
+const membersToggle = $("members-toggle");
+const joinButton = $("join-room");
+const leaveButton = $("leave-room");
+const addForm = $("add-people");
+const confirmDialog = $("confirm");
+let members = []; // [{username, role}] as last listed
+let membersTimer = null;
+let membersAsked = 0;
+
+function roleLabel(memberRole) {
+  return memberRole === "owner" ? "owner" : "";
+}
+
+function renderMembers() {
+  const mine = members.find((m) => m.username === me);
+  role = mine ? mine.role : "";
+  membersList.replaceChildren(
+    ...members.map(({ username, role: theirs }) => {
+      const li = el("li", username === me ? "me" : null);
+      li.dataset.username = username;
+      li.append(personName(username, "person-name"));
+      if (username === me) li.append(el("span", "member-you", "(you)"));
+      if (roleLabel(theirs)) li.append(el("span", "member-role", roleLabel(theirs)));
+      if (role === "owner" && username !== me && roomKind !== "direct" && !fatal) {
+        li.append(button("member-remove", "Remove", () => removeMember(username), `Remove ${username}`));
+      }
+      return li;
+    }),
+  );
+  membersCount.textContent = String(members.length);
+  if (addForm) addForm.hidden = fatal || !role;
+  if (joinButton) joinButton.hidden = fatal || roomKind !== "public" || Boolean(role);
+  if (leaveButton) leaveButton.hidden = fatal || !role;
+}
+
+async function refreshMembers() {
+  clearTimeout(membersTimer);
+  const asked = ++membersAsked;
+  const { ok, data } = await requestJSON(root.dataset.membersUrl);
+  if (asked !== membersAsked || !ok || !Array.isArray(data.members)) return;
+  members = data.members;
+  renderMembers();
+}
+
+function refreshMembersSoon() {
+  clearTimeout(membersTimer);
+  membersTimer = setTimeout(refreshMembers, 300);
+}
+
+function membersSay(text) {
+  membersStatus.textContent = text || "";
+}
+
+// Answers that carry the list as it now stands replace ours at once.
+function tookMembers(data) {
+  if (!Array.isArray(data.members)) return;
+  membersAsked += 1; // an older GET in flight must not undo this
+  members = data.members;
+  renderMembers();
+}
+
+// Ask first, in the page's own dialog: OK resolves true. Focus goes back where it was.
+function confirmFirst(text, okLabel) {
+  const returnTo = document.activeElement;
+  $("confirm-text").textContent = text;
+  $("confirm-ok").textContent = okLabel;
+  confirmDialog.returnValue = "";
+  confirmDialog.showModal();
+  $("confirm-cancel").focus();
+  return new Promise((resolve) => {
+    confirmDialog.addEventListener("close", () => {
+      if (returnTo?.isConnected) returnTo.focus();
+      resolve(confirmDialog.returnValue === "ok");
+    }, { once: true });
+  });
+}
+
+function memberUrl(username) {
+  return `${root.dataset.membersUrl}/${encodeURIComponent(username)}`;
+}
+
+async function removeMember(username) {
+  if (!(await confirmFirst(`Remove ${username} from this room?`, "Remove"))) return;
+  membersSay("");
+  const { ok, data } = await requestJSON(memberUrl(username), { method: "DELETE" });
+  if (ok) {
+    tookMembers(data);
+    membersSay(`${username} was removed.`);
+  } else {
+    membersSay(data.error);
+  }
+}
+
+async function leaveRoom() {
+  const question = roomKind === "private"
+    ? "Leave this room? It is private: you will need someone to add you again."
+    : "Leave this room? You can join it again at any time.";
+  if (!(await confirmFirst(question, "Leave"))) return;
+  membersSay("");
+  leaving = roomKind !== "public";
+  const { ok, data } = await requestJSON(memberUrl(me), { method: "DELETE" });
+  if (!ok) {
+    leaving = false;
+    membersSay(data.error);
+    leaveButton.focus();
+    return;
+  }
+  if (roomKind !== "public") {
+    location.assign(root.dataset.lobbyUrl);
+    return;
+  }
+  tookMembers(data);
+  membersSay("You left this room. You can still read it.");
+  joinButton?.focus();
+}
+
+async function joinRoom() {
+  membersSay("");
+  joinButton.disabled = true;
+  const { ok, status, data } = await requestJSON(root.dataset.membersUrl, {
+    method: "POST",
+    body: { username: me },
+  });
+  joinButton.disabled = false;
+  if (ok) {
+    tookMembers(data);
+    membersSay("You joined this room.");
+    leaveButton?.focus();
+  } else if (status === 409) {
+    refreshMembers();
+  } else {
+    membersSay(data.error);
+  }
+}
+
+leaveButton?.addEventListener("click", leaveRoom);
+joinButton?.addEventListener("click", joinRoom);
+
+if (addForm) {
+  const addInput = $("add-people-input");
+  const addError = $("add-people-error");
+  addForm.addEventListener("submit", (event) => event.preventDefault());
+  attachTypeahead({
+    input: addInput,
+    listbox: $("add-people-options"),
+    usersUrl: root.dataset.usersUrl,
+    exclude: () => members.map((m) => m.username),
+    async onPick(name) {
+      addError.textContent = "";
+      addInput.removeAttribute("aria-invalid");
+      const { ok, data } = await requestJSON(root.dataset.membersUrl, {
+        method: "POST",
+        body: { username: name },
+      });
+      if (ok) {
+        tookMembers(data);
+        membersSay(`${name} was added.`);
+      } else {
+        addError.textContent = data.error;
+        addInput.setAttribute("aria-invalid", "true");
+        addInput.value = name; // to correct it
+      }
+    },
+  });
+}
+
+// No more membership actions once the socket has closed for good.
+function closeMembership() {
+  renderMembers();
+}
+
+// On a phone the panel is a drawer opened from the room's header.
+function setMembersOpen(open) {
+  membersPanel.classList.toggle("open", open);
+  membersToggle.setAttribute("aria-expanded", String(open));
+  if (open) {
+    refreshMembers();
+    (membersPanel.querySelector("button, input") || membersPanel).focus();
+  }
+}
+
+membersToggle.addEventListener("click", () => {
+  setMembersOpen(!membersPanel.classList.contains("open"));
+});
+
+$("members-close").addEventListener("click", () => {
+  setMembersOpen(false);
+  membersToggle.focus();
+});
+
+membersPanel.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && membersPanel.classList.contains("open")) {
+    setMembersOpen(false);
+    membersToggle.focus();
+  }
+});
+
+// --- "Message <name>": a small menu on any other person's name --------------------------------
+
+const personMenu = $("person-menu");
+const personMenuItem = $("person-menu-message");
+let menuFor = null; // { name, opener }
+
+function closePersonMenu({ refocus = false } = {}) {
+  if (!menuFor) return;
+  const { opener } = menuFor;
+  menuFor = null;
+  personMenu.hidden = true;
+  opener.setAttribute("aria-expanded", "false");
+  if (refocus && opener.isConnected) opener.focus();
+}
+
+function openPersonMenu(name, opener) {
+  const again = menuFor?.opener === opener;
+  closePersonMenu();
+  if (again) return; // a second click on the same name closes it
+  menuFor = { name, opener };
+  $("person-menu-name").textContent = name;
+  personMenuItem.textContent = `Message ${name}`;
+  personMenuItem.disabled = false;
+  opener.setAttribute("aria-expanded", "true");
+  personMenu.hidden = false;
+  // Below the name, kept inside the window.
+  const box = opener.getBoundingClientRect();
+  const width = personMenu.offsetWidth;
+  const height = personMenu.offsetHeight;
+  const left = Math.max(8, Math.min(box.left, window.innerWidth - width - 8));
+  const below = box.bottom + 4;
+  const top = below + height > window.innerHeight - 8 ? Math.max(8, box.top - height - 4) : below;
+  personMenu.style.left = `${left}px`;
+  personMenu.style.top = `${top}px`;
+  personMenuItem.focus();
+}
+
+personMenuItem.addEventListener("click", async () => {
+  if (!menuFor) return;
+  const { name } = menuFor;
+  personMenuItem.disabled = true;
+  const { ok, data } = await requestJSON(root.dataset.directUrl, {
+    method: "POST",
+    body: { usernames: [name] },
+  });
+  if (ok && data.slug) {
+    location.assign(`/rooms/${encodeURIComponent(data.slug)}/`);
+    return;
+  }
+  closePersonMenu({ refocus: true });
+  showAlert(data.error || "Could not open the conversation.", { key: "direct" });
+});
+
+personMenu.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" || event.key === "Tab") {
+    event.preventDefault();
+    closePersonMenu({ refocus: true });
+  }
+});
+
+document.addEventListener("mousedown", (event) => {
+  if (menuFor && !personMenu.contains(event.target) && !menuFor.opener.contains(event.target)) {
+    closePersonMenu();
+  }
+});
+
+list.addEventListener("scroll", () => closePersonMenu(), { passive: true });
+window.addEventListener("resize", () => closePersonMenu());
+
+renderMembers();
 
 // For the browser tests.
 window.chatDebug = { cursor: () => cursor, readSent: () => readSent };
