@@ -349,7 +349,9 @@ def members(request: HttpRequest, slug: str) -> JsonResponse:
         return JsonResponse(NO_SUCH_ROOM, status=404)
     try:
         if request.method == "GET":
-            policy.require(policy.access(request.user, room).can_read())
+            # Only readers see who is in a room (§4: 404 otherwise, a ban included).
+            if policy.access(request.user, room).can_read() is not None:
+                return JsonResponse(NO_SUCH_ROOM, status=404)
             return JsonResponse({"members": selectors.members(room)})
         data = _json_body(request)
         username = data.get("username") if data is not None else None

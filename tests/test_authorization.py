@@ -296,3 +296,275 @@ async def test_authorization_matrix(door: str):
     w = await world()
     got = {role: await DOORS[door](w, role) for role in ROLES}
     assert got == dict(zip(ROLES, MATRIX[door], strict=True)), door
+
+
+# --- room kinds by membership roles by every door (PROTOCOL.md §4) -----------------------------
+# The same doors for a public, a private and a direct room, for people by their place in the
+# room: never in it (outsider), a member, its owner (in a direct room: the one who opened it),
+# removed from it (in a public room: left it; a direct room removes nobody, so: an outsider),
+# and a moderator who is not in it. "ok", codes and statuses as above; "listed"/"absent" for the
+# lobby and the admin's message list.
+
+KINDS = ["public", "private", "direct"]
+PLACES = ["anonymous", "outsider", "member", "owner", "removed", "moderator"]
+
+# fmt: off
+KIND_MATRIX: dict[str, dict[str, tuple]] = {
+    #                          anonymous outsider member   owner    removed  moderator
+    "room page": {
+        "public":              ("login", 200,     200,     200,     200,     200),
+        "private":             ("login", 404,     200,     200,     404,     404),
+        "direct":              ("login", 404,     200,     200,     404,     404),
+    },
+    "lobby": {
+        "public":              ("login", "listed", "listed", "listed", "listed", "listed"),
+        "private":             ("login", "absent", "listed", "listed", "absent", "absent"),
+        "direct":              ("login", "absent", "listed", "listed", "absent", "absent"),
+    },
+    "read marker": {
+        "public":              (401,     200,     200,     200,     200,     200),
+        "private":             (401,     404,     200,     200,     404,     404),
+        "direct":              (401,     404,     200,     200,     404,     404),
+    },
+    "socket": {
+        "public":              (4401,    "ok",    "ok",    "ok",    "ok",    "ok"),
+        "private":             (4401,    4404,    "ok",    "ok",    4404,    4404),
+        "direct":              (4401,    4404,    "ok",    "ok",    4404,    4404),
+    },
+    "resume with since": {
+        "public":              (4401,    "ok",    "ok",    "ok",    "ok",    "ok"),
+        "private":             (4401,    4404,    "ok",    "ok",    4404,    4404),
+        "direct":              (4401,    4404,    "ok",    "ok",    4404,    4404),
+    },
+    "post": {
+        "public":              (4401,    "ok",    "ok",    "ok",    "ok",    "ok"),
+        "private":             (4401,    4404,    "ok",    "ok",    4404,    4404),
+        "direct":              (4401,    4404,    "ok",    "ok",    4404,    4404),
+    },
+    "history": {
+        "public":              (4401,    "ok",    "ok",    "ok",    "ok",    "ok"),
+        "private":             (4401,    4404,    "ok",    "ok",    4404,    4404),
+        "direct":              (4401,    4404,    "ok",    "ok",    4404,    4404),
+    },
+    "members list": {
+        "public":              (401,     200,     200,     200,     200,     200),
+        "private":             (401,     404,     200,     200,     404,     404),
+        "direct":              (401,     404,     200,     200,     404,     404),
+    },
+    "join (add yourself)": {
+        "public":              (401,     200,     409,     409,     200,     200),
+        "private":             (401,     404,     409,     409,     404,     404),
+        "direct":              (401,     404,     403,     403,     404,     404),
+    },
+    "add someone": {
+        "public":              (401,     403,     403,     403,     403,     403),
+        "private":             (401,     404,     200,     200,     404,     404),
+        "direct":              (401,     404,     403,     403,     404,     404),
+    },
+    "remove someone": {
+        "public":              (401,     403,     403,     200,     403,     403),
+        "private":             (401,     404,     403,     200,     404,     404),
+        "direct":              (401,     404,     403,     403,     404,     404),
+    },
+    "leave": {
+        "public":              (401,     404,     200,     200,     404,     404),
+        "private":             (401,     404,     200,     409,     404,     404),
+        "direct":              (401,     404,     403,     403,     404,     404),
+    },
+    "open direct room": {
+        "public":              (401,     200,     200,     200,     200,     200),
+        "private":             (401,     200,     200,     200,     200,     200),
+        "direct":              (401,     "new",   "same",  "same",  "new",   "new"),
+    },
+    "admin: message list": {
+        "public":              ("login", "login", "login", "login", "login", "listed"),
+        "private":             ("login", "login", "login", "login", "login", "listed"),
+        "direct":              ("login", "login", "login", "login", "login", "absent"),
+    },
+    "admin: remove member": {
+        "public":              ("login", "login", "login", "login", "login", "ok"),
+        "private":             ("login", "login", "login", "login", "login", "ok"),
+        "direct":              ("login", "login", "login", "login", "login", "refused"),
+    },
+}
+# fmt: on
+
+
+@dataclass
+class KindWorld:
+    kind: str
+    room: Room
+    users: dict[str, object]
+    victim: object  # a member whom the "remove someone" door removes
+    newcomer: object  # someone the "add someone" door adds
+    message: Message
+
+
+@database_sync_to_async
+def kind_world(kind: str) -> KindWorld:
+    owner, member, victim = create_user("owner"), create_user("member"), create_user("victim")
+    removed, outsider = create_user("removed"), create_user("outsider")
+    moderator = make_moderator("moderator")
+    if kind == "direct":
+        room = services.open_direct(by=owner, usernames=["member", "victim"])
+    else:
+        room = services.create_room(
+            name=f"{kind} room", created_by=owner, kind=kind, enforce_limit=False
+        )
+        for user in (member, victim, removed):
+            if kind == "public":
+                services.add_member(room=room, by=user, username=user.username)
+            else:
+                services.add_member(room=room, by=owner, username=user.username)
+        services.remove_member(room=room, by=removed, username="removed")
+    message = services.post_message(room=room, author=owner, body="owner's words").message
+    users = {
+        "anonymous": None,
+        "outsider": outsider,
+        "member": member,
+        "owner": owner,
+        "removed": removed,
+        "moderator": moderator,
+    }
+    return KindWorld(kind, room, users, victim, create_user("newcomer"), message)
+
+
+def _json(user, method: str, path: str, data=None) -> int:
+    client = http_client(user)
+    if method == "get":
+        return client.get(path).status_code
+    if method == "delete":
+        return client.delete(path).status_code
+    return client.post(path, json.dumps(data), content_type="application/json").status_code
+
+
+def _listed_in_lobby(w: KindWorld, role: str):
+    response = http_client(w.users[role]).get("/")
+    if response.status_code == 302:
+        return "login"
+    return "listed" if f"/rooms/{w.room.slug}/" in response.content.decode() else "absent"
+
+
+def _admin_message_list(w: KindWorld, role: str):
+    response = http_client(w.users[role]).get(f"/admin/chat/message/?room__id__exact={w.room.pk}")
+    if response.status_code == 302:
+        return "login"
+    if response.status_code != 200:
+        return response.status_code
+    return "listed" if "owner&#x27;s words" in response.content.decode() else "absent"
+
+
+def _admin_remove(w: KindWorld, role: str):
+    from chat.models import Membership
+
+    membership = Membership.objects.get(room=w.room, user=w.victim)
+    response = http_client(w.users[role]).post(
+        "/admin/chat/membership/",
+        {"action": "remove_members", "_selected_action": [str(membership.pk)], "index": "0"},
+    )
+    if response.status_code == 302 and "/admin/login/" in response["Location"]:
+        return "login"
+    gone = not Membership.objects.filter(pk=membership.pk).exists()
+    return "ok" if gone else "refused"
+
+
+def _open_direct(w: KindWorld, role: str):
+    user = w.users[role]
+    if user is None:
+        return _json(None, "post", "/direct", {"usernames": ["member"]})
+    others = ["member", "victim", "owner"]
+    client = http_client(user)
+    response = client.post(
+        "/direct",
+        json.dumps({"usernames": [name for name in others if name != user.username]}),
+        content_type="application/json",
+    )
+    if w.kind != "direct" or response.status_code != 200:
+        return response.status_code
+    return "same" if response.json()["slug"] == w.room.slug else "new"
+
+
+KIND_DOORS = {
+    "room page": lambda w, r: page(w.users[r], f"/rooms/{w.room.slug}/"),
+    "lobby": _listed_in_lobby,
+    "read marker": lambda w, r: _json(
+        w.users[r], "post", f"/rooms/{w.room.slug}/read", {"last_read_id": w.message.pk}
+    ),
+    "members list": lambda w, r: _json(w.users[r], "get", f"/rooms/{w.room.slug}/members"),
+    "join (add yourself)": lambda w, r: _json(
+        w.users[r],
+        "post",
+        f"/rooms/{w.room.slug}/members",
+        {"username": w.users[r].username if w.users[r] else "x"},
+    ),
+    "add someone": lambda w, r: _json(
+        w.users[r], "post", f"/rooms/{w.room.slug}/members", {"username": "newcomer"}
+    ),
+    "remove someone": lambda w, r: _json(
+        w.users[r], "delete", f"/rooms/{w.room.slug}/members/victim"
+    ),
+    "leave": lambda w, r: _json(
+        w.users[r],
+        "delete",
+        f"/rooms/{w.room.slug}/members/{w.users[r].username if w.users[r] else 'x'}",
+    ),
+    "open direct room": _open_direct,
+    "admin: message list": _admin_message_list,
+    "admin: remove member": _admin_remove,
+}
+KIND_SOCKET_DOORS = {
+    "socket": lambda w, r: socket_answer(w.users[r], w.room.slug, None),
+    "resume with since": lambda w, r: socket_answer(w.users[r], w.room.slug, None, since=1),
+    "post": lambda w, r: socket_answer(w.users[r], w.room.slug, {"type": "post", "body": "hi"}),
+    "history": lambda w, r: socket_answer(
+        w.users[r], w.room.slug, {"type": "history", "before": 10**9}
+    ),
+}
+
+
+# Doors whose knock changes the room: each role gets a fresh world after one of these.
+CHANGING_DOORS = {
+    "join (add yourself)",
+    "add someone",
+    "remove someone",
+    "leave",
+    "admin: remove member",
+}
+
+
+def test_every_kind_door_has_a_row_and_every_row_a_door():
+    assert set(KIND_DOORS) | set(KIND_SOCKET_DOORS) == set(KIND_MATRIX)
+    assert all(set(row) == set(KINDS) for row in KIND_MATRIX.values())
+    assert all(len(cells) == len(PLACES) for row in KIND_MATRIX.values() for cells in row.values())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("door", list(KIND_MATRIX))
+async def test_kind_matrix(door: str, kind: str):
+    w = await kind_world(kind)
+    got = {}
+    for role in PLACES:
+        # Each role knocks on a world of its own making: one role's change (a leave, a removal)
+        # must not decide the next one's answer.
+        if door in KIND_SOCKET_DOORS:
+            got[role] = await KIND_SOCKET_DOORS[door](w, role)
+        else:
+            got[role] = await sync_to_async(KIND_DOORS[door])(w, role)
+        if door in CHANGING_DOORS:
+            await database_sync_to_async(_flush_world)()
+            w = await kind_world(kind)
+    assert got == dict(zip(PLACES, KIND_MATRIX[door][kind], strict=True)), (door, kind)
+
+
+def _flush_world() -> None:
+    from django.contrib.auth import get_user_model
+
+    from chat.models import Change, Membership, ModerationAction, ReadMarker
+
+    ModerationAction.objects.all().delete()
+    Change.objects.all().delete()
+    ReadMarker.objects.all().delete()
+    Membership.objects.all().delete()
+    Message.objects.all().delete()
+    Room.objects.all().delete()
+    get_user_model().objects.all().delete()

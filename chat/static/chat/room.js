@@ -850,13 +850,16 @@ function showFatal(code) {
   } else if (code === 4404) {
     showAlert(["No such room — ", link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
   } else {
-    // 4403: banned, or removed from a private or direct room. The members door tells them
-    // apart: a room you were removed from no longer exists for you (404); a ban answers 403.
+    // 4403: banned, or removed from a private or direct room. The room's page tells them
+    // apart: a room you were removed from no longer exists for you (404); a banned reader still
+    // gets the page.
     showAlert(["You can no longer read this room — ", link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
-    requestJSON(root.dataset.membersUrl).then(({ status }) => {
-      const why = status === 404 ? "You were removed from this room" : "You are banned from this room";
-      showAlert([`${why} — `, link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
-    });
+    fetch(window.location.pathname, { credentials: "same-origin", cache: "no-store", redirect: "error" })
+      .then((response) => {
+        const why = response.status === 404 ? "You were removed from this room" : "You are banned from this room";
+        showAlert([`${why} — `, link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
+      })
+      .catch(() => {});
     closeMembership();
   }
   sendButton.disabled = true;
