@@ -52,6 +52,7 @@ class RoomAdminForm(forms.ModelForm):
     kind = forms.ChoiceField(
         choices=[(Room.Kind.PUBLIC, "public"), (Room.Kind.PRIVATE, "private")],
         initial=Room.Kind.PUBLIC,
+        required=False,
     )
 
     class Meta:
@@ -144,7 +145,7 @@ class RoomAdmin(admin.ModelAdmin):
         room = services.create_room(
             name=form.cleaned_data["name"],
             created_by=request.user,
-            kind=form.cleaned_data["kind"],
+            kind=form.cleaned_data.get("kind") or Room.Kind.PUBLIC,
             topic=form.cleaned_data.get("topic", ""),
             enforce_limit=False,
         )

@@ -107,7 +107,9 @@ def doorbells(monkeypatch) -> list[events.RoomChanged]:
     rung: list[events.RoomChanged] = []
     monkeypatch.setattr(
         "chat.services.publish_change",
-        lambda room, cursor, frame: rung.append(events.RoomChanged(room, cursor, frame)),
+        lambda room, cursor, frame, epoch=0: rung.append(
+            events.RoomChanged(room, cursor, frame, epoch=epoch)
+        ),
     )
     return rung
 

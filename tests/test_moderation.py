@@ -197,6 +197,8 @@ def test_moderators_group_has_exactly_the_moderation_permissions():
         "chat.archive_room",
         "chat.change_roomrestriction",
         "chat.moderate_message",
+        "chat.remove_member",
+        "chat.view_membership",
         "chat.view_message",
         "chat.view_moderationaction",
         "chat.view_room",

@@ -372,6 +372,7 @@ async def test_removal_closes_the_members_sockets_and_nothing_newer_reaches_them
         seen.append(json.loads(output["text"]))
     assert output["code"] == 4403
     assert all(frame.get("message", {}).get("body") != "after" for frame in seen)
+    await watcher.disconnect()
     assert await _close_code(bob, room.slug, since=ready["cursor"]) == 4404
 
 
@@ -404,6 +405,7 @@ async def test_a_removal_whose_event_was_lost_still_stops_delivery_at_the_next_c
             break
         assert "secret" not in output.get("text", "")
     assert output["code"] == 4403
+    await watcher.disconnect()
 
 
 async def test_removal_closes_sockets_on_two_server_processes_within_a_second(daphne_factory):
