@@ -37,6 +37,12 @@ CLASSES = {"span": {"mention"}}
 MENTION = re.compile(r"(?<![\w@.+-])@([\w.@+-]{1,150})")
 MAX_MENTIONS = 50
 
+# Bidi controls (embeddings, overrides, isolates, marks): inside a link they only serve to make
+# it read in another order than it goes ("https://e.com/\u202egpj.exe" shows as "exe.jpg").
+# Links lose them, in their text and their address (raw or percent-encoded).
+BIDI = re.compile(r"[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+BIDI_ENCODED = re.compile(r"%E2%80%A[A-E]|%E2%81%A[6-9]|%E2%80%8[EF]|%D8%9C", re.I)
+
 
 def _valid_link(url: str) -> bool:
     return url.strip().lower().startswith(SCHEMES)
@@ -50,6 +56,7 @@ def _parser() -> MarkdownIt:
     md.add_render_rule("mention", _render_mention)
     md.add_render_rule("fence", _render_code_block)
     md.add_render_rule("code_block", _render_code_block)
+    md.core.ruler.push("links_without_bidi", _links_without_bidi)
     tokenize = md.block.tokenize
 
     def tokenize_noting_depth(state, start_line: int, end_line: int, *args) -> None:
@@ -61,6 +68,21 @@ def _parser() -> MarkdownIt:
 
     md.block.tokenize = tokenize_noting_depth
     return md
+
+
+def _links_without_bidi(state) -> None:
+    for block in state.tokens:
+        inside = False
+        for token in block.children or ():
+            if token.type == "link_open":
+                inside = True
+                href = token.attrGet("href")
+                if isinstance(href, str):
+                    token.attrSet("href", BIDI_ENCODED.sub("", BIDI.sub("", href)))
+            elif token.type == "link_close":
+                inside = False
+            elif inside and token.type == "text":
+                token.content = BIDI.sub("", token.content)
 
 
 def _render_mention(self, tokens: list[Token], idx: int, options, env) -> str:

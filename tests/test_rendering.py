@@ -58,6 +58,14 @@ def test_a_body_renders_to_this_html(body, html):
     assert rendering.render(body) == html
 
 
+def test_a_link_loses_the_bidi_controls_that_would_turn_it_around():
+    html = rendering.render("see \u202ehttps://example.com/\u202egpj.exe now")
+    assert html == (
+        f'<p>see \u202e<a href="https://example.com/gpj.exe" {REL}>https://example.com/gpj.exe</a>'
+        " now</p>\n"
+    )
+
+
 def test_quotes_nested_past_the_parsers_depth_show_as_plain_text_not_lose_it():
     body = "> " * 1000 + "the end"
     html = rendering.render(body)
