@@ -99,6 +99,22 @@ class Message(models.Model):
     )
     # A membership notice ("alice added bob"): drawn as a quiet line, never edited or deleted.
     system = models.BooleanField(default=False)
+    # The body rendered (chat.rendering) at each change, and the renderer's version that made it:
+    # `manage.py render_messages` renders again what an older version made.
+    html = models.TextField(blank=True, default="", editable=False)
+    html_version = models.PositiveSmallIntegerField(default=0, editable=False)
+    # The usernames the body mentions (§6): readers of the room when it was last written.
+    mentions = models.JSONField(default=list, blank=True, editable=False)
+    # The message this one answers (§6 `reply_to`), in the same room. Messages are never removed
+    # (PROTECT everywhere), so SET_NULL only guards against a hand-made deletion.
+    reply_to = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="replies",
+        editable=False,
+    )
     # The sender's idempotency key (PROTOCOL.md: post.client_id); empty when none was given.
     client_id = models.CharField(max_length=64, blank=True, default="")
     # The room cursor of this message's latest change.
@@ -140,6 +156,7 @@ class Change(models.Model):
         EDIT = "edit"
         DELETE = "delete"
         RESTORE = "restore"
+        REACT = "react"  # a reaction added or taken back (§6)
 
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="changes")
     cursor = models.BigIntegerField()
@@ -155,6 +172,29 @@ class Change(models.Model):
 
     def __str__(self) -> str:
         return f"{self.room_id}#{self.cursor} {self.kind} {self.message_id}"
+
+
+class Reaction(models.Model):
+    """One user's emoji on one message (§6 `react` toggles it). The Message object lists them
+    grouped by emoji in order of each emoji's first use: the lowest id among its rows."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reactions")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reactions"
+    )
+    emoji = models.CharField(max_length=32)  # one emoji grapheme, at most 32 UTF-8 bytes
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["message", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "user", "emoji"], name="reaction_message_user_emoji_uniq"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.emoji} on Id{self.message_id}"
 
 
 class RestrictionQuerySet(models.QuerySet):

@@ -10,7 +10,8 @@ role).
   member of) does not exist for them: every door answers as for a slug that never existed.
 - **Reading** needs seeing and no ban; **posting** needs reading and no mute; authors **edit**
   their own messages (not tombstones) under the same rule as posting, and **delete** them while
-  they may read (a mute does not stop deleting one's own words).
+  they may read (a mute does not stop deleting one's own words). **Reacting** follows posting;
+  nobody reacts to a tombstone or a notice, or replies to a notice (§6).
 - **Members** (PROTOCOL.md §4): any member of a private room adds people; anyone joins a public
   room (themselves only); nobody joins or leaves a direct room. Owners remove members, anyone
   leaves; a private room's last owner stays while others remain.
@@ -59,13 +60,13 @@ ERRORS: dict[Denial, tuple[ErrorCode, str]] = {
     Denial.BANNED: (ErrorCode.FORBIDDEN, "You are banned from this room."),
     Denial.MUTED: (ErrorCode.MUTED, "A moderator has muted you in this room."),
     Denial.NOT_AUTHOR: (ErrorCode.FORBIDDEN, "You can only {action} your own messages."),
-    Denial.TOMBSTONE: (ErrorCode.FORBIDDEN, "A deleted message cannot be changed."),
+    Denial.TOMBSTONE: (ErrorCode.FORBIDDEN, "You cannot {action} a deleted message."),
     Denial.NOT_MODERATOR: (ErrorCode.FORBIDDEN, "Only moderators can do that."),
     Denial.STAFF_TARGET: (
         ErrorCode.FORBIDDEN,
         "That is a staff account: only an administrator can ban or mute it.",
     ),
-    Denial.SYSTEM_MESSAGE: (ErrorCode.FORBIDDEN, "A room notice cannot be changed."),
+    Denial.SYSTEM_MESSAGE: (ErrorCode.FORBIDDEN, "You cannot {action} a room notice."),
     Denial.NOT_ALLOWED: (ErrorCode.FORBIDDEN, "You cannot {action} here."),
     Denial.NOT_OWNER: (ErrorCode.FORBIDDEN, "Only the room's owners can remove members."),
     Denial.ALREADY_MEMBER: (ErrorCode.INVALID, "{ref} is already a member."),
@@ -192,6 +193,22 @@ class Access:
             return Denial.SYSTEM_MESSAGE
         if message.author_id != self.user.pk:
             return Denial.NOT_AUTHOR
+        if denial := self.can_post():
+            return denial
+        if message.is_deleted:
+            return Denial.TOMBSTONE
+        return None
+
+    def can_reply(self, message: Message) -> Denial | None:
+        """Replying to `message` (§6): not to a notice; posting's own rule still applies."""
+        if message.system:
+            return Denial.SYSTEM_MESSAGE
+        return None
+
+    def can_react(self, message: Message) -> Denial | None:
+        """Reacting (§6) is speaking: the posting rule, and not on a notice or a tombstone."""
+        if message.system:
+            return Denial.SYSTEM_MESSAGE
         if denial := self.can_post():
             return denial
         if message.is_deleted:

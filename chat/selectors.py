@@ -3,15 +3,28 @@
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, Exists, F, OuterRef, Q, Subquery
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Subquery
 from django.db.models.functions import Coalesce
 
-from .models import Change, Membership, Message, ReadMarker, Room
+from .models import Change, Membership, Message, Reaction, ReadMarker, Room
 from .realtime import protocol
+
+# What a Message object (protocol.message_object) reads besides the row: authors, the replied-to
+# message, the reactions and who made them; in a fixed number of queries for a whole page.
+MESSAGE_RELATED = ("author", "deleted_by", "reply_to__author")
+
+
+def _reactions(prefix: str = "") -> Prefetch:
+    return Prefetch(f"{prefix}reactions", queryset=Reaction.objects.select_related("user"))
 
 
 def _messages():
-    return Message.objects.select_related("author", "deleted_by")
+    return Message.objects.select_related(*MESSAGE_RELATED).prefetch_related(_reactions())
+
+
+def message(room: Room, message_id: int) -> Message | None:
+    """One message of the room as a Message object needs it, or None."""
+    return _messages().filter(room=room, pk=message_id).first()
 
 
 def lobby_rooms(rooms, user, query: str = "", sort: str = "active"):
@@ -51,6 +64,24 @@ def members(room: Room) -> list[dict[str, str]]:
     rows = Membership.objects.filter(room=room).values_list("user__username", "role")
     ordered = sorted(rows, key=lambda row: (row[1] != Membership.Role.OWNER, row[0].casefold()))
     return [{"username": username, "role": role} for username, role in ordered]
+
+
+def readers_named(room: Room, names: list[str]) -> dict[str, str]:
+    """Of these names (any case), the active users who can read the room (a public room: any
+    active user; a private or direct one: its members), as {casefolded name: username}."""
+    if not names:
+        return {}
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    field = User.USERNAME_FIELD
+    wanted = Q()
+    for name in names:
+        wanted |= Q(**{f"{field}__iexact": name})
+    users = User._default_manager.filter(wanted, is_active=True)
+    if room.kind != Room.Kind.PUBLIC:
+        users = users.filter(memberships__room=room)
+    return {username.casefold(): username for username in users.values_list(field, flat=True)}
 
 
 def direct_names(rooms, user) -> dict[int, str]:
@@ -143,9 +174,31 @@ def messages_before(room: Room, before: int, limit: int) -> tuple[list[Message],
     return rows[:limit][::-1], len(rows) > limit
 
 
+def messages_around(room: Room, message_id: int, limit: int):
+    """§6 `history around`: the message, up to `limit // 2` older ones and the rest newer (fewer
+    at either end), oldest first; whether older and newer ones exist beyond them. None when the
+    message is not in the room."""
+    if not Message.objects.filter(room=room, pk=message_id).exists():
+        return None
+    older_count = limit // 2
+    newer_count = limit - 1 - older_count
+    older = list(
+        _messages().filter(room=room, id__lt=message_id).order_by("-id")[: older_count + 1]
+    )
+    rest = list(_messages().filter(room=room, id__gte=message_id).order_by("id")[: newer_count + 2])
+    messages = older[:older_count][::-1] + rest[: newer_count + 1]
+    return messages, len(older) > older_count, len(rest) > newer_count + 1
+
+
 def messages_changed_since(room: Room, since: int) -> list[Message]:
     """Every message whose latest change is after `since`, in change order."""
     return list(_messages().filter(room=room, cursor__gt=since).order_by("cursor"))
+
+
+def _frame_size(message: Message) -> int:
+    """About how many bytes a message takes in a frame (a bound, not a measure)."""
+    reactions = sum(40 + len(r.emoji.encode()) for r in message.reactions.all())
+    return len(message.body.encode()) + len(message.html.encode()) + reactions + 400
 
 
 @dataclass(frozen=True)
@@ -169,7 +222,7 @@ def ready_state(room: Room, since: int | None) -> Ready:
     if servable:
         changed = messages_changed_since(room, since)
         # A replay must fit in one frame the server may send (daphne's message limit).
-        size = sum(len(m.body.encode()) + 200 for m in changed)
+        size = sum(_frame_size(m) for m in changed)
         if size <= settings.CHAT_MAX_REPLAY_BYTES:
             older = Message.objects.filter(room=room, cursor__lte=since).exists()
             return Ready(changed, older, cursor, reset=False)
@@ -181,7 +234,8 @@ def change_frames(room_id: int, after: int, upto: int) -> list[tuple[int, str]]:
     """The `message` frames for cursors after..upto, each message in its current state."""
     changes = (
         Change.objects.filter(room_id=room_id, cursor__gt=after, cursor__lte=upto)
-        .select_related("message__author", "message__deleted_by")
+        .select_related(*(f"message__{related}" for related in MESSAGE_RELATED))
+        .prefetch_related(_reactions("message__"))
         .order_by("cursor")
     )
     return [

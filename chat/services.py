@@ -20,8 +20,16 @@ from django.db.models.functions import Length
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import limits, metrics, policy, selectors, text, throttle
-from .models import Change, Membership, Message, ModerationAction, Room, RoomRestriction
+from . import limits, metrics, policy, reactions, rendering, selectors, text, throttle
+from .models import (
+    Change,
+    Membership,
+    Message,
+    ModerationAction,
+    Reaction,
+    Room,
+    RoomRestriction,
+)
 from .realtime import events, protocol
 from .realtime.events import publish_change, publish_now
 from .realtime.protocol import ChatError, CloseCode, ErrorCode
@@ -104,31 +112,77 @@ def _record(
     message.cursor = cursor
     if message.pk is None:
         message.save()
+        # A new message has no reactions: its frame need not ask the database.
+        message._prefetched_objects_cache = {"reactions": Reaction.objects.none()}
     else:
-        message.save(update_fields=["body", "edited", "deleted_at", "deleted_by", "cursor"])
+        message.save(
+            update_fields=[
+                "body",
+                "edited",
+                "deleted_at",
+                "deleted_by",
+                "cursor",
+                "html",
+                "html_version",
+                "mentions",
+            ]
+        )
     Change.objects.create(room_id=room_id, cursor=cursor, message=message, kind=kind)
     frame = protocol.message_frame(message, cursor, created=kind == Change.Kind.CREATE)
     transaction.on_commit(lambda: publish_change(room_id, cursor, frame, epoch))
 
 
-def _get_message(room: Room, message_id: int) -> Message:
-    queryset = Message.objects.select_related("author", "deleted_by")
+def _get_message(room: Room, message_id: int, *, ref: object = None) -> Message:
+    queryset = Message.objects.select_related(*selectors.MESSAGE_RELATED)
     try:
         return queryset.get(pk=message_id, room_id=room.pk)
     except Message.DoesNotExist:
         raise ChatError(
-            ErrorCode.NOT_FOUND, "There is no such message in this room.", ref=message_id
+            ErrorCode.NOT_FOUND,
+            "There is no such message in this room.",
+            ref=message_id if ref is None else ref,
         ) from None
 
 
-def post_message(*, room: Room, author, body: str, client_id: str | None = None) -> Posted:
-    """Store a new message. A retry of a stored post (same `client_id`) stores nothing and
-    returns the stored message with `created=False`, even if the author can no longer post."""
+@dataclass(frozen=True)
+class Rendered:
+    html: str
+    mentions: list[str]
+
+    def apply_to(self, message: Message) -> None:
+        message.html, message.mentions = self.html, self.mentions
+        message.html_version = rendering.RENDERER_VERSION
+
+
+def _render(room: Room, body: str) -> Rendered:
+    """A body's HTML and mentions (§6), made at every create and edit, once. Before the room's
+    lock is taken: a long body costs milliseconds (bench/render.py) nobody should queue behind."""
+    document = rendering.parse(body)
+    mentions = document.mentions(selectors.readers_named(room, document.candidates))
+    return Rendered(document.html(mentions), mentions)
+
+
+def post_message(
+    *,
+    room: Room,
+    author,
+    body: str,
+    client_id: str | None = None,
+    reply_to: int | None = None,
+) -> Posted:
+    """Store a new message, answering the message `reply_to` (an id in this room) if given. A
+    retry of a stored post (same `client_id`) stores nothing and returns the stored message with
+    `created=False`, even if the author can no longer post."""
     body = clean_body(body, ref=client_id)
     try:
         access = policy.access(author, room)
         policy.require(access.can_post(), ref=client_id)
         message = Message(room_id=room.pk, author=author, body=body, client_id=client_id or "")
+        if reply_to is not None:
+            original = _get_message(room, reply_to, ref=client_id)
+            policy.require(access.can_reply(original), ref=client_id, action="reply to")
+            message.reply_to = original
+        _render(room, body).apply_to(message)
         with transaction.atomic():
             if not access.is_member:
                 # Posting in a public room joins it (§4), quietly: a v1 client posting for the
@@ -150,6 +204,7 @@ def post_message(*, room: Room, author, body: str, client_id: str | None = None)
 
 def edit_message(*, room: Room, message_id: int, by, body: str) -> Message:
     body = clean_body(body, ref=message_id)
+    rendered = _render(room, body)
     with transaction.atomic():
         _lock_room(room.pk)
         message = _get_message(room, message_id)
@@ -157,7 +212,36 @@ def edit_message(*, room: Room, message_id: int, by, body: str) -> Message:
         policy.require(access.can_edit(message), ref=message_id, action="edit")
         message.body = body
         message.edited = timezone.now()
+        rendered.apply_to(message)
         _record(room.pk, message, Change.Kind.EDIT)
+    return message
+
+
+def toggle_reaction(*, room: Room, message_id: int, by, emoji: str) -> Message:
+    """Add `by`'s reaction `emoji` to a message, or take it back if it is there (§6). Either way
+    one change: the cursor moves by one and the room gets the whole message."""
+    cleaned = reactions.clean(emoji)
+    if cleaned is None:
+        raise ChatError(
+            ErrorCode.INVALID, "A reaction is one emoji (not a letter or digit).", ref=message_id
+        )
+    with transaction.atomic():
+        _lock_room(room.pk)
+        message = _get_message(room, message_id)
+        access = policy.access(by, room)
+        policy.require(access.can_react(message), ref=message_id, action="react to")
+        mine = Reaction.objects.filter(message=message, user=by, emoji=cleaned)
+        if not mine.delete()[0]:
+            present = set(Reaction.objects.filter(message=message).values_list("emoji", flat=True))
+            most = settings.CHAT_MAX_REACTIONS
+            if cleaned not in present and len(present) >= most:
+                raise ChatError(
+                    ErrorCode.TOO_MANY,
+                    f"A message can have at most {most} different reactions.",
+                    ref=message_id,
+                )
+            Reaction.objects.create(message=message, user=by, emoji=cleaned)
+        _record(room.pk, message, Change.Kind.REACT)
     return message
 
 
@@ -299,11 +383,14 @@ RATE_LIMITS: dict[str, limits.Limit] = {
     "post": limits.POSTS,
     "edit": limits.CHANGES,
     "delete": limits.CHANGES,
+    "react": limits.CHANGES,
     "history": limits.HISTORY,
 }
 
 
-async def submit_post(*, room: Room, author, body: str, client_id: str | None) -> Posted:
+async def submit_post(
+    *, room: Room, author, body: str, client_id: str | None, reply_to: int | None = None
+) -> Posted:
     """A post from a socket. A retry of a stored post (same `client_id`) is answered with the
     stored message (`created=False`), past the limit or not: the client must learn it landed."""
     clean_body(body, ref=client_id)
@@ -314,7 +401,9 @@ async def submit_post(*, room: Room, author, body: str, client_id: str | None) -
         if not stored:
             raise
         return Posted(stored, created=False)
-    return await db(post_message)(room=room, author=author, body=body, client_id=client_id)
+    return await db(post_message)(
+        room=room, author=author, body=body, client_id=client_id, reply_to=reply_to
+    )
 
 
 async def submit_edit(*, room: Room, message_id: int, by, body: str) -> Message:
@@ -327,6 +416,11 @@ async def submit_delete(*, room: Room, message_id: int, by) -> Message:
     return await db(delete_message)(room=room, message_id=message_id, by=by)
 
 
+async def submit_reaction(*, room: Room, message_id: int, by, emoji: str) -> Message:
+    await limits.hit(RATE_LIMITS["react"], user_id=by.pk, ref=message_id)
+    return await db(toggle_reaction)(room=room, message_id=message_id, by=by, emoji=emoji)
+
+
 async def read_history(*, room: Room, user, before: int, limit: int):
     """Messages older than `before` (a page), for a reader the policy still lets read."""
     await limits.hit(RATE_LIMITS["history"], user_id=user.pk)
@@ -336,6 +430,20 @@ async def read_history(*, room: Room, user, before: int, limit: int):
 def _history_page(room: Room, user, before: int, limit: int):
     policy.require(policy.access(user, room).can_read())
     return selectors.messages_before(room, before, limit)
+
+
+async def read_around(*, room: Room, user, around: int, limit: int):
+    """§6 `history around`: (messages, has_more, has_newer) around a message of the room."""
+    await limits.hit(RATE_LIMITS["history"], user_id=user.pk)
+    return await db(_page_around)(room, user, around, limit)
+
+
+def _page_around(room: Room, user, around: int, limit: int):
+    policy.require(policy.access(user, room).can_read())
+    page = selectors.messages_around(room, around, limit)
+    if page is None:
+        raise ChatError(ErrorCode.NOT_FOUND, "There is no such message in this room.", ref=around)
+    return page
 
 
 async def announce_typing(*, room: Room, user) -> None:
@@ -445,8 +553,36 @@ def erase_deleted_text(*, older_than, batch_size: int = 500) -> int:
         ids = list(due.order_by("pk").values_list("pk", flat=True)[:batch_size])
         if not ids:
             return erased
-        # The conditions again: a moderator may have restored one in between.
-        erased += due.filter(pk__in=ids).update(body="")
+        # The conditions again: a moderator may have restored one in between. What was made
+        # from the text (its render, its mentions) goes with it.
+        erased += due.filter(pk__in=ids).update(body="", html="", mentions=[])
+
+
+def render_stale_messages(*, batch_size: int = 500) -> int:
+    """Render again every message whose stored `html` an older renderer made (chat.rendering's
+    RENDERER_VERSION moved); returns how many. Mentions stay as they were read when written.
+
+    Not a change: the cursor does not move and no frame goes out; readers get the new render
+    with their next `ready` or `history`, and until then the protocol renders a stale row on the
+    fly. Batches of `batch_size`, each row written only if its body and version are still the
+    ones rendered (an edit meanwhile wins), so it never holds a lock for long.
+    """
+    done, last = 0, 0
+    stale = Message.objects.filter(html_version__lt=rendering.RENDERER_VERSION)
+    while True:
+        rows = list(
+            stale.filter(pk__gt=last)
+            .order_by("pk")
+            .values_list("pk", "body", "mentions", "system", "html_version")[:batch_size]
+        )
+        if not rows:
+            return done
+        for pk, body, mentions, system, version in rows:
+            html = rendering.plain(body) if system else rendering.render(body, mentions)
+            done += Message.objects.filter(pk=pk, body=body, html_version=version).update(
+                html=html, html_version=rendering.RENDERER_VERSION
+            )
+        last = rows[-1][0]
 
 
 # --- rooms: creating, archiving ----------------------------------------------------------------
@@ -579,6 +715,8 @@ def unarchive_room(*, room: Room, by, reason: str = "") -> bool:
 def _notice(room: Room, actor, body: str) -> Message:
     """A membership notice in the room's history, authored by whoever acted."""
     message = Message(room_id=room.pk, author=actor, body=body, system=True)
+    message.html = rendering.plain(body)
+    message.html_version = rendering.RENDERER_VERSION
     _record(room.pk, message, Change.Kind.CREATE)
     return message
 

@@ -171,12 +171,16 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
     if room is None:
         raise Http404("No such room.")
     access = policy.access(request.user, room)
+    # A permalink (§6 `?message=<id>`): the page opens at that message, loading the history
+    # around it. An id that is not a number is ignored; one not in the room, the page says so.
+    target = request.GET.get("message", "")
     context = {
         "room": room,
         "seen_as": selectors.room_object(room, request.user),
         "role": access.role or "",
         "last_read_id": selectors.last_read(request.user, room),
         "max_body": settings.CHAT_MAX_BODY,
+        "target_message": int(target) if target.isascii() and target.isdigit() else "",
     }
     return render(request, "chat/room.html", context)
 

@@ -16,6 +16,8 @@ Commands:
   /leave            leave this room (a private one: back to the room before, or exit)
   /delete ID        delete your message ID (e.g. /delete 3 or /delete Id3)
   /edit ID text     replace the text of your message ID
+  /reply ID text    answer message ID (shown as "↳ reply to IdN author: …")
+  /react ID EMOJI   add your reaction to message ID, or take it back (e.g. /react Id12 👍)
   /who              who is online
   /history          print the page of messages before the oldest one shown
   /help             this help
@@ -47,8 +49,33 @@ def deleter(message: dict[str, Any]) -> str:
     return clean(message.get("deleted_by") or "a moderator")
 
 
+EXCERPT = 60  # of a replied-to message, in the reply's line
+
+
+def reply_line(message: dict[str, Any]) -> str | None:
+    """`    ↳ reply to Id12 alice: the first words…` for a reply (PROTOCOL.md §6), else None."""
+    quoted = message.get("reply_to")
+    if not isinstance(quoted, dict):
+        return None
+    excerpt = " ".join(str(quoted.get("excerpt") or "").split())
+    if len(excerpt) > EXCERPT:
+        excerpt = excerpt[:EXCERPT] + "…"
+    excerpt = clean(excerpt) if excerpt else "(deleted)"
+    return f"    ↳ reply to Id{quoted.get('id')} {clean(quoted.get('author'))}: {excerpt}"
+
+
+def reactions_text(message: dict[str, Any]) -> str:
+    """` [👍 3] [🎉 1]` (PROTOCOL.md §6 `reactions`), or "" for none."""
+    chips = []
+    for reaction in message.get("reactions") or ():
+        if isinstance(reaction, dict):
+            chips.append(f"[{clean(reaction.get('emoji'))} {reaction.get('count')}]")
+    return (" " + " ".join(chips)) if chips else ""
+
+
 def message_line(message: dict[str, Any]) -> str:
-    """A message as first shown: `[12:01] Id3 omkar: How are you`, or its tombstone."""
+    """A message as first shown: `[12:01] Id3 omkar: How are you [👍 2]`, a reply's quote on
+    the line above it, or its tombstone. The body is shown as written (Markdown source)."""
     if message.get("system") and not message.get("deleted"):
         # A membership notice ("alice added bob"): part of the history, never editable.
         return f"[{clock(message.get('created'))}] -- {clean(message.get('body', ''))} --"
@@ -56,14 +83,21 @@ def message_line(message: dict[str, Any]) -> str:
     if message.get("deleted"):
         return f"{head} deleted by {deleter(message)}"
     line = f"{head} {clean(message.get('author'))}: {clean(message.get('body', ''))}"
-    return line + " (edited)" if message.get("edited") else line
+    if message.get("edited"):
+        line += " (edited)"
+    line += reactions_text(message)
+    quote = reply_line(message)
+    return f"{quote}\n{line}" if quote else line
 
 
 def change_line(old: dict[str, Any], new: dict[str, Any]) -> str | None:
     """What to print when an already-shown message changes, or None if nothing visible did."""
     fields = ("author", "body", "edited", "deleted", "deleted_by")
     if all(old.get(f) == new.get(f) for f in fields):
-        return None
+        if new.get("deleted") or old.get("reactions") == new.get("reactions"):
+            return None
+        reactions = reactions_text(new) or " no reactions"
+        return f"Id{new['id']} reactions:{reactions}"
     who, body = clean(new.get("author")), clean(new.get("body", ""))
     if new.get("deleted"):
         return None if old.get("deleted") else f"Id{new['id']} deleted by {deleter(new)}"

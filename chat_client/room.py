@@ -56,6 +56,7 @@ class Pending:
     body: str
     slug: str  # the room it was typed in: it is only ever sent there
     sent_on: int | None = None  # the socket generation it was last sent on
+    reply_to: int | None = None  # the message it answers (/reply)
 
 
 @dataclass
@@ -591,15 +592,17 @@ class ChatClient:
                 continue
             entry.sent_on = generation
             frame = {"type": "post", "body": entry.body, "client_id": client_id}
+            if entry.reply_to is not None:
+                frame["reply_to"] = entry.reply_to
             if not await self.send(frame):
                 entry.sent_on = None
                 return
 
-    async def post(self, body: str) -> None:
+    async def post(self, body: str, reply_to: int | None = None) -> None:
         if len(body.encode("utf-8", "replace")) > MAX_FRAME_BYTES:
             say("! too_long: that message is far too long to send")
             return
-        self.pending[uuid.uuid4().hex] = Pending(body, self.slug)
+        self.pending[uuid.uuid4().hex] = Pending(body, self.slug, reply_to=reply_to)
         self.all_sent.clear()
         if not self.ready and not (self.announce and self.ever_ready and not self.reconnecting):
             # (Just after a switch the new room's socket is opening: it goes out there.)
@@ -642,6 +645,20 @@ class ChatClient:
                 say("! usage: /edit ID new text")
             elif message_id is not None:
                 await self.act({"type": "edit", "id": message_id, "body": body.strip()})
+        elif command == "/reply":
+            target, _, body = rest.partition(" ")
+            message_id = self.parse_id(target)
+            if message_id is not None and not body.strip():
+                say("! usage: /reply ID text")
+            elif message_id is not None:
+                await self.post(body.strip(), reply_to=message_id)
+        elif command == "/react":
+            target, _, emoji = rest.partition(" ")
+            message_id = self.parse_id(target)
+            if message_id is not None and len(emoji.split()) != 1:
+                say("! usage: /react ID emoji (e.g. /react Id12 👍)")
+            elif message_id is not None:
+                await self.act({"type": "react", "id": message_id, "emoji": emoji.strip()})
         elif command == "/msg":
             await self.message_people(rest)
         elif command in ("/join", "/switch"):

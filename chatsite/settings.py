@@ -315,13 +315,15 @@ CHAT_HISTORY_PAGE = env_int("CHAT_HISTORY_PAGE", 50)
 CHAT_HISTORY_MAX = env_int("CHAT_HISTORY_MAX", 100)
 # A resume (`?since=`) further behind than this many changes gets the room afresh (`reset`).
 CHAT_RESUME_MAX_CHANGES = env_int("CHAT_RESUME_MAX_CHANGES", 1000)
+# Distinct emoji on one message (§6 `react`); one more is answered `too_many`.
+CHAT_MAX_REACTIONS = env_int("CHAT_MAX_REACTIONS", 20)
 # Not a setting: daphne's --websocket-max-message-size bounds frames both ways (2 MiB,
 # chatsite/serve.py), so a replay larger than this is not served (the client gets a fresh
 # `ready`).
 CHAT_MAX_REPLAY_BYTES = 1536 * 1024
 CHAT_RATE_LIMIT_POSTS = env_int("CHAT_RATE_LIMIT_POSTS", 10)
 CHAT_RATE_LIMIT_WINDOW = env_int("CHAT_RATE_LIMIT_WINDOW", 5)
-# Edits and deletions (and every later state-changing frame) per user, all rooms, per window.
+# Edits, deletions, reactions (every later state-changing frame) per user, all rooms, per window.
 CHAT_RATE_LIMIT_CHANGES = env_int("CHAT_RATE_LIMIT_CHANGES", 20)
 CHAT_RATE_LIMIT_CHANGES_WINDOW = env_int("CHAT_RATE_LIMIT_CHANGES_WINDOW", 10)
 # Typing notices: at most one per user per room per this many seconds.

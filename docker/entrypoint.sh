@@ -1,6 +1,7 @@
 #!/bin/sh
 # Before the web process serves: apply migrations, erase the text of messages their authors
-# deleted more than CHAT_DELETED_TEXT_RETENTION_DAYS ago, and create the admin account named in
+# deleted more than CHAT_DELETED_TEXT_RETENTION_DAYS ago, render again messages an older
+# Markdown renderer made (chat/rendering.py), and create the admin account named in
 # DJANGO_SUPERUSER_* (once; later starts leave it alone). Replicas starting together take turns.
 # Then run the command (daphne by default), with the erasure repeated every CHAT_PURGE_INTERVAL
 # seconds (a day) beside it for as long as it runs; every replica does, and the later ones find
@@ -11,6 +12,7 @@ set -eu
 python manage.py wait_for_services --timeout "${CHAT_STARTUP_WAIT:-60}"
 python manage.py run_locked migrate --noinput
 python manage.py run_locked purge_deleted_text
+python manage.py run_locked render_messages
 python manage.py run_locked ensure_superuser
 # Needed only by ensure_superuser: the server (and anything it starts) never holds it.
 unset DJANGO_SUPERUSER_PASSWORD

@@ -384,7 +384,7 @@ def test_edit_reaches_the_other_user(people, alice, bob, room):
     for person in (b, a):
         row = person.page.locator(f'{MESSAGES}[data-id="{message_id}"]')
         expect(row.locator(".body")).to_have_text("Meet at 6 instead")
-        expect(row.locator(".edited")).to_have_text("(edited)")
+        expect(row.locator(".edited")).to_have_text(re.compile(r"^edited \d"))
         expect(row).not_to_have_class(re.compile(r"\bsaving\b"))
         expect(person.messages).to_have_count(1)
         expect(person.page.locator("#messages")).not_to_contain_text("Meet at 5")
@@ -1476,3 +1476,127 @@ def test_private_and_direct_screenshots(people, alice, bob, carol):
 
     for name in ("private-room-desktop", "private-room-phone", "direct-desktop", "direct-phone"):
         assert (SCREENSHOTS / f"{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), name
+
+
+# --- rich messages (PROTOCOL.md §6) ---------------------------------------------------------------
+
+
+def test_formatting_reactions_and_a_reply_show_on_both_pages(people, alice, bob, room):
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    b = people("bob", next=f"/rooms/{room.slug}/")
+    a.send("**ship** it, `make deploy`, @bob\n\n> quoted\n\n- one\n- two")
+    for person in (a, b):
+        row = person.messages.last
+        expect(row.locator(".body strong")).to_have_text("ship")
+        expect(row.locator(".body code")).to_have_text("make deploy")
+        expect(row.locator(".body blockquote")).to_have_text("quoted")
+        expect(row.locator(".body li")).to_have_text(["one", "two"])
+        expect(row.locator(".body span.mention")).to_have_text("@bob")
+    expect(b.messages.last.locator("span.mention.me")).to_have_count(1)
+
+    # Bob reacts from the picker's common emoji: his page shows it at once, alice's from the frame.
+    row = b.messages.last
+    row.hover()
+    row.locator("button.react").click()
+    b.page.locator("#emoji-common button", has_text="👍").click()
+    expect(row.locator("button.reaction")).to_have_text("👍 1")
+    expect(row.locator("button.reaction")).to_have_attribute("aria-pressed", "true")
+    theirs = a.messages.last.locator("button.reaction")
+    expect(theirs).to_have_text("👍 1")
+    expect(theirs).to_have_attribute("title", "bob reacted with 👍")
+    # Alice finds one by name and joins bob's.
+    a.messages.last.hover()
+    a.messages.last.locator("button.react").click()
+    a.page.locator("#emoji-search").fill("party popper")
+    a.page.locator("#emoji-results button", has_text="🎉").first.click()
+    a.messages.last.locator("button.reaction", has_text="👍").click()
+    for person in (a, b):
+        expect(person.messages.last.locator("button.reaction")).to_have_text(["👍 2", "🎉 1"])
+
+    # Bob replies: a chip in his composer, then the quote on both pages.
+    b.messages.last.hover()
+    b.messages.last.locator("button.reply").click()
+    expect(b.page.locator("#reply-chip")).to_contain_text("Replying to alice")
+    b.send("On it")
+    expect(b.page.locator("#reply-chip")).to_be_hidden()
+    for person in (a, b):
+        quote = person.messages.last.locator(".reply-quote")
+        expect(quote).to_contain_text("alice: **ship** it")
+    a.page.screenshot(path=SCREENSHOTS / "rich-messages-1280.png")
+
+
+def test_a_reply_jumps_to_its_original_in_a_500_message_room(people, alice, bob, room):
+    def seed() -> tuple[int, int]:
+        original = services.post_message(room=room, author=alice, body="the original plan")
+        for i in range(498):
+            services.post_message(room=room, author=bob, body=f"filler {i}")
+        reply = services.post_message(
+            room=room, author=bob, body="about that", reply_to=original.message.id
+        )
+        return original.message.id, reply.message.id
+
+    original, reply = orm(seed)
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    row = a.page.locator(f'{MESSAGES}[data-id="{reply}"]')
+    row.locator(".reply-quote").click()
+    target = a.page.locator(f'{MESSAGES}[data-id="{original}"]')
+    expect(target).to_have_class(re.compile(r"\bhighlight\b"))
+    expect(target).to_be_in_viewport()
+    # Scrolling down from the window of the past reaches the latest message again.
+    for _ in range(20):
+        if a.page.locator(f'{MESSAGES}[data-id="{reply}"]').count():
+            break
+        a.page.evaluate("document.getElementById('messages').scrollTop = 1e9")
+        a.page.wait_for_timeout(300)
+    expect(a.page.locator(f'{MESSAGES}[data-id="{reply}"]')).to_have_count(1)
+    ids = [m["id"] for m in a.shown()]
+    assert ids == sorted(ids) and len(ids) == len(set(ids))
+
+
+def test_a_permalink_opens_the_room_at_its_message(people, alice, room):
+    ids = orm(lambda: [post(room, alice, f"line {i}") for i in range(200)])
+    a = people("alice", next=f"/rooms/{room.slug}/?message={ids[20]}")
+    target = a.page.locator(f'{MESSAGES}[data-id="{ids[20]}"]')
+    expect(target).to_have_class(re.compile(r"\bhighlight\b"))
+    expect(target).to_be_in_viewport()
+    # "Copy link" gives the same address.
+    a.page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    target.hover()
+    target.locator("button.copy-link").click()
+    copied = a.page.evaluate("navigator.clipboard.readText()")
+    assert copied == f"{a.base_url}/rooms/{room.slug}/?message={ids[20]}"
+
+
+XSS = [
+    "<script>window.pwned = 1</script>",
+    '<img src=x onerror="window.pwned = 2">',
+    "<svg onload=window.pwned=3>",
+    "[click](javascript:window.pwned=4)",
+    "[click](JaVaScRiPt:window.pwned=5)",
+    "<javascript:window.pwned=6>",
+    "[data](data:text/html,<script>window.pwned=7</script>)",
+    '<a href="javascript:window.pwned=8">a</a>',
+    "![x](javascript:window.pwned=9)",
+    '[x](https://e.com" onmouseover="window.pwned=10)',
+    "```\n</code><script>window.pwned=11</script>\n```",
+    "`<img src=x onerror=window.pwned=12>`",
+    "@alice<img src=x onerror=window.pwned=13>",
+]
+
+
+def test_hostile_markdown_executes_nothing(people, alice, room):
+    orm(lambda: [post(room, alice, body) for body in XSS])
+    a = people("alice")
+    a.page.context.add_init_script(RECORD_VIOLATIONS)
+    a.open_room(room.slug)
+    expect(a.messages).to_have_count(len(XSS))
+    for row in a.messages.all():
+        row.hover()
+        for link in row.locator(".body a").all():
+            link.click(modifiers=["ControlOrMeta"])  # a new tab, if anything
+    a.page.wait_for_timeout(300)
+    assert a.page.evaluate("window.pwned") is None
+    assert violations(a) == []
+    hrefs = a.page.locator("#messages .body a").evaluate_all("links => links.map(l => l.href)")
+    assert all(href.startswith(("http:", "https:", "mailto:")) for href in hrefs), hrefs
+    assert a.page.locator("#messages .body script, #messages .body img").count() == 0

@@ -65,6 +65,17 @@ def frame(**fields) -> str:
         (frame(type="delete", id=7), protocol.Delete(id=7)),
         (frame(type="history", before=9, limit=100), protocol.History(before=9, limit=100)),
         (frame(type="history", before=9, limit=1), protocol.History(before=9, limit=1)),
+        # §6: replies, reactions, history around a message.
+        (
+            frame(type="post", body="re", reply_to=5),
+            protocol.Post(body="re", client_id=None, reply_to=5),
+        ),
+        (frame(type="post", body="x", reply_to=None), protocol.Post(body="x", client_id=None)),
+        (frame(type="react", id=7, emoji="👍"), protocol.React(id=7, emoji="👍")),
+        (
+            frame(type="history", around=9, limit=5),
+            protocol.History(before=None, around=9, limit=5),
+        ),
         (frame(type="typing"), protocol.Typing()),
         (frame(type="typing", extra="ignored"), protocol.Typing()),
     ],
@@ -82,6 +93,7 @@ def test_each_frame_refers_to_what_an_error_about_it_names():
     assert protocol.parse(frame(type="post", body="b", client_id="k")).ref == "k"
     assert protocol.parse(frame(type="edit", id=5, body="b")).ref == 5
     assert protocol.parse(frame(type="delete", id=6)).ref == 6
+    assert protocol.parse(frame(type="react", id=8, emoji="x")).ref == 8
     assert protocol.parse(frame(type="history", before=9)).ref is None
     assert protocol.parse(frame(type="typing")).ref is None
 
@@ -208,8 +220,32 @@ def test_the_message_object_has_exactly_the_contract_fields():
         "edited": "2026-11-25T10:22:53.123Z",
         "deleted": False,
         "deleted_by": None,
-        "system": False,  # §4 membership notices; the rest of §6's fields come with that issue
+        "system": False,  # §4 membership notices
+        # §6 (a message built in memory: rendered on the fly, nobody reacted to it)
+        "html": "<p>How are you</p>\n",
+        "mentions": [],
+        "reply_to": None,
+        "reactions": [],
+        "attachments": [],  # §8 is not built: always empty
     }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        frame(type="react", id=7),
+        frame(type="react", id=7, emoji=1),
+        frame(type="react", id="7", emoji="👍"),
+        frame(type="react", emoji="👍"),
+        frame(type="post", body="x", reply_to="5"),
+        frame(type="post", body="x", reply_to=0),
+        frame(type="history", around=True),
+        frame(type="history", around=9, before=9),
+        frame(type="history", around=9, limit=0),
+    ],
+)
+def test_a_malformed_section_6_frame_is_invalid(text):
+    assert refused(text).code == ErrorCode.INVALID
 
 
 @pytest.mark.parametrize("by", ["omkar", "mod"])
@@ -336,6 +372,7 @@ def test_the_close_and_error_codes_are_those_of_the_contract():
         "rate_limited",
         "muted",
         "unavailable",
+        "too_many",  # §6: a message's 21st distinct reaction
     }
     # Encoded as plain JSON values, not enum reprs.
     assert protocol.encode({"code": ErrorCode.MUTED, "close": CloseCode.FORBIDDEN}) == (

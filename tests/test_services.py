@@ -266,7 +266,7 @@ def test_the_read_marker_only_moves_forward_and_never_past_the_latest_message(sc
 
 def test_every_client_frame_type_but_typing_counts_against_a_limit():
     frame_types = {cls.__name__.lower() for cls in typing.get_args(protocol.ClientFrame)}
-    assert frame_types == {"post", "edit", "delete", "history", "typing"}
+    assert frame_types == {"post", "edit", "delete", "react", "history", "typing"}
     assert set(services.RATE_LIMITS) == frame_types - {"typing"}
     assert services.RATE_LIMITS["post"] is limits.POSTS and limits.POSTS.per_room
     assert services.RATE_LIMITS["edit"] is services.RATE_LIMITS["delete"] is limits.CHANGES

@@ -575,3 +575,34 @@ async def test_leave_goes_back_to_the_room_before_or_ends_the_client(daphne_fact
     await alone.expect_exact("You left Ideas.")
     assert await alone.exit_status() == 0
     await carol.close()
+
+
+async def test_reactions_and_replies_from_the_terminal(daphne_factory, terminals):
+    """PROTOCOL.md §6 in the terminal: `/reply` and `/react`, replies shown as `↳ reply to …`
+    above the reply, reactions as `[👍 2]`; the body as written (Markdown source), not html."""
+    server = daphne_factory()
+    slug, (hello, _typo, _question), bob_cookie = await seed_room()
+    omkar = terminals(server.url, slug, "omkar")
+    await omkar.expect_exact("logged in as omkar")
+    web = await Client.open(server.url, bob_cookie, slug)
+    try:
+        await omkar.sendline(f"/reply Id{hello} **hi** bob")
+        frame = await next_message(web, body="**hi** bob")
+        assert frame["message"]["reply_to"]["id"] == hello
+        reply = frame["message"]["id"]
+        await omkar.expect_exact(f"    ↳ reply to Id{hello} bob: Hello omkar")
+        await omkar.expect(rf"Id{reply} omkar: \*\*hi\*\* bob")
+
+        await omkar.sendline(f"/react Id{hello} 👍")
+        await next_message(web, id=hello)
+        await omkar.expect_exact(f"Id{hello} reactions: [👍 1]")
+        await web.send({"type": "react", "id": hello, "emoji": "👍"})
+        await omkar.expect_exact(f"Id{hello} reactions: [👍 2]")
+        await omkar.sendline(f"/react Id{hello} 👍")
+        await omkar.expect_exact(f"Id{hello} reactions: [👍 1]")
+        await omkar.sendline(f"/react Id{hello}")
+        await omkar.expect_exact("! usage: /react ID emoji")
+        await omkar.sendline(f"/react Id{hello} a")
+        await omkar.expect_exact("! invalid: A reaction is one emoji (not a letter or digit).")
+    finally:
+        await web.connection.close()

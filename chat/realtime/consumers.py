@@ -234,7 +234,11 @@ class RoomConsumer(Consumer):
 
     async def on_post(self, frame: protocol.Post) -> None:
         posted = await services.submit_post(
-            room=self.room, author=self.user, body=frame.body, client_id=frame.client_id
+            room=self.room,
+            author=self.user,
+            body=frame.body,
+            client_id=frame.client_id,
+            reply_to=frame.reply_to,
         )
         if not posted.created:
             await self.send(text_data=protocol.ack_frame(frame.client_id, posted.message.pk))
@@ -248,7 +252,18 @@ class RoomConsumer(Consumer):
     async def on_delete(self, frame: protocol.Delete) -> None:
         await services.submit_delete(room=self.room, message_id=frame.id, by=self.user)
 
+    async def on_react(self, frame: protocol.React) -> None:
+        await services.submit_reaction(
+            room=self.room, message_id=frame.id, by=self.user, emoji=frame.emoji
+        )
+
     async def on_history(self, frame: protocol.History) -> None:
+        if frame.around is not None:
+            messages, has_more, has_newer = await services.read_around(
+                room=self.room, user=self.user, around=frame.around, limit=frame.limit
+            )
+            await self.send(text_data=protocol.history_frame(messages, has_more, has_newer))
+            return
         messages, has_more = await services.read_history(
             room=self.room, user=self.user, before=frame.before, limit=frame.limit
         )
@@ -261,6 +276,7 @@ class RoomConsumer(Consumer):
         protocol.Post: on_post,
         protocol.Edit: on_edit,
         protocol.Delete: on_delete,
+        protocol.React: on_react,
         protocol.History: on_history,
         protocol.Typing: on_typing,
     }

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 
+from .. import rendering
 from ..models import Message
 
 
@@ -36,6 +37,7 @@ class ErrorCode(StrEnum):
     RATE_LIMITED = "rate_limited"
     MUTED = "muted"
     UNAVAILABLE = "unavailable"
+    TOO_MANY = "too_many"  # §6: a message's 21st distinct reaction
 
 
 class ChatError(Exception):
@@ -73,8 +75,15 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# §6: a reply quotes this much of the original's body; each reaction names this many people.
+EXCERPT_CHARS = 100
+REACTION_USERS = 20
+
+
 def message_object(message: Message) -> dict[str, Any]:
-    """The Message object; a tombstone never carries its text."""
+    """The Message object (§2, §6). A tombstone never carries its text, nor anything made from
+    it (`html`, `mentions`), nor its reactions (kept, and shown again if a moderator restores
+    it). Read with chat.selectors' message queries, which fetch what this needs in bulk."""
     deleted = message.deleted_at is not None
     return {
         "id": message.pk,
@@ -85,7 +94,50 @@ def message_object(message: Message) -> dict[str, Any]:
         "deleted": deleted,
         "deleted_by": message.deleted_by.username if deleted and message.deleted_by else None,
         "system": message.system,
+        "html": "" if deleted else _html(message),
+        "mentions": [] if deleted else list(message.mentions),
+        "reply_to": _reply_object(message),
+        "reactions": [] if deleted else reactions(message),
+        "attachments": [],
     }
+
+
+def _html(message: Message) -> str:
+    if message.html_version == rendering.RENDERER_VERSION:
+        return message.html
+    # Stored by an older renderer and not yet made again (`manage.py render_messages`).
+    if message.system:
+        return rendering.plain(message.body)
+    return rendering.render(message.body, message.mentions)
+
+
+def _reply_object(message: Message) -> dict[str, Any] | None:
+    if message.reply_to_id is None:
+        return None
+    original = message.reply_to
+    return {
+        "id": original.pk,
+        "author": original.author.username,
+        "excerpt": "" if original.deleted_at is not None else original.body[:EXCERPT_CHARS],
+    }
+
+
+def reactions(message: Message) -> list[dict[str, Any]]:
+    """`[{emoji, count, users}]` in order of each emoji's first use (rows come by id)."""
+    grouped: dict[str, list[str]] = {}
+    prefetched = getattr(message, "_prefetched_objects_cache", {})
+    if "reactions" in prefetched:  # chat.selectors' queries fetch them for a whole page
+        rows = prefetched["reactions"]
+    elif message._state.adding:  # built in memory, never stored: nobody reacted to it
+        rows = []
+    else:
+        rows = message.reactions.select_related("user")
+    for reaction in rows:
+        grouped.setdefault(reaction.emoji, []).append(reaction.user.username)
+    return [
+        {"emoji": emoji, "count": len(users), "users": users[:REACTION_USERS]}
+        for emoji, users in grouped.items()
+    ]
 
 
 def message_frame(message: Message, cursor: int, *, created: bool) -> str:
@@ -125,10 +177,16 @@ def ready_frame(
     )
 
 
-def history_frame(messages: list[Message], has_more: bool) -> str:
-    return encode(
-        {"type": "history", "messages": [message_object(m) for m in messages], "has_more": has_more}
-    )
+def history_frame(messages: list[Message], has_more: bool, has_newer: bool | None = None) -> str:
+    """A `history` answer; `has_newer` only for an `around` request (§6)."""
+    frame: dict[str, Any] = {
+        "type": "history",
+        "messages": [message_object(m) for m in messages],
+        "has_more": has_more,
+    }
+    if has_newer is not None:
+        frame["has_newer"] = has_newer
+    return encode(frame)
 
 
 def ack_frame(client_id: str, message_id: int) -> str:
@@ -165,6 +223,7 @@ def error_frame(error: ChatError) -> str:
 class Post:
     body: str
     client_id: str | None
+    reply_to: int | None = None
 
     @property
     def ref(self) -> str | None:
@@ -191,9 +250,22 @@ class Delete:
 
 
 @dataclass(frozen=True)
+class React:
+    id: int
+    emoji: str
+
+    @property
+    def ref(self) -> int:
+        return self.id
+
+
+@dataclass(frozen=True)
 class History:
-    before: int
+    """Older messages `before` an id (§2), or the messages `around` one (§6): one of the two."""
+
+    before: int | None
     limit: int
+    around: int | None = None
 
     ref = None
 
@@ -203,7 +275,7 @@ class Typing:
     ref = None
 
 
-ClientFrame = Post | Edit | Delete | History | Typing
+ClientFrame = Post | Edit | Delete | React | History | Typing
 
 MAX_ID = 2**63 - 1
 CLIENT_ID = re.compile(r"[!-~]+")
@@ -220,11 +292,11 @@ def _string(data: dict[str, Any], field: str, ref: Any) -> str:
     return value
 
 
-def _message_id(data: dict[str, Any], field: str) -> int:
+def _message_id(data: dict[str, Any], field: str, ref: Any = None) -> int:
     value = data.get(field)
     # bool is an int in Python; JSON true is not an id.
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= MAX_ID:
-        raise _invalid(f"`{field}` must be a positive integer message id.")
+        raise _invalid(f"`{field}` must be a positive integer message id.", ref)
     return value
 
 
@@ -253,12 +325,18 @@ def parse(text: str) -> ClientFrame:
     kind = data.get("type")
     if kind == "post":
         client_id = _client_id(data)
-        return Post(body=_string(data, "body", client_id), client_id=client_id)
+        reply_to = None
+        if data.get("reply_to") is not None:
+            reply_to = _message_id(data, "reply_to", client_id)
+        return Post(body=_string(data, "body", client_id), client_id=client_id, reply_to=reply_to)
     if kind == "edit":
         message_id = _message_id(data, "id")
         return Edit(id=message_id, body=_string(data, "body", message_id))
     if kind == "delete":
         return Delete(id=_message_id(data, "id"))
+    if kind == "react":
+        message_id = _message_id(data, "id")
+        return React(id=message_id, emoji=_string(data, "emoji", message_id))
     if kind == "history":
         limit = data.get("limit", settings.CHAT_HISTORY_PAGE)
         if (
@@ -267,6 +345,10 @@ def parse(text: str) -> ClientFrame:
             or not 1 <= limit <= settings.CHAT_HISTORY_MAX
         ):
             raise _invalid(f"`limit` must be an integer from 1 to {settings.CHAT_HISTORY_MAX}.")
+        if "around" in data:
+            if "before" in data:
+                raise _invalid("Ask for `history` `before` a message or `around` one, not both.")
+            return History(before=None, around=_message_id(data, "around"), limit=limit)
         return History(before=_message_id(data, "before"), limit=limit)
     if kind == "typing":
         return Typing()

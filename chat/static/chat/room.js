@@ -5,7 +5,14 @@
 // posts the user has written that the server has not confirmed yet ("pending", keyed by
 // client_id, re-sent with the same client_id after every reconnect so a post lands exactly once).
 //
-// User text only ever reaches the DOM through textContent / text nodes.
+// User text only ever reaches the DOM through textContent / text nodes; the one exception is a
+// message's `html`, which the server rendered from Markdown and sanitized twice (chat/rendering.py),
+// and the page's Content-Security-Policy forbids inline script besides.
+//
+// Rich messages (PROTOCOL.md §6): replies (a quote chip in the composer, a quote on the reply that
+// jumps to the original), reactions (toggled at once, settled by the `message` frame), "Copy
+// link", and permalinks (?message=<id>): the page then shows a window of history around that
+// message (`history around`), loading newer pages as the reader scrolls down.
 //
 // Private rooms and direct messages (PROTOCOL.md §4): the members panel (join, leave, add,
 // remove, through the JSON doors in people.js), membership notices (`system` messages) as quiet
@@ -71,6 +78,12 @@ let stuck = true; // the view was at the bottom after the last change or scroll
 let positioned = false; // the first page of messages has been placed (at the bottom or the divider)
 let role = root.dataset.role || ""; // "owner", "member", or "" (not a member)
 let leaving = false; // this user is leaving the room: its socket's close is expected
+// A message to open at (a permalink, or a reply's original): shown highlighted once loaded.
+let target = root.dataset.message ? Number(root.dataset.message) : null;
+// The page shows a window of the past (after a jump): newer messages exist that it does not hold.
+let hasNewer = false;
+let aroundInFlight = null; // "jump" or "newer" while a `history around` is asked
+let replyTo = null; // {id, author, excerpt} quoted by the next post
 
 // Read marker: the id of the latest message this user has seen here (null: never opened the room).
 const initialMark = root.dataset.lastReadId ? Number(root.dataset.lastReadId) : null;
@@ -406,7 +419,9 @@ async function sendRead({ keepalive = false } = {}) {
 
 function sameMessage(a, b) {
   return a.body === b.body && a.edited === b.edited && a.deleted === b.deleted &&
-    a.deleted_by === b.deleted_by && a.author === b.author && Boolean(a.system) === Boolean(b.system);
+    a.deleted_by === b.deleted_by && a.author === b.author && Boolean(a.system) === Boolean(b.system) &&
+    a.html === b.html && JSON.stringify(a.reactions) === JSON.stringify(b.reactions) &&
+    JSON.stringify(a.reply_to) === JSON.stringify(b.reply_to);
 }
 
 // A username that opens the "Message <name>" menu (yours is plain text: no menu for yourself).
@@ -446,12 +461,14 @@ function renderMessage(msg) {
   const author = personName(msg.author, "author");
   meta.append(author, timeEl(msg.created));
   if (msg.edited && !msg.deleted) {
-    const edited = el("span", "edited", "(edited)");
-    edited.title = `Edited ${fullFmt.format(new Date(msg.edited))}`;
+    const editedAt = new Date(msg.edited);
+    const edited = el("span", "edited", `edited ${timeFmt.format(editedAt)}`);
+    edited.title = `Edited ${fullFmt.format(editedAt)}`;
     meta.append(edited);
   }
   meta.append(el("span", "msg-id", `Id${msg.id}`));
   li.append(meta);
+  if (msg.reply_to) li.append(renderQuote(msg.reply_to));
 
   if (msg.deleted) {
     li.classList.add("tombstone");
@@ -461,18 +478,229 @@ function renderMessage(msg) {
 
   const body = el("div", "body");
   body.dir = "auto"; // its own direction, isolated: its bidi controls end with it
-  appendLinkified(body, msg.body);
+  if (typeof msg.html === "string" && msg.html) {
+    // The server's render, sanitized there twice (allow-listed tags, http/https/mailto links).
+    body.classList.add("rich");
+    body.innerHTML = msg.html;
+    for (const a of body.querySelectorAll("a[href]")) {
+      a.target = "_blank";
+      a.dir = "ltr";
+    }
+    for (const mention of body.querySelectorAll("span.mention")) {
+      if (mention.textContent === `@${me}`) mention.classList.add("me");
+    }
+  } else {
+    appendLinkified(body, msg.body);
+  }
   li.append(body);
+  li.append(renderReactions(msg));
 
+  const actions = el("div", "actions");
+  actions.append(
+    button("react", "React", (event) => openPicker(msg.id, event.currentTarget), `React to message Id${msg.id}`),
+    button("reply", "Reply", () => startReply(msg), `Reply to message Id${msg.id}`),
+    button("copy-link", "Copy link", () => copyLink(msg.id), `Copy a link to message Id${msg.id}`),
+  );
   if (own) {
-    const actions = el("div", "actions");
     actions.append(
       button("edit", "Edit", () => startEdit(msg.id), `Edit message Id${msg.id}`),
       button("delete", "Delete", () => deleteMessage(msg.id), `Delete message Id${msg.id}`),
     );
-    li.append(actions);
   }
+  li.append(actions);
   return li;
+}
+
+// --- replies, reactions, links (PROTOCOL.md §6) -----------------------------------------------
+
+function renderQuote(quoted) {
+  const text = quoted.excerpt ? `${quoted.author}: ${quoted.excerpt}` : `${quoted.author}: (deleted)`;
+  const quote = button("reply-quote", "", () => jumpTo(quoted.id), `Go to the message replied to, Id${quoted.id}`);
+  quote.dataset.replyTo = String(quoted.id);
+  const arrow = el("span", "reply-arrow", "↳ ");
+  arrow.setAttribute("aria-hidden", "true");
+  const words = el("span", "reply-text", text);
+  words.dir = "auto";
+  quote.append(arrow, words);
+  return quote;
+}
+
+const replyChip = $("reply-chip");
+
+function startReply(msg) {
+  if (msg.deleted || msg.system) return;
+  replyTo = { id: msg.id, author: msg.author, excerpt: msg.body.slice(0, 100) };
+  replyChip.replaceChildren(
+    el("span", "reply-chip-text", `Replying to ${msg.author}: ${replyTo.excerpt}`),
+    button("reply-chip-cancel", "×", cancelReply, "Cancel the reply"),
+  );
+  replyChip.hidden = false;
+  input.focus();
+}
+
+function cancelReply() {
+  replyTo = null;
+  replyChip.hidden = true;
+  replyChip.replaceChildren();
+}
+
+function permalink(id) {
+  return `${location.origin}/rooms/${encodeURIComponent(slug)}/?message=${id}`;
+}
+
+async function copyLink(id) {
+  const link = permalink(id);
+  try {
+    await navigator.clipboard.writeText(link);
+    showAlert(`Link copied: ${link}`, { key: "copied" });
+  } catch {
+    showAlert(`Copy this link: ${link}`, { key: "copied" });
+  }
+}
+
+function renderReactions(msg) {
+  const box = el("div", "reactions");
+  for (const reaction of msg.reactions || []) {
+    const mine = reaction.users.includes(me);
+    const chip = button(`reaction${mine ? " mine" : ""}`, `${reaction.emoji} ${reaction.count}`,
+      () => toggleReaction(msg.id, reaction.emoji));
+    chip.setAttribute("aria-pressed", String(mine));
+    const more = reaction.count > reaction.users.length ? ` and ${reaction.count - reaction.users.length} more` : "";
+    chip.title = `${reaction.users.join(", ")}${more} reacted with ${reaction.emoji}`;
+    chip.dataset.emoji = reaction.emoji;
+    box.append(chip);
+  }
+  return box;
+}
+
+// Toggle at once on the page; the `message` frame (or an `error`) settles it.
+function toggleReaction(id, emoji) {
+  const entry = shown.get(id);
+  if (!entry || entry.msg.deleted || entry.msg.system) return;
+  if (!sendFrame({ type: "react", id, emoji })) {
+    showAlert("Not connected: the reaction was not saved. Try again once connected.", { key: "offline-action" });
+    return;
+  }
+  const base = entry.view || entry.msg;
+  const reactions = (base.reactions || []).map((r) => ({ ...r, users: [...r.users] }));
+  const found = reactions.find((r) => r.emoji === emoji);
+  if (found && found.users.includes(me)) {
+    found.users = found.users.filter((u) => u !== me);
+    found.count -= 1;
+  } else if (found) {
+    found.users.push(me);
+    found.count += 1;
+  } else {
+    reactions.push({ emoji, count: 1, users: [me] });
+  }
+  entry.view = { ...base, reactions: reactions.filter((r) => r.count > 0) };
+  entry.optimistic = true;
+  mutate(() => replaceRow(entry, renderMessage(entry.view)));
+  settleLater(id);
+}
+
+// The picker: the common emoji at once, any emoji by name (the emoji package's names, served as
+// chat/emoji.json and fetched the first time someone searches).
+const COMMON_EMOJI = ["👍", "❤️", "😂", "🎉", "😮", "😢", "🙏", "👀", "🚀", "✅"];
+const picker = $("emoji-picker");
+const pickerSearch = $("emoji-search");
+const pickerCommon = $("emoji-common");
+const pickerResults = $("emoji-results");
+let pickerFor = null;
+let emojiNames = null;
+
+function pickerButton(emoji, name) {
+  const b = button("emoji", emoji, () => {
+    const id = pickerFor;
+    closePicker();
+    if (id !== null) toggleReaction(id, emoji);
+  }, name || emoji);
+  b.title = name || emoji;
+  return b;
+}
+
+for (const emoji of COMMON_EMOJI) pickerCommon.append(pickerButton(emoji));
+
+function openPicker(id, opener) {
+  pickerFor = id;
+  picker.hidden = false;
+  const box = opener.getBoundingClientRect();
+  picker.style.top = `${Math.max(8, Math.min(box.bottom + 4, window.innerHeight - picker.offsetHeight - 8))}px`;
+  picker.style.left = `${Math.max(8, Math.min(box.left, window.innerWidth - picker.offsetWidth - 8))}px`;
+  pickerSearch.value = "";
+  pickerResults.replaceChildren();
+  pickerSearch.focus();
+}
+
+function closePicker() {
+  pickerFor = null;
+  picker.hidden = true;
+}
+
+async function searchEmoji() {
+  const query = pickerSearch.value.trim().toLowerCase();
+  if (!query) {
+    pickerResults.replaceChildren();
+    return;
+  }
+  if (emojiNames === null) {
+    emojiNames = [];
+    try {
+      const response = await fetch(root.dataset.emojiUrl);
+      emojiNames = (await response.json()).emoji;
+    } catch {
+      emojiNames = null;
+      return;
+    }
+  }
+  const found = emojiNames.filter(([, names]) => names.includes(query)).slice(0, 48);
+  pickerResults.replaceChildren(...found.map(([emoji, names]) => pickerButton(emoji, names)));
+}
+
+pickerSearch.addEventListener("input", searchEmoji);
+pickerSearch.addEventListener("keydown", (event) => {
+  if (event.key === "Escape") closePicker();
+  if (event.key === "Enter") {
+    event.preventDefault();
+    pickerResults.querySelector("button")?.click();
+  }
+});
+document.addEventListener("click", (event) => {
+  if (!picker.hidden && !picker.contains(event.target) && !event.target.closest("button.react")) closePicker();
+});
+
+// Go to a message: scroll to it and highlight it, or ask for the history around it first.
+function jumpTo(id) {
+  target = id;
+  if (shown.has(id)) {
+    showTarget();
+    return;
+  }
+  if (isReady && !aroundInFlight && sendFrame({ type: "history", around: id })) {
+    aroundInFlight = "jump";
+    historyStatus.textContent = "Loading the message…";
+    historyStatus.hidden = false;
+  }
+}
+
+function showTarget() {
+  const entry = target === null ? null : shown.get(target);
+  if (!entry) return;
+  for (const old of list.querySelectorAll(":scope > li.highlight")) old.classList.remove("highlight");
+  entry.li.classList.add("highlight");
+  entry.li.scrollIntoView({ block: "center" });
+  stuck = atBottom();
+  target = null;
+}
+
+function loadNewer() {
+  if (!isReady || !hasNewer || aroundInFlight) return;
+  const rows = list.querySelectorAll(":scope > li.message[data-id]");
+  const last = rows[rows.length - 1];
+  if (!last) return;
+  if (sendFrame({ type: "history", around: Number(last.dataset.id), limit: 100 })) {
+    aroundInFlight = "newer";
+  }
 }
 
 // Where new rows at the end go: before the user's own unconfirmed posts, which stay last.
@@ -514,6 +742,7 @@ function upsert(msg) {
   if (sameMessage(entry.msg, msg) && !entry.optimistic) return false;
   entry.msg = msg;
   entry.optimistic = false;
+  entry.view = null;
   // An update while the author is editing keeps the editor open; Cancel shows the latest text.
   if (editingId === msg.id && !msg.deleted) return false;
   if (editingId === msg.id) editingId = null;
@@ -525,6 +754,7 @@ function rerender(id) {
   const entry = shown.get(id);
   if (!entry) return;
   entry.optimistic = false;
+  entry.view = null;
   replaceRow(entry, renderMessage(entry.msg));
 }
 
@@ -653,7 +883,8 @@ function renderPending(body) {
 }
 
 function post(body) {
-  const entry = { clientId: uuid(), body, li: renderPending(body), sentGen: 0 };
+  const entry = { clientId: uuid(), body, li: renderPending(body), sentGen: 0, replyTo: replyTo?.id ?? null };
+  cancelReply();
   pending.set(entry.clientId, entry);
   mutate(() => list.append(entry.li), { forceBottom: true });
   if (new TextEncoder().encode(body).length > MAX_FRAME_BYTES) {
@@ -665,7 +896,9 @@ function post(body) {
 
 function sendPost(entry) {
   if (!isReady || entry.sentGen === socketGen || Date.now() < pausedUntil) return;
-  if (sendFrame({ type: "post", body: entry.body, client_id: entry.clientId })) {
+  const frame = { type: "post", body: entry.body, client_id: entry.clientId };
+  if (entry.replyTo !== null) frame.reply_to = entry.replyTo;
+  if (sendFrame(frame)) {
     entry.sentGen = socketGen;
   }
 }
@@ -1008,6 +1241,11 @@ const handlers = {
     clearTimeout(flushTimer);
     flushPending();
     if (Date.now() < pausedUntil) pausePosts((pausedUntil - Date.now()) / 1000);
+    if (frame.reset) {
+      hasNewer = false;
+      aroundInFlight = null;
+    }
+    if (target !== null) jumpTo(target);
     fillViewport();
     noteRead();
     refreshMembers();
@@ -1017,6 +1255,11 @@ const handlers = {
     seeCursor(frame.cursor);
     const msg = frame.message;
     const isNew = !shown.has(msg.id);
+    // Showing a window of the past: a new message is fetched when the reader scrolls down to it.
+    if (hasNewer && isNew) {
+      if (frame.client_id && msg.author === me) mutate(() => removePending(frame.client_id));
+      return;
+    }
     const unseenNew = isNew && msg.author !== me && document.hidden && !msg.deleted && !msg.system;
     // The first message you miss while away: the divider moves to just before it.
     if (unseenNew && unseen === 0 && markWhenHidden !== null) dividerMark = markWhenHidden;
@@ -1039,6 +1282,10 @@ const handlers = {
   },
 
   history(frame) {
+    if ("has_newer" in frame) {
+      onAround(frame);
+      return;
+    }
     historyInFlight = false;
     historyStatus.hidden = true;
     hasMore = frame.has_more;
@@ -1093,6 +1340,34 @@ const handlers = {
   },
 };
 
+// A `history around` answer: a jump (the window replaces the view unless it joins what is shown)
+// or the next page of newer messages below a window of the past.
+function onAround(frame) {
+  const kind = aroundInFlight;
+  aroundInFlight = null;
+  historyStatus.hidden = true;
+  const ids = frame.messages.map((m) => m.id);
+  const newest = ids.length ? Math.max(...ids) : null;
+  const joins = ids.some((id) => shown.has(id)) && !hasNewer;
+  if (kind === "jump" && !joins) {
+    hasMore = frame.has_more;
+    hasNewer = frame.has_newer;
+    mutate(() => {
+      resetMessages(frame.messages);
+      list.classList.toggle("complete", !hasMore);
+    });
+    jumpButton.hidden = !hasNewer;
+  } else {
+    if (kind === "newer") hasNewer = frame.has_newer;
+    mutate(() => {
+      for (const msg of frame.messages) upsert(msg);
+    });
+    if (kind === "jump" && newest !== null && !hasNewer) hasNewer = false;
+  }
+  showTarget();
+  if (!hasNewer) jumpButton.hidden = atBottom();
+}
+
 // --- older messages ---------------------------------------------------------------------------
 
 function loadOlder() {
@@ -1113,11 +1388,17 @@ function fillViewport() {
 
 list.addEventListener("scroll", () => {
   if (list.scrollTop < TOP_LOAD_AT) loadOlder();
+  if (hasNewer && list.scrollHeight - list.scrollTop - list.clientHeight < TOP_LOAD_AT) loadNewer();
   if (atBottom()) jumpButton.hidden = true;
   noteRead();
 }, { passive: true });
 
 jumpButton.addEventListener("click", () => {
+  if (hasNewer) {
+    // A window of the past is shown: the latest messages are a fresh page of the room.
+    location.assign(location.pathname);
+    return;
+  }
   scrollToBottom();
   input.focus();
 });
