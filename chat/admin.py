@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import (
     ALL_VAR,
     ERROR_FLAG,
@@ -18,7 +19,7 @@ from django.contrib.admin.views.main import (
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -27,8 +28,8 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html
 
-from . import services
-from .models import Membership, Message, ModerationAction, Room, RoomRestriction
+from . import selectors, services
+from .models import Membership, Message, ModerationAction, Report, Room, RoomRestriction
 from .realtime.protocol import ChatError
 
 
@@ -437,6 +438,180 @@ class MembershipAdmin(ReadOnlyAdmin):
         self.message_user(request, f"Removed {removed} member(s).", messages.SUCCESS)
         for line in refused:
             self.message_user(request, line, messages.WARNING)
+
+
+class ReportStateFilter(admin.SimpleListFilter):
+    """The queue shows open reports unless asked for closed ones (or all)."""
+
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("open", "open"), ("closed", "closed"), ("all", "all")]
+
+    def choices(self, changelist):
+        for value, label in self.lookup_choices:
+            yield {
+                "selected": (self.value() or "open") == value,
+                "query_string": changelist.get_query_string({self.parameter_name: value}),
+                "display": label,
+            }
+
+    def queryset(self, request, queryset):
+        value = self.value() or "open"
+        if value == "all":
+            return queryset
+        return queryset.filter(
+            state=Report.State.CLOSED if value == "closed" else Report.State.OPEN
+        )
+
+
+class CloseReportForm(forms.Form):
+    """Closing a report from the queue: one button per action, a duration for a mute or ban,
+    and a note for the audit log."""
+
+    resolution = forms.ChoiceField(choices=Report.Resolution.choices)
+    duration = forms.ChoiceField(
+        choices=[(key, label) for key, (label, _) in RestrictForm.DURATIONS.items()],
+        initial="1d",
+        required=False,
+    )
+    note = forms.CharField(
+        max_length=ModerationAction._meta.get_field("reason").max_length,
+        required=False,
+        help_text="Recorded in the audit log; the reporters are only told it was handled.",
+    )
+
+    def until(self):
+        delta = RestrictForm.DURATIONS[self.cleaned_data["duration"] or "1d"][1]
+        return None if delta is None else timezone.now() + delta
+
+
+# The permission each way of closing a report needs, beside chat.change_report.
+CLOSING_PERMISSIONS = {
+    Report.Resolution.HIDDEN: "chat.moderate_message",
+    Report.Resolution.MUTED: "chat.add_roomrestriction",
+    Report.Resolution.BANNED: "chat.add_roomrestriction",
+    Report.Resolution.DISMISSED: "chat.change_report",
+}
+
+
+@admin.register(Report)
+class ReportAdmin(ReadOnlyAdmin):
+    """The report queue (PROTOCOL.md §9), newest first. A report's page shows the message, its
+    author and room, every report of it and the ten messages around it, and closes them all
+    with one click (services.close_reports). A direct conversation is private: its text shows
+    on that page only, and each reading of it is in the audit log (services.record_report_view)."""
+
+    list_display = [
+        "created",
+        "reported_message",
+        "message_author",
+        "room_shown",
+        "reporter",
+        "reason",
+        "reports_of_message",
+        "state_shown",
+    ]
+    list_display_links = ["created", "reported_message"]
+    list_select_related = ["message__room", "message__author", "reporter"]
+    list_filter = [ReportStateFilter, "resolution", "message__room__kind"]
+    # Reporters and reasons only: a search of message text would read direct conversations.
+    search_fields = ["reporter__username", "reason"]
+    search_help_text = "Searches reporters' names and their reasons."
+    ordering = ["-created", "-id"]
+
+    class Media:
+        css = {"all": ["chat/admin.css"]}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).annotate(_reports=Count("message__reports"))
+
+    @admin.display(description="message")
+    def reported_message(self, obj: Report) -> str:
+        if obj.message.room.kind == Room.Kind.DIRECT:
+            return "(a direct conversation: open the report to read it)"
+        body = obj.message.body
+        return body if len(body) <= 80 else body[:79] + "…"
+
+    @admin.display(description="author")
+    def message_author(self, obj: Report) -> str:
+        return obj.message.author.get_username()
+
+    @admin.display(description="room")
+    def room_shown(self, obj: Report) -> str:
+        room = obj.message.room
+        return "direct conversation" if room.kind == Room.Kind.DIRECT else room.name
+
+    @admin.display(description="reports of it", ordering="_reports")
+    def reports_of_message(self, obj: Report) -> int:
+        return obj._reports
+
+    @admin.display(description="state")
+    def state_shown(self, obj: Report) -> str:
+        return obj.get_resolution_display() if obj.state == Report.State.CLOSED else "open"
+
+    def change_view(self, request: HttpRequest, object_id, form_url="", extra_context=None):
+        report = self.get_object(request, unquote(object_id))
+        if report is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if not self.has_view_permission(request, report):
+            raise PermissionDenied
+        message = (
+            Message.objects.select_related("room", "author", "deleted_by")
+            .filter(pk=report.message_id)
+            .get()
+        )
+        form = CloseReportForm(request.POST or None)
+        if request.method == "POST":
+            return self._close(request, report, message, form)
+        if message.room.kind == Room.Kind.DIRECT:
+            services.record_report_view(message=message, by=request.user)
+        reports = list(message.reports.select_related("reporter", "closed_by").order_by("created"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"Report of a message by {message.author.get_username()}",
+            "report": report,
+            "message_obj": message,
+            "room_shown": self.room_shown(report),
+            "reports": reports,
+            "open": any(r.state == Report.State.OPEN for r in reports),
+            "around": selectors.report_context(message),
+            "form": form,
+            "can_close": {
+                value: request.user.has_perm("chat.change_report")
+                and request.user.has_perm(permission)
+                for value, permission in CLOSING_PERMISSIONS.items()
+            },
+        }
+        return TemplateResponse(request, "admin/chat/report/review.html", context)
+
+    def _close(self, request, report: Report, message: Message, form) -> HttpResponse:
+        if not form.is_valid():
+            return HttpResponseBadRequest("Hide, mute, ban or dismiss.")
+        resolution = form.cleaned_data["resolution"]
+        permission = CLOSING_PERMISSIONS[resolution]
+        if not (request.user.has_perm("chat.change_report") and request.user.has_perm(permission)):
+            raise PermissionDenied
+        try:
+            closed = services.close_reports(
+                message=message,
+                by=request.user,
+                resolution=resolution,
+                until=form.until(),
+                reason=form.cleaned_data["note"],
+            )
+        except ChatError as error:
+            self.message_user(request, error.detail, messages.ERROR)
+            return redirect("admin:chat_report_change", report.pk)
+        label = Report.Resolution(resolution).label
+        self.message_user(
+            request,
+            f"Closed {closed} report(s) of a message by {message.author.get_username()}: {label}.",
+            messages.SUCCESS if closed else messages.WARNING,
+        )
+        return redirect("admin:chat_report_changelist")
 
 
 class ActiveFilter(admin.SimpleListFilter):

@@ -45,6 +45,10 @@ CHANGES = Limit(
 HISTORY = Limit(
     "history", "CHAT_RATE_LIMIT_HISTORY", "CHAT_RATE_LIMIT_HISTORY_WINDOW", "history requests"
 )
+# Reports count like posts (the same numbers, per user per room), on a counter of their own.
+REPORTS = Limit(
+    "report", "CHAT_RATE_LIMIT_POSTS", "CHAT_RATE_LIMIT_WINDOW", "reports", per_room=True
+)
 
 MEMBERSHIP = Limit(
     "members",

@@ -256,6 +256,9 @@ class ModerationAction(models.Model):
         ARCHIVE = "archive"
         UNARCHIVE = "unarchive"
         REMOVE = "remove"  # a member removed from a room
+        DISMISS = "dismiss"  # a report closed without acting on it
+        # A moderator read a direct room's reported message and its context (PROTOCOL.md §9).
+        VIEW = "view"
 
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     action = models.CharField(max_length=10, choices=Action.choices)
@@ -272,6 +275,55 @@ class ModerationAction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor} {self.action} {self.target or self.message_id}"
+
+
+class Report(models.Model):
+    """One user's report of one message (PROTOCOL.md §9): open until a moderator closes it by
+    hiding the message, muting or banning its author, or dismissing it."""
+
+    class State(models.TextChoices):
+        OPEN = "open"
+        CLOSED = "closed"
+
+    class Resolution(models.TextChoices):
+        HIDDEN = "hidden", "message hidden"
+        MUTED = "muted", "author muted"
+        BANNED = "banned", "author banned"
+        DISMISSED = "dismissed", "dismissed"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="reports")
+    reporter = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reports"
+    )
+    reason = models.CharField(max_length=500, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    state = models.CharField(max_length=6, choices=State.choices, default=State.OPEN)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    closed_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=9, choices=Resolution.choices, blank=True)
+    # The reporter has been told (quietly, on their next page) that it was handled.
+    reporter_notified = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["message", "reporter"], name="report_message_reporter_uniq"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["state", "-created"], name="report_queue"),
+            models.Index(fields=["reporter", "reporter_notified"], name="report_notices"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Report {self.pk} of Id{self.message_id} by {self.reporter}"
 
 
 class ReadMarker(models.Model):

@@ -16,7 +16,10 @@ role).
   room (themselves only); nobody joins or leaves a direct room. Owners remove members, anyone
   leaves; a private room's last owner stays while others remain.
 - **Moderating** (hide, restore, ban, mute, archive, removing members) is for staff with the
-  moderation permissions; a staff account is banned or muted only by a superuser.
+  moderation permissions; a staff account is banned or muted only by a superuser. The owners of
+  a private room moderate it too, on the site: they hide messages and remove members there.
+- **Reporting** (PROTOCOL.md §9): any reader reports a message, not a room notice, not their
+  own; moderators read reports in the admin.
 
 The answers are `Denial`s (or None for "allowed"); `require` turns one into the ChatError the
 frame's answer needs, and `CLOSE_CODES`/`HTTP_STATUS` say how a socket or a page answers it.
@@ -51,6 +54,7 @@ class Denial(StrEnum):
     NOT_MEMBER = "not_member"
     LAST_OWNER = "last_owner"
     NO_SUCH_USER = "no_such_user"
+    OWN_MESSAGE = "own_message"  # reporting one's own words
 
 
 # How a refused frame is answered (its error code and sentence).
@@ -76,6 +80,7 @@ ERRORS: dict[Denial, tuple[ErrorCode, str]] = {
         "The room's last owner cannot leave while others remain; make someone else an owner.",
     ),
     Denial.NO_SUCH_USER: (ErrorCode.INVALID, "There is no user called {ref}."),
+    Denial.OWN_MESSAGE: (ErrorCode.FORBIDDEN, "You cannot {action} your own message."),
 }
 
 # How a page or a JSON endpoint answers a refusal (PROTOCOL.md §1, §4).
@@ -95,6 +100,7 @@ HTTP_STATUS: dict[Denial, int] = {
     Denial.NOT_MEMBER: 404,
     Denial.LAST_OWNER: 409,
     Denial.NO_SUCH_USER: 400,
+    Denial.OWN_MESSAGE: 403,
 }
 
 # How a socket closes when it may no longer be open at all.
@@ -222,6 +228,30 @@ class Access:
             return Denial.NOT_AUTHOR
         return self.can_read()
 
+    def can_report(self, message: Message) -> Denial | None:
+        """Any reader reports a message (§9), but not a room notice and not their own words;
+        a tombstone has nothing left to report."""
+        if denial := self.can_read():
+            return denial
+        if message.system:
+            return Denial.SYSTEM_MESSAGE
+        if message.author_id == self.user.pk:
+            return Denial.OWN_MESSAGE
+        if message.is_deleted:
+            return Denial.TOMBSTONE
+        return None
+
+    def can_hide(self, message: Message) -> Denial | None:
+        """A private room's owners moderate it on the site: they hide anyone's messages there
+        (not room notices; hiding a tombstone changes nothing)."""
+        if denial := self.can_read():
+            return denial
+        if not self.moderates_room:
+            return Denial.NOT_MODERATOR
+        if message.system:
+            return Denial.SYSTEM_MESSAGE
+        return None
+
     # --- membership (§4): the service looks the target up and says what it found ----------
 
     @property
@@ -231,6 +261,11 @@ class Access:
     @property
     def is_owner(self) -> bool:
         return self.role == Membership.Role.OWNER
+
+    @property
+    def moderates_room(self) -> bool:
+        """The owners of a private room are its moderators on the site."""
+        return self.room.kind == Room.Kind.PRIVATE and self.is_owner
 
     def can_add(self, *, yourself: bool) -> Denial | None:
         """Adding someone (or, `yourself`, joining): members add people to a private room;

@@ -302,3 +302,25 @@ def revoked_sessions(
         known.clear()
         known.update(standing)
     return revoked
+
+
+# The most report marks a room page starts with (its own reports, the newest first).
+REPORTED_IDS_MAX = 500
+
+
+def reported_ids(user, room: Room) -> list[int]:
+    """The ids of messages in `room` that `user` has reported: the page marks them "reported by
+    you" (a `reported` frame marks the ones reported later)."""
+    from .models import Report
+
+    rows = Report.objects.filter(reporter=user, message__room=room).order_by("-message_id")
+    return list(rows.values_list("message_id", flat=True)[:REPORTED_IDS_MAX])
+
+
+def report_context(message: Message, each_side: int = 5) -> list[Message]:
+    """The message with up to `each_side` older and newer ones in its room, oldest first: what
+    a moderator reads with a report (PROTOCOL.md §9: the ten messages around it)."""
+    room = _messages().filter(room_id=message.room_id)
+    older = list(room.filter(id__lt=message.pk).order_by("-id")[:each_side])
+    newer = list(room.filter(id__gt=message.pk).order_by("id")[:each_side])
+    return [*reversed(older), message, *newer]

@@ -27,6 +27,7 @@ from .models import (
     Message,
     ModerationAction,
     Reaction,
+    Report,
     Room,
     RoomRestriction,
 )
@@ -385,6 +386,7 @@ RATE_LIMITS: dict[str, limits.Limit] = {
     "delete": limits.CHANGES,
     "react": limits.CHANGES,
     "history": limits.HISTORY,
+    "report": limits.REPORTS,
 }
 
 
@@ -425,6 +427,11 @@ async def read_history(*, room: Room, user, before: int, limit: int):
     """Messages older than `before` (a page), for a reader the policy still lets read."""
     await limits.hit(RATE_LIMITS["history"], user_id=user.pk)
     return await db(_history_page)(room, user, before, limit)
+
+
+async def submit_report(*, room: Room, message_id: int, by, reason: str) -> Report:
+    await limits.hit(RATE_LIMITS["report"], user_id=by.pk, room_id=room.pk, ref=message_id)
+    return await db(report_message)(room=room, message_id=message_id, by=by, reason=reason)
 
 
 def _history_page(room: Room, user, before: int, limit: int):
@@ -778,7 +785,7 @@ def remove_member(*, room: Room, by, username: str, reason: str = "", moderator:
             Room.objects.filter(pk=room.pk).update(members_epoch=F("members_epoch") + 1)
         name = target.get_username()
         _notice(room, by, f"{name} left" if yourself else f"{by.get_username()} removed {name}")
-        if moderator:
+        if moderator or not yourself:  # a moderator's or an owner's removal is audited
             _audit(
                 actor=by,
                 action=ModerationAction.Action.REMOVE,
@@ -848,3 +855,134 @@ def find_usernames(*, by, prefix: str, limit: int) -> list[str]:
         .order_by(Length(field), field)[:limit]
     )
     return list(found)
+
+
+# --- reports (PROTOCOL.md §9) --------------------------------------------------------------------
+# Readers report messages from the socket; moderators close them in the admin's report queue by
+# hiding the message, muting or banning its author, or dismissing them. Each closure is audited
+# through the same services as any moderation, and reaches live sockets the same way.
+
+
+def clean_report_reason(reason: str, *, ref: object = None) -> str:
+    reason = reason.strip()
+    problem = text.unstorable(reason) or text.too_many_marks(reason)
+    if problem:
+        raise ChatError(ErrorCode.INVALID, problem, ref=ref)
+    if len(reason) > protocol.REPORT_REASON_MAX:
+        raise ChatError(
+            ErrorCode.INVALID,
+            f"A report's reason may be at most {protocol.REPORT_REASON_MAX} characters.",
+            ref=ref,
+        )
+    return reason
+
+
+def report_message(*, room: Room, message_id: int, by, reason: str = "") -> Report:
+    """File `by`'s report of a message in `room`. Once per user per message: a second report
+    returns the first and changes nothing (its reason included)."""
+    reason = clean_report_reason(reason, ref=message_id)
+    message = _get_message(room, message_id)
+    access = policy.access(by, room)
+    existing = Report.objects.filter(message=message, reporter=by).first()
+    if existing is not None:
+        # Still only for someone who may read the room now (a ban closes that door too).
+        policy.require(access.can_read(), ref=message_id)
+        return existing
+    policy.require(access.can_report(message), ref=message_id, action="report")
+    try:
+        with transaction.atomic():
+            return Report.objects.create(message=message, reporter=by, reason=reason)
+    except IntegrityError:  # the same report from another tab at the same moment
+        return Report.objects.get(message=message, reporter=by)
+
+
+def close_reports(
+    *,
+    message: Message,
+    by,
+    resolution: str,
+    until=None,
+    reason: str = "",
+) -> int:
+    """Close every open report of `message` with one action: hide the message, mute or ban its
+    author in its room (until `until`, or for good), or dismiss. The action goes through the
+    same service as from anywhere else (hide_message, restrict_user), so it is audited and
+    reaches live sockets; a dismissal is audited here. Returns how many reports it closed
+    (0: none were open, and nothing was done). Raises ChatError when the action is refused
+    (a staff author), and then closes nothing."""
+    if resolution not in Report.Resolution.values:
+        raise ChatError(ErrorCode.INVALID, "Hide, mute, ban or dismiss.")
+    with transaction.atomic():
+        open_reports = Report.objects.select_for_update().filter(
+            message=message, state=Report.State.OPEN
+        )
+        ids = list(open_reports.values_list("pk", flat=True))
+        if not ids:
+            return 0
+        room = message.room
+        if resolution == Report.Resolution.HIDDEN:
+            hide_message(message=message, by=by, reason=reason)
+        elif resolution in (Report.Resolution.MUTED, Report.Resolution.BANNED):
+            kind = (
+                RoomRestriction.Kind.MUTE
+                if resolution == Report.Resolution.MUTED
+                else RoomRestriction.Kind.BAN
+            )
+            restrict_user(
+                room=room, user=message.author, kind=kind, by=by, until=until, reason=reason
+            )
+        else:
+            _audit(
+                actor=by,
+                action=ModerationAction.Action.DISMISS,
+                room=room,
+                target=message.author,
+                message=message,
+                reason=reason,
+            )
+        Report.objects.filter(pk__in=ids).update(
+            state=Report.State.CLOSED,
+            closed_by=by,
+            closed_at=timezone.now(),
+            resolution=resolution,
+        )
+    return len(ids)
+
+
+def record_report_view(*, message: Message, by) -> None:
+    """A moderator read a direct room's reported message and its context in the admin: the
+    only way they see a direct conversation, and each time it is in the audit log."""
+    _audit(
+        actor=by,
+        action=ModerationAction.Action.VIEW,
+        room=message.room,
+        target=message.author,
+        message=message,
+        reason="read a reported message and its context",
+    )
+
+
+def take_report_notices(*, user) -> int:
+    """How many of `user`'s reports were closed since they were last told, and mark them told:
+    the quiet "your report was handled" notice on the next room page they open (never who did
+    what)."""
+    return Report.objects.filter(
+        reporter=user, state=Report.State.CLOSED, reporter_notified=False
+    ).update(reporter_notified=True)
+
+
+def hide_in_room(*, room: Room, message_id: int, by, reason: str = "") -> Message:
+    """An owner of a private room hides a message there (a per-room moderator, not site staff):
+    the same soft-delete and audit as a moderator's hide in the admin."""
+    reason = reason.strip()
+    if text.unstorable(reason):
+        raise ChatError(ErrorCode.INVALID, text.unstorable(reason), ref=message_id)
+    reason = reason[: ModerationAction._meta.get_field("reason").max_length]
+    with transaction.atomic():
+        _lock_room(room.pk)
+        message = _get_message(room, message_id)
+        access = policy.access(by, room)
+        policy.require(access.can_hide(message), ref=message_id, action="hide")
+        hide_message(message=message, by=by, reason=reason)
+    message.refresh_from_db()
+    return message

@@ -178,6 +178,10 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
         "room": room,
         "seen_as": selectors.room_object(room, request.user),
         "role": access.role or "",
+        # Per-room moderation (owners of a private room hide messages) and reports (§9).
+        "can_hide": access.can_read() is None and access.moderates_room,
+        "reported_ids": selectors.reported_ids(request.user, room),
+        "reports_handled": services.take_report_notices(user=request.user),
         "last_read_id": selectors.last_read(request.user, room),
         "max_body": settings.CHAT_MAX_BODY,
         "target_message": int(target) if target.isascii() and target.isdigit() else "",
@@ -380,6 +384,28 @@ def member(request: HttpRequest, slug: str, username: str) -> JsonResponse:
     except ChatError as error:
         return json_error(error)
     return JsonResponse({"members": listed})
+
+
+@require_POST
+def hide(request: HttpRequest, slug: str, message_id: int) -> JsonResponse:
+    """`POST /rooms/<slug>/messages/<id>/hide`: an owner of a private room hides a message there
+    (optional `{"reason": ...}` for the audit log). Answers the message as it now stands."""
+    if not request.user.is_authenticated:
+        return JsonResponse(NOT_LOGGED_IN, status=401)
+    room = _visible_room(request, slug)
+    if room is None:
+        return JsonResponse(NO_SUCH_ROOM, status=404)
+    data = _json_body(request) if request.body else {}
+    reason = data.get("reason", "") if data is not None else None
+    if not isinstance(reason, str):
+        return JsonResponse({"error": 'Send {"reason": "..."} or nothing.'}, status=400)
+    try:
+        message = services.hide_in_room(
+            room=room, message_id=message_id, by=request.user, reason=reason
+        )
+    except ChatError as error:
+        return json_error(error)
+    return JsonResponse({"message": protocol.message_object(message)})
 
 
 @require_POST

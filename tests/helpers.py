@@ -49,6 +49,8 @@ def moderators_group():
         archive.grant_archive_to_moderators(apps, None)
         members = importlib.import_module("chat.migrations.0009_membership_moderation")
         members.grant_members_to_moderators(apps, None)
+        reports = importlib.import_module("chat.migrations.0011_reports")
+        reports.grant_reports_to_moderators(apps, None)
     return Group.objects.get(name="Moderators")
 
 

@@ -45,6 +45,11 @@ MATRIX: dict[str, tuple] = {
     "typing":               (4401,    "ok",       "ok",   4403,   "silent", "ok",      "ok"),
     "admin: hide":          ("login", "login",    "login", "login", "login", "ok",     403),
     "admin: ban":           ("login", "login",    "login", "login", "login", "ok",     403),
+    "report another's":     (4401,    "ok",       "ok",   4403,   "ok",     "ok",      "ok"),
+    "report own":           (4401,    "forbidden", "forbidden", 4403, "forbidden", "forbidden", "forbidden"),  # noqa: E501
+    # Per-room moderation is for a private room's owners: the author owns this public room.
+    "hide (room owner)":    (401,     403,        403,    403,    403,      403,       403),
+    "admin: report queue":  ("login", "login",    "login", "login", "login", "ok",     403),
 }
 # fmt: on
 
@@ -111,7 +116,7 @@ async def socket_answer(user, slug: str, frame: dict | None, *, since: int | Non
             answer = json.loads(output["text"])
             if answer["type"] == "error":
                 return answer["code"]
-            if answer["type"] in ("message", "history", "ack"):
+            if answer["type"] in ("message", "history", "ack", "reported"):
                 return "ok"
     finally:
         await communicator.disconnect()
@@ -266,6 +271,47 @@ async def admin_ban(w: World, role: str):
     return await sync_to_async(ban)()
 
 
+async def report_anothers(w: World, role: str):
+    frame = {"type": "report", "id": anothers_message(w, role).pk, "reason": "matrix"}
+    return await socket_answer(w.users[role], w.room.slug, frame)
+
+
+async def report_own(w: World, role: str):
+    frame = {"type": "report", "id": own_message(w, role).pk, "reason": "matrix"}
+    return await socket_answer(w.users[role], w.room.slug, frame)
+
+
+def _hide_door(user, room: Room, message: Message) -> int:
+    client = http_client(user)
+    path = f"/rooms/{room.slug}/messages/{message.pk}/hide"
+    return client.post(path, "{}", content_type="application/json").status_code
+
+
+async def hide_as_room_owner(w: World, role: str):
+    return await sync_to_async(_hide_door)(w.users[role], w.room, w.theirs)
+
+
+def _report_queue(user, report) -> object:
+    """The queue lists the report and its page opens (as `admin_answer` reads a refusal)."""
+    client = http_client(user)
+    listed = client.get("/admin/chat/report/")
+    if listed.status_code != 200:
+        return admin_answer(user, listed, False)
+    opened = client.get(f"/admin/chat/report/{report.pk}/change/")
+    ok = f"/admin/chat/report/{report.pk}/change/" in listed.content.decode()
+    return admin_answer(user, opened, ok and opened.status_code == 200)
+
+
+async def admin_report_queue(w: World, role: str):
+    def look():
+        from chat.models import Report
+
+        report = Report.objects.get_or_create(message=w.theirs, reporter=w.users["member"])[0]
+        return _report_queue(w.users[role], report)
+
+    return await sync_to_async(look)()
+
+
 DOORS: dict[str, Door] = {
     "room page": room_page,
     "room page, archived": archived_page,
@@ -283,6 +329,10 @@ DOORS: dict[str, Door] = {
     "typing": typing,
     "admin: hide": admin_hide,
     "admin: ban": admin_ban,
+    "report another's": report_anothers,
+    "report own": report_own,
+    "hide (room owner)": hide_as_room_owner,
+    "admin: report queue": admin_report_queue,
 }
 
 
@@ -386,6 +436,31 @@ KIND_MATRIX: dict[str, dict[str, tuple]] = {
         "private":             ("login", "login", "login", "login", "login", "ok"),
         "direct":              ("login", "login", "login", "login", "login", "refused"),
     },
+    # Reports (§9): any reader reports (not their own words: the message is the owner's).
+    "report": {
+        "public":              (4401,    "ok",    "ok",    "forbidden", "ok", "ok"),
+        "private":             (4401,    4404,    "ok",    "forbidden", 4404, 4404),
+        "direct":              (4401,    4404,    "ok",    "forbidden", 4404, 4404),
+    },
+    # Per-room moderators: a private room's owners hide messages there (site staff do it in the
+    # admin); anyone else who can see the room is refused, and the rest see no room.
+    "hide (room owner)": {
+        "public":              (401,     403,     403,     403,     403,     403),
+        "private":             (401,     404,     403,     200,     404,     404),
+        "direct":              (401,     404,     403,     403,     404,     404),
+    },
+    # The admin's page of one message: a direct room's messages are not there at all...
+    "admin: message page": {
+        "public":              ("login", "login", "login", "login", "login", "ok"),
+        "private":             ("login", "login", "login", "login", "login", "ok"),
+        "direct":              ("login", "login", "login", "login", "login", "absent"),
+    },
+    # ...except the reported one, with its context, on its report's page (audited).
+    "admin: report page": {
+        "public":              ("login", "login", "login", "login", "login", "ok"),
+        "private":             ("login", "login", "login", "login", "login", "ok"),
+        "direct":              ("login", "login", "login", "login", "login", "ok"),
+    },
 }
 # fmt: on
 
@@ -484,6 +559,27 @@ def _open_direct(w: KindWorld, role: str):
     return "same" if response.json()["slug"] == w.room.slug else "new"
 
 
+def _admin_message_page(w: KindWorld, role: str):
+    response = http_client(w.users[role]).get(f"/admin/chat/message/{w.message.pk}/change/")
+    if response.status_code == 302 and "/admin/login/" in response["Location"]:
+        return "login"
+    if response.status_code == 200 and "owner&#x27;s words" in response.content.decode():
+        return "ok"
+    return "absent"  # the admin's "doesn't exist" redirect
+
+
+def _admin_report_page(w: KindWorld, role: str):
+    from chat.models import Report
+
+    report = Report.objects.get_or_create(message=w.message, reporter=w.users["member"])[0]
+    response = http_client(w.users[role]).get(f"/admin/chat/report/{report.pk}/change/")
+    if response.status_code == 302 and "/admin/login/" in response["Location"]:
+        return "login"
+    if response.status_code == 200 and "owner&#x27;s words" in response.content.decode():
+        return "ok"
+    return response.status_code
+
+
 KIND_DOORS = {
     "room page": lambda w, r: page(w.users[r], f"/rooms/{w.room.slug}/"),
     "lobby": _listed_in_lobby,
@@ -511,6 +607,9 @@ KIND_DOORS = {
     "open direct room": _open_direct,
     "admin: message list": _admin_message_list,
     "admin: remove member": _admin_remove,
+    "hide (room owner)": lambda w, r: _hide_door(w.users[r], w.room, w.message),
+    "admin: message page": _admin_message_page,
+    "admin: report page": _admin_report_page,
 }
 KIND_SOCKET_DOORS = {
     "socket": lambda w, r: socket_answer(w.users[r], w.room.slug, None),
@@ -518,6 +617,9 @@ KIND_SOCKET_DOORS = {
     "post": lambda w, r: socket_answer(w.users[r], w.room.slug, {"type": "post", "body": "hi"}),
     "history": lambda w, r: socket_answer(
         w.users[r], w.room.slug, {"type": "history", "before": 10**9}
+    ),
+    "report": lambda w, r: socket_answer(
+        w.users[r], w.room.slug, {"type": "report", "id": w.message.pk, "reason": "matrix"}
     ),
 }
 
@@ -529,6 +631,7 @@ CHANGING_DOORS = {
     "remove someone",
     "leave",
     "admin: remove member",
+    "hide (room owner)",
 }
 
 
@@ -559,8 +662,9 @@ async def test_kind_matrix(door: str, kind: str):
 def _flush_world() -> None:
     from django.contrib.auth import get_user_model
 
-    from chat.models import Change, Membership, ModerationAction, ReadMarker
+    from chat.models import Change, Membership, ModerationAction, ReadMarker, Report
 
+    Report.objects.all().delete()
     ModerationAction.objects.all().delete()
     Change.objects.all().delete()
     ReadMarker.objects.all().delete()

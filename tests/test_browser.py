@@ -25,7 +25,7 @@ from django.db import connections
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from chat import services
-from chat.models import Message, ModerationAction, ReadMarker, Room
+from chat.models import Message, ModerationAction, ReadMarker, Report, Room
 from tests.helpers import create_room, create_user, make_moderator, password_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -1600,3 +1600,81 @@ def test_hostile_markdown_executes_nothing(people, alice, room):
     hrefs = a.page.locator("#messages .body a").evaluate_all("links => links.map(l => l.href)")
     assert all(href.startswith(("http:", "https:", "mailto:")) for href in hrefs), hrefs
     assert a.page.locator("#messages .body script, #messages .body img").count() == 0
+
+
+# --- reports (PROTOCOL.md §9) and per-room moderators ---------------------------------------------
+
+
+def test_a_report_from_the_page_reaches_the_queue_and_its_closing_reaches_the_room(
+    people, alice, bob, mod, room
+):
+    orm(lambda: services.post_message(room=room, author=alice, body="something rude"))
+    b = people("bob", next=f"/rooms/{room.slug}/")
+    rude = b.message("something rude")
+    expect(rude).to_have_count(1)
+    message_id = int(rude.get_attribute("data-id"))
+
+    # Bob reports it with a reason, from the message's own "Report" action and the dialog.
+    rude.hover()
+    rude.get_by_role("button", name=f"Report message Id{message_id}").click()
+    dialog = b.page.locator("dialog#report-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#report-quote")).to_have_text("something rude")
+    dialog.get_by_label("Why?").fill("It insults me")
+    b.page.screenshot(path=SCREENSHOTS / "report-dialog.png")
+    dialog.get_by_role("button", name="Report").click()
+    expect(dialog).to_be_hidden()
+    expect(rude.locator(".reported-mark")).to_have_text("Reported by you")
+    expect(rude.get_by_role("button", name=re.compile("^Report"))).to_have_count(0)
+    reports = orm(lambda: list(Report.objects.values_list("reporter__username", "reason")))
+    assert reports == [("bob", "It insults me")]
+    # The mark is still there after a reload (the page learns its reports from the server).
+    b.page.reload()
+    b.expect_connected()
+    expect(b.message("something rude").locator(".reported-mark")).to_have_text("Reported by you")
+
+    # The moderator finds it in the queue, reads it with its context, and hides it.
+    m = people("mod", next="/admin/chat/report/", admin=True)
+    row = m.page.locator("#result_list tbody tr")
+    expect(row).to_have_count(1)
+    expect(row.locator("td.field-reason")).to_have_text("It insults me")
+    row.locator("th a").click()
+    expect(m.page.locator(".report-message")).to_have_text("something rude")
+    expect(m.page.locator(".report-reason")).to_have_text("It insults me")
+    m.page.screenshot(path=SCREENSHOTS / "admin-report.png", full_page=True)
+    m.page.get_by_role("button", name="Hide the message").click()
+    expect(m.page.locator("ul.messagelist li.success")).to_contain_text("message hidden")
+    expect(m.page.locator("#result_list tbody tr")).to_have_count(0)
+
+    # Bob's open page shows the tombstone at once; the next room page he opens tells him,
+    # quietly, once.
+    tombstone = b.page.locator(f'#messages li.message.tombstone[data-id="{message_id}"]')
+    expect(tombstone).to_contain_text("deleted by mod")
+    b.open_room(room.slug)
+    expect(b.page.locator(".report-notice")).to_have_text(
+        "A report you made was handled by the moderators. Thank you."
+    )
+    b.open_room(room.slug)
+    expect(b.page.locator(".report-notice")).to_have_count(0)
+
+
+def test_a_private_rooms_owner_hides_a_message_from_the_page(people, alice, bob, carol):
+    secret = orm(private_room, "Owners only", alice, bob)
+    orm(lambda: services.post_message(room=secret, author=bob, body="off topic"))
+    a = people("alice", next=f"/rooms/{secret.slug}/")
+    b = people("bob", next=f"/rooms/{secret.slug}/")
+    # Members other than owners get no "Hide".
+    theirs = b.page.locator(MESSAGES).filter(has_text="off topic")
+    expect(theirs).to_have_count(1)
+    expect(b.page.get_by_role("button", name=re.compile("^Hide"))).to_have_count(0)
+
+    message = a.message("off topic")
+    message_id = message.get_attribute("data-id")
+    message.hover()
+    message.get_by_role("button", name=f"Hide message Id{message_id}").click()
+    confirm(a, "Hide")
+    for person in (a, b):
+        tombstone = person.page.locator(f'#messages li.message.tombstone[data-id="{message_id}"]')
+        expect(tombstone).to_contain_text("deleted by alice")
+    audit = orm(lambda: list(ModerationAction.objects.values_list("actor__username", "action")))
+    assert audit == [("alice", "hide")]

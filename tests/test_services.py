@@ -266,9 +266,16 @@ def test_the_read_marker_only_moves_forward_and_never_past_the_latest_message(sc
 
 def test_every_client_frame_type_but_typing_counts_against_a_limit():
     frame_types = {cls.__name__.lower() for cls in typing.get_args(protocol.ClientFrame)}
-    assert frame_types == {"post", "edit", "delete", "react", "history", "typing"}
+    assert frame_types == {"post", "edit", "delete", "react", "history", "typing", "report"}
     assert set(services.RATE_LIMITS) == frame_types - {"typing"}
     assert services.RATE_LIMITS["post"] is limits.POSTS and limits.POSTS.per_room
+    # Reports count like posts (the same settings, per room) on a counter of their own.
+    report = services.RATE_LIMITS["report"]
+    assert report is limits.REPORTS and report.per_room and report.name != limits.POSTS.name
+    assert (report.count_setting, report.window_setting) == (
+        limits.POSTS.count_setting,
+        limits.POSTS.window_setting,
+    )
     assert services.RATE_LIMITS["edit"] is services.RATE_LIMITS["delete"] is limits.CHANGES
     assert services.RATE_LIMITS["history"] is limits.HISTORY
     assert not limits.CHANGES.per_room and not limits.HISTORY.per_room

@@ -272,6 +272,12 @@ class RoomConsumer(Consumer):
     async def on_typing(self, frame: protocol.Typing) -> None:
         await services.announce_typing(room=self.room, user=self.user)
 
+    async def on_report(self, frame: protocol.Report) -> None:
+        await services.submit_report(
+            room=self.room, message_id=frame.id, by=self.user, reason=frame.reason
+        )
+        await self.send(text_data=protocol.reported_frame(frame.id))
+
     handlers = {
         protocol.Post: on_post,
         protocol.Edit: on_edit,
@@ -279,6 +285,7 @@ class RoomConsumer(Consumer):
         protocol.React: on_react,
         protocol.History: on_history,
         protocol.Typing: on_typing,
+        protocol.Report: on_report,
     }
 
     # --- frames to the client (called by the hub) ----------------------------------------

@@ -201,6 +201,11 @@ def typing_frame(username: str) -> str:
     return encode({"type": "typing", "user": username})
 
 
+def reported_frame(message_id: int) -> str:
+    """The answer to a `report` (§9), to the reporter only: the report is on file."""
+    return encode({"type": "reported", "id": message_id})
+
+
 def error_frame(error: ChatError) -> str:
     frame: dict[str, Any] = {
         "type": "error",
@@ -275,7 +280,20 @@ class Typing:
     ref = None
 
 
-ClientFrame = Post | Edit | Delete | React | History | Typing
+@dataclass(frozen=True)
+class Report:
+    id: int
+    reason: str
+
+    @property
+    def ref(self) -> int:
+        return self.id
+
+
+# A report's reason, at most (PROTOCOL.md §9).
+REPORT_REASON_MAX = 500
+
+ClientFrame = Post | Edit | Delete | React | History | Typing | Report
 
 MAX_ID = 2**63 - 1
 CLIENT_ID = re.compile(r"[!-~]+")
@@ -352,6 +370,16 @@ def parse(text: str) -> ClientFrame:
         return History(before=_message_id(data, "before"), limit=limit)
     if kind == "typing":
         return Typing()
+    if kind == "report":
+        message_id = _message_id(data, "id")
+        reason = data.get("reason", "")
+        if not isinstance(reason, str):
+            raise _invalid("`reason` must be a string.", message_id)
+        if len(reason) > REPORT_REASON_MAX:
+            raise _invalid(
+                f"A report's reason may be at most {REPORT_REASON_MAX} characters.", message_id
+            )
+        return Report(id=message_id, reason=reason)
     if isinstance(kind, str) and len(kind) <= 32:
         raise _invalid(f"Unknown frame type {kind!r}.")
     raise _invalid("A frame needs a string `type`.")

@@ -17,6 +17,11 @@
 // Private rooms and direct messages (PROTOCOL.md §4): the members panel (join, leave, add,
 // remove, through the JSON doors in people.js), membership notices (`system` messages) as quiet
 // lines, and "Message <name>" from any username shown.
+//
+// Reports (PROTOCOL.md §9): "Report" on anyone else's message (a dialog with an optional reason,
+// the `report` frame); the messages this user reported are marked "Reported by you" (those on
+// file when the page loaded, then each `reported` answer). A private room's owners also get
+// "Hide" (the JSON door POST /rooms/<slug>/messages/<id>/hide).
 
 const { requestJSON, attachTypeahead } = window.chatPeople;
 const root = document.getElementById("chat");
@@ -77,6 +82,9 @@ let unseen = 0; // messages that arrived while the tab was hidden
 let stuck = true; // the view was at the bottom after the last change or scroll
 let positioned = false; // the first page of messages has been placed (at the bottom or the divider)
 let role = root.dataset.role || ""; // "owner", "member", or "" (not a member)
+const canHide = root.dataset.canHide === "1"; // an owner of a private room: hides messages
+// Ids of the messages this user has reported (a `reported` frame adds one).
+const reportedIds = new Set(JSON.parse($("reported-ids")?.textContent || "[]"));
 let leaving = false; // this user is leaving the room: its socket's close is expected
 // A message to open at (a permalink, or a reply's original): shown highlighted once loaded.
 let target = root.dataset.message ? Number(root.dataset.message) : null;
@@ -506,6 +514,8 @@ function renderMessage(msg) {
       button("edit", "Edit", () => startEdit(msg.id), `Edit message Id${msg.id}`),
       button("delete", "Delete", () => deleteMessage(msg.id), `Delete message Id${msg.id}`),
     );
+  } else {
+    othersActions(actions, meta, msg);
   }
   li.append(actions);
   return li;
@@ -701,6 +711,50 @@ function loadNewer() {
   if (sendFrame({ type: "history", around: Number(last.dataset.id), limit: 100 })) {
     aroundInFlight = "newer";
   }
+}
+
+// On someone else's message: "Report" (or, once reported, a mark that stays in sight beside the
+// time), and "Hide" for a private room's owners.
+function othersActions(actions, meta, msg) {
+  if (reportedIds.has(msg.id)) {
+    meta.append(el("span", "reported-mark", "Reported by you"));
+  } else {
+    actions.append(button("report", "Report", () => reportMessage(msg.id), `Report message Id${msg.id}`));
+  }
+  if (canHide) {
+    actions.append(button("hide", "Hide", () => hideMessage(msg.id), `Hide message Id${msg.id}`));
+  }
+}
+
+const reportDialog = $("report-dialog");
+
+function reportMessage(id) {
+  const entry = shown.get(id);
+  if (!entry || entry.msg.deleted || !reportDialog) return;
+  const returnTo = document.activeElement;
+  $("report-quote").textContent = entry.msg.body.length > 200 ? `${entry.msg.body.slice(0, 199)}…` : entry.msg.body;
+  $("report-reason").value = "";
+  reportDialog.returnValue = "";
+  reportDialog.showModal();
+  $("report-reason").focus();
+  reportDialog.addEventListener("close", () => {
+    if (returnTo?.isConnected) returnTo.focus();
+    if (reportDialog.returnValue !== "ok") return;
+    const reason = $("report-reason").value.trim().slice(0, 500);
+    if (!sendFrame({ type: "report", id, reason })) {
+      showAlert("Not connected: the message was not reported. Try again once connected.", { key: "offline-action" });
+    }
+  }, { once: true });
+}
+
+async function hideMessage(id) {
+  const entry = shown.get(id);
+  if (!entry || entry.msg.deleted) return;
+  if (!(await confirmFirst(`Hide this message by ${entry.msg.author} for everyone?`, "Hide"))) return;
+  const url = `${root.dataset.hideUrl.replace(/0\/hide$/, `${id}/hide`)}`;
+  const { ok, data } = await requestJSON(url, { method: "POST", body: {} });
+  // The tombstone arrives as a `message` frame, like any deletion.
+  if (!ok) showAlert(data.error || "The message could not be hidden.", { key: "hide" });
 }
 
 // Where new rows at the end go: before the user's own unconfirmed posts, which stay last.
@@ -1317,6 +1371,11 @@ const handlers = {
 
   typing(frame) {
     if (frame.user && frame.user !== me) setTyping(frame.user, true);
+  },
+
+  reported(frame) {
+    reportedIds.add(frame.id);
+    if (shown.has(frame.id)) mutate(() => rerender(frame.id));
   },
 
   error(frame) {
