@@ -695,11 +695,19 @@ class RoomRestrictionAdmin(admin.ModelAdmin):
 class ModerationActionAdmin(ReadOnlyAdmin):
     # The audit log: readable, never editable.
 
-    list_display = ["at", "actor", "action", "room", "target", "message", "reason"]
-    list_select_related = ["actor", "room", "target", "message"]
+    # A message is named by its id only: the log never shows a message's text (a direct room's
+    # messages are read only through their report, and each such reading is itself logged).
+    list_display = ["at", "actor", "action", "room", "target", "message_ref", "reason"]
+    list_select_related = ["actor", "room", "target"]
     list_filter = ["action", "room"]
     search_fields = ["actor__username", "target__username", "reason"]
     date_hierarchy = "at"
+    fields = ["at", "actor", "action", "room", "target", "message_ref", "reason"]
+    readonly_fields = fields
+
+    @admin.display(description="message")
+    def message_ref(self, obj: ModerationAction) -> str:
+        return f"Id{obj.message_id}" if obj.message_id else "—"
 
 
 # The admin's own changelist parameters (paging, sorting, search, pop-ups), not field filters.

@@ -487,3 +487,20 @@ async def test_the_room_page_tells_owners_they_moderate_and_lists_the_readers_re
     other_page = (await get_as(other, f"/rooms/{room.slug}/")).content
     assert 'data-can-hide=""' in other_page.decode()
     assert f"[{message.pk}]" in other_page.decode()  # reported-ids json
+
+
+def test_the_audit_log_names_a_message_by_its_id_never_by_its_text():
+    alice = create_user("alice")
+    moderator = make_moderator("moderator")
+    room = create_room("General", alice)
+    message = services.post_message(room=room, author=alice, body="words only alice wrote").message
+    services.hide_message(message=message, by=moderator)
+    client = Client()
+    client.force_login(moderator)
+    listing = client.get("/admin/chat/moderationaction/")
+    entry = ModerationAction.objects.get(message=message)
+    page = client.get(f"/admin/chat/moderationaction/{entry.pk}/change/")
+    for response in (listing, page):
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert f"Id{message.pk}" in html and "words only alice wrote" not in html
