@@ -108,7 +108,9 @@ def test_only_daphnes_send_leads_to_its_connection():
 # --- the real daphne -----------------------------------------------------------------------
 
 BURST = 120
-BODY = 50_000  # 6 MB of frames for each socket: more than the kernel buffers of a stalled one
+# Each frame carries the body twice (`body` and its rendered `html`): 120 frames of about 50 KB
+# are 6 MB for each socket, more than the kernel buffers of a stalled one.
+BODY = 25_000
 
 
 @database_sync_to_async
