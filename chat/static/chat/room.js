@@ -489,7 +489,7 @@ function renderMessage(msg) {
   if (typeof msg.html === "string" && msg.html) {
     // The server's render, sanitized there twice (allow-listed tags, http/https/mailto links).
     body.classList.add("rich");
-    body.innerHTML = msg.html;
+    body.innerHTML = msg.html.trim(); // no trailing newline after the last block
     for (const a of body.querySelectorAll("a[href]")) {
       a.target = "_blank";
       a.dir = "ltr";
