@@ -70,14 +70,14 @@ def unavailable(ref: object = None) -> ChatError:
     )
 
 
-async def hit(limit: Limit, *, user_id: int, room_id: int | None = None, ref=None) -> None:
-    """Count one use; raise `rate_limited` past the limit, `unavailable` without Redis."""
-    try:
-        wait = await shared_state().hit(limit.key(user_id, room_id), limit.count, limit.window)
-    except Exception:
-        metrics.REDIS_ERRORS.labels("limit").inc()
-        logger.warning("shared state unavailable", exc_info=True)
-        raise unavailable(ref) from None
+def _shared_state_down(ref) -> ChatError:
+    metrics.REDIS_ERRORS.labels("limit").inc()
+    logger.warning("shared state unavailable", exc_info=True)
+    return unavailable(ref)
+
+
+def _refuse_past(limit: Limit, wait: float, ref) -> None:
+    """Raise `rate_limited` when the counter said to wait."""
     if wait:
         raise ChatError(
             ErrorCode.RATE_LIMITED,
@@ -85,6 +85,15 @@ async def hit(limit: Limit, *, user_id: int, room_id: int | None = None, ref=Non
             ref=ref,
             retry_after=wait,
         )
+
+
+async def hit(limit: Limit, *, user_id: int, room_id: int | None = None, ref=None) -> None:
+    """Count one use; raise `rate_limited` past the limit, `unavailable` without Redis."""
+    try:
+        wait = await shared_state().hit(limit.key(user_id, room_id), limit.count, limit.window)
+    except Exception:
+        raise _shared_state_down(ref) from None
+    _refuse_past(limit, wait, ref)
 
 
 def hit_now(limit: Limit, *, user_id: int, room_id: int | None = None, ref=None) -> None:
@@ -94,16 +103,8 @@ def hit_now(limit: Limit, *, user_id: int, room_id: int | None = None, ref=None)
     try:
         wait = throttle.hit(limit.key(user_id, room_id), limit.count, limit.window)
     except Exception:
-        metrics.REDIS_ERRORS.labels("limit").inc()
-        logger.warning("shared state unavailable", exc_info=True)
-        raise unavailable(ref) from None
-    if wait:
-        raise ChatError(
-            ErrorCode.RATE_LIMITED,
-            f"Slow down: at most {limit.count} {limit.what} in {limit.window:g} seconds.",
-            ref=ref,
-            retry_after=wait,
-        )
+        raise _shared_state_down(ref) from None
+    _refuse_past(limit, wait, ref)
 
 
 async def once_per(key: str, seconds: float, *, ref=None) -> bool:

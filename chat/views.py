@@ -342,17 +342,13 @@ def _json_body(request: HttpRequest) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _visible_room(request: HttpRequest, slug: str) -> Room | None:
-    return policy.room_for(request.user, slug)
-
-
 @require_http_methods(["GET", "POST"])
 def members(request: HttpRequest, slug: str) -> JsonResponse:
     """`GET /rooms/<slug>/members`: who is in the room. `POST` `{"username": U}`: add U to a
     private room, or join a public one (U is yourself)."""
     if not request.user.is_authenticated:
         return JsonResponse(NOT_LOGGED_IN, status=401)
-    room = _visible_room(request, slug)
+    room = policy.room_for(request.user, slug)
     if room is None:
         return JsonResponse(NO_SUCH_ROOM, status=404)
     try:
@@ -376,7 +372,7 @@ def member(request: HttpRequest, slug: str, username: str) -> JsonResponse:
     """`DELETE /rooms/<slug>/members/<username>`: an owner removes someone, or you leave."""
     if not request.user.is_authenticated:
         return JsonResponse(NOT_LOGGED_IN, status=401)
-    room = _visible_room(request, slug)
+    room = policy.room_for(request.user, slug)
     if room is None:
         return JsonResponse(NO_SUCH_ROOM, status=404)
     try:
@@ -392,7 +388,7 @@ def hide(request: HttpRequest, slug: str, message_id: int) -> JsonResponse:
     (optional `{"reason": ...}` for the audit log). Answers the message as it now stands."""
     if not request.user.is_authenticated:
         return JsonResponse(NOT_LOGGED_IN, status=401)
-    room = _visible_room(request, slug)
+    room = policy.room_for(request.user, slug)
     if room is None:
         return JsonResponse(NO_SUCH_ROOM, status=404)
     data = _json_body(request) if request.body else {}
