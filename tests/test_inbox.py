@@ -194,7 +194,7 @@ async def test_joining_a_public_room_by_posting_adds_it_and_archiving_removes_it
         alice, bob = create_user("alice"), create_user("bob")
         return alice, bob, services.create_room(name="Town Square", created_by=alice)
 
-    alice, bob, room = await db(world)()
+    _alice, bob, room = await db(world)()
     socket = await inbox(bob)
     await db(post)(room, bob, "hi all")
     assert (await next_summary(socket, room.slug))["unread"] == 0
