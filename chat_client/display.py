@@ -10,7 +10,7 @@ HELP = """\
 Commands:
   /msg NAME[,NAME…] text   message people directly (opens the conversation; no text: just go)
   /rooms            your rooms: kind, name, slug, unread
-  /join SLUG        go to another room (also /switch SLUG)
+  /join SLUG        go to another room (also /switch SLUG or /j SLUG)
   /invite NAME      add NAME to this private room
   /kick NAME        remove NAME from this room (owners)
   /leave            leave this room (a private one: back to the room before, or exit)

@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from . import api
 from .display import HELP, change_line, clean, message_line, room_title, rooms_table, say
+from .inbox import Inbox
 from .login import USER_AGENT, login
 from .status import (
     EXIT_BANNED,
@@ -47,6 +48,8 @@ _MESSAGE_ID = re.compile(r"(?i)^(?:id)?(\d+)$")
 
 # How long a room switch waits for the old room's unconfirmed posts before refusing.
 SWITCH_WAIT = 5.0
+# The read marker (what the other rooms' unread counts start from) moves at most this often.
+READ_EVERY = 2.0
 
 
 @dataclass
@@ -115,11 +118,21 @@ class ChatClient:
         self.all_sent = asyncio.Event()  # set whenever nothing is pending
         self.all_sent.set()
         self.background: set[asyncio.Future[Any]] = set()
+        # The other rooms' unread counts and the bell (PROTOCOL.md §5).
+        self.inbox = Inbox(
+            f"{scheme}://{parts.netloc}{parts.path}/ws/inbox/",
+            self.origin,
+            cookie=lambda: self.cookie,
+            current=lambda: self.slug,
+        )
+        self.read_sent: dict[str, int] = {}  # slug -> the read marker last sent
+        self.read_timer: asyncio.TimerHandle | None = None
 
     # --- running --------------------------------------------------------------------------
 
     async def run(self) -> int:
         self.cookie = await asyncio.to_thread(login, self.server, self.username, self.password)
+        self.spawn(self.inbox.run())
         connection = asyncio.create_task(self.connection_loop())
         joined = asyncio.create_task(self.first_ready.wait())
         await asyncio.wait({connection, joined}, return_when=asyncio.FIRST_COMPLETED)
@@ -143,6 +156,8 @@ class ChatClient:
         self.quitting = True
         if self.ws is not None:
             await self.ws.close()
+        for task in list(self.background):
+            task.cancel()
         connection.cancel()
         await asyncio.gather(connection, return_exceptions=True)
         return status
@@ -503,6 +518,7 @@ class ChatClient:
         elif self.announce:
             say(f"* online: {self.who()}")
         self.announce = False
+        self.read_soon()
         await self.flush()
 
     def on_message(self, frame: dict[str, Any]) -> None:
@@ -512,6 +528,29 @@ class ChatClient:
         if client_id and message.get("author") == self.me:
             self.confirmed(client_id)
         self.upsert(message)
+        self.read_soon()
+
+    def read_soon(self) -> None:
+        """Move the room's read marker to the newest message shown (what is on screen has been
+        read), at most once per READ_EVERY seconds."""
+        if self.read_timer is None:
+            self.read_timer = asyncio.get_running_loop().call_later(READ_EVERY, self._send_read)
+
+    def _send_read(self) -> None:
+        self.read_timer = None
+        newest = max(self.shown, default=0)
+        if newest > self.read_sent.get(self.slug, 0):
+            self.read_sent[self.slug] = newest
+            path = f"/rooms/{api.quote(self.slug)}/read"
+            self.spawn(self._post_read(path, newest))
+
+    async def _post_read(self, path: str, newest: int) -> None:
+        try:
+            await asyncio.to_thread(
+                api.call, self.server, self.cookie, "POST", path, {"last_read_id": newest}
+            )
+        except api.ApiError:
+            pass  # a marker is worth no error line: the next one catches up
 
     def on_history(self, frame: dict[str, Any]) -> None:
         self.history_wanted = False
@@ -661,7 +700,7 @@ class ChatClient:
                 await self.act({"type": "react", "id": message_id, "emoji": emoji.strip()})
         elif command == "/msg":
             await self.message_people(rest)
-        elif command in ("/join", "/switch"):
+        elif command in ("/join", "/switch", "/j"):
             await self.join(rest)
         elif command == "/rooms":
             await self.list_rooms()

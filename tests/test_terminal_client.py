@@ -606,3 +606,36 @@ async def test_reactions_and_replies_from_the_terminal(daphne_factory, terminals
         await omkar.expect_exact("! invalid: A reaction is one emoji (not a letter or digit).")
     finally:
         await web.connection.close()
+
+
+async def test_the_other_rooms_unread_counts_and_a_bell_for_mentions(daphne_factory, terminals):
+    """PROTOCOL.md §5 in the terminal: a status line of the other rooms' unread counts (the room
+    on screen is read: its marker moves), a bell and a line for a mention or a direct message,
+    and `/j` to go to the room."""
+    server = daphne_factory()
+    slug, _ids, _cookie = await seed_room()
+
+    @database_sync_to_async
+    def other_room() -> str:
+        from django.contrib.auth import get_user_model
+
+        from chat import services
+
+        User = get_user_model()
+        omkar, bob = User.objects.get(username="omkar"), User.objects.get(username="bob")
+        room = create_room("Random", bob)
+        services.add_member(room=room, by=omkar, username="omkar")
+        return room.slug
+
+    random_slug = await other_room()
+    omkar = terminals(server.url, slug, "omkar")
+    await omkar.expect_exact("logged in as omkar")
+    await asyncio.sleep(1)  # the inbox socket opens beside the room's
+    await post_as("bob", random_slug, "anyone around?")
+    await omkar.expect_exact("* unread: Random 1")
+    await post_as("bob", random_slug, "@omkar are you there")
+    await omkar.expect_exact(f"\a🔔 bob mentioned you in Random ({random_slug}): @omkar are you")
+    await omkar.sendline(f"/j {random_slug}")
+    await omkar.expect_exact("now in public room Random")
+    await post_as("bob", slug, "back in general")
+    await omkar.expect(r"\* unread: General \d")
