@@ -77,6 +77,8 @@ class ManyRooms:
         self.closed = 0
         self.other_frames = 0
         self.last_frame = time.monotonic()
+        # Told of every post: (room index, author index, when sent) (scenario I's inboxes).
+        self.observers: list = []
 
     async def _open(self, index: int) -> ClientConnection:
         headers = {"Origin": self.target.origin}
@@ -220,7 +222,10 @@ class ManyRooms:
             room = rng.randrange(len(self.urls))
             members = self.members[room]
             author = rng.choice(members)
-            body = f"[bench {seq} {clock()}] {PAD}"
+            sent = clock()
+            body = f"[bench {seq} {sent}] {PAD}"
+            for observer in self.observers:
+                observer(room, author, sent)
             await self.sockets[author].send(
                 json.dumps({"type": "post", "body": body, "client_id": f"m{seq}"})
             )
@@ -272,13 +277,22 @@ async def drive_many(
     drain: float,
     redis_url: str | None,
     database_url: str | None,
+    inbox_url: str | None = None,
 ) -> dict[str, Any]:
     load = ManyRooms(target, urls)
     redis = RedisCounter(redis_url) if redis_url else None
     database = DatabaseCounter(database_url) if database_url else None
     result: dict[str, Any] = {}
+    inboxes = None
     try:
         result["connect"] = await load.open(sockets)
+        if inbox_url is not None:
+            from .inbox import Inboxes
+
+            slugs = [url.rstrip("/").rsplit("/", 1)[-1] for url in urls]
+            inboxes = Inboxes(target, inbox_url, slugs, load.members)
+            result["inbox_connect"] = await inboxes.open(sockets)
+            load.observers.append(inboxes.posted_to)
         # Let the connect's presence frames and the first upkeep pass go by, then measure idle.
         quiet_since = time.monotonic()
         while time.monotonic() - load.last_frame < 1.0 and time.monotonic() - quiet_since < 30:  # noqa: ASYNC110
@@ -286,8 +300,13 @@ async def drive_many(
         await asyncio.sleep(1.0)
         result["idle"] = await load.idle(idle, redis, database)
         result["posts"] = await load.post(rate, duration, drain)
+        if inboxes is not None:
+            await inboxes.settle(drain)
+            result["inbox"] = inboxes.result()
         result["sockets_closed_by_server"] = load.closed
     finally:
+        if inboxes is not None:
+            await inboxes.close()
         await load.close()
         if redis is not None:
             redis.close()

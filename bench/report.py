@@ -402,6 +402,38 @@ def scenario_m(runs: dict[str, dict]) -> str:
     return table(header, rows)
 
 
+def scenario_i(runs: dict[str, dict]) -> str:
+    """The inbox (issue 16): memory per idle inbox socket, and post → `room` frame latency."""
+    rows = []
+    for peer, run in runs.items():
+        if "error" in run:
+            rows.append([NAMES.get(peer, peer), run["error"], "", "", "", ""])
+            continue
+        c, i, p, box = run["inbox_connect"], run["idle"], run["posts"], run["inbox"]
+        rows.append(
+            [
+                NAMES.get(peer, peer),
+                f"{num(c['sockets'])} in {num(c['seconds'], 1)} s; "
+                f"{num(c['kib_per_inbox'], 1)} KiB each",
+                f"{num(i['server_cpu_percent'], 1)} % (others {num(i['other_cpu_percent'])} %)",
+                f"{num(box['p50_ms'], 1)} / {num(box['p99_ms'], 1)} / {num(box['max_ms'], 1)}",
+                f"{num(box['room_frames'])} `room` for {num(box['shown'])} counts "
+                f"({num(box['never_shown'])} never shown)",
+                f"{num(p['p50_ms'], 1)} / {num(p['p99_ms'], 1)}; "
+                f"{num(p['server_cpu_percent'], 1)} % CPU",
+            ]
+        )
+    header = [
+        "peer",
+        "inbox sockets: connect; server memory",
+        "server CPU, all idle",
+        "inbox latency p50 / p99 / max ms",
+        "inbox frames",
+        "room frames p50 / p99 ms; CPU posting",
+    ]
+    return table(header, rows)
+
+
 def write_markdown(data: dict, path: Path) -> None:
     s = data["scenarios"]
     v = data["versions"]
@@ -525,6 +557,8 @@ def write_markdown(data: dict, path: Path) -> None:
         ]
     if "M" in s:
         out += [f"## M: {s['M']['spec']['title']}", "", scenario_m(s["M"]["runs"]), ""]
+    if "I" in s:
+        out += [f"## I: {s['I']['spec']['title']}", "", scenario_i(s["I"]["runs"]), ""]
     out += ["## The plot", "", "![Latency distribution and throughput](performance.png)", ""]
     findings = ROOT / "bench" / "findings.md"
     if findings.exists():

@@ -75,6 +75,7 @@ class Spec:
     # rooms; `idle` seconds of measuring while nobody posts, then `rate` posts/s to random rooms.
     rooms: int = 1
     idle: float = 0.0
+    inboxes: bool = False  # scenario I: each user also has an inbox socket (ours only)
 
 
 STANDARD = [
@@ -117,6 +118,20 @@ STANDARD = [
         duration=10,
         drain=8,
     ),
+    Spec(
+        "I",
+        "the inbox: 1,000 users over 200 rooms, each with a room socket and an inbox socket; "
+        "idle, then 20 posts/s",
+        receivers=1000,
+        senders=0,
+        rooms=200,
+        idle=20,
+        rate=20,
+        duration=10,
+        drain=8,
+        peers=("ours",),
+        inboxes=True,
+    ),
 ]
 
 SMOKE = [
@@ -142,6 +157,20 @@ SMOKE = [
         duration=2,
         drain=3,
         peers=("ours",),
+        time_limit=45,
+    ),
+    Spec(
+        "I",
+        "smoke: 40 users over 8 rooms, each with an inbox socket; 10 posts/s for 2 s",
+        receivers=40,
+        senders=0,
+        rooms=8,
+        idle=2,
+        rate=10,
+        duration=2,
+        drain=3,
+        peers=("ours",),
+        inboxes=True,
         time_limit=45,
     ),
 ]
@@ -362,7 +391,17 @@ class Bench:
     def _seed(self, seed_env: dict[str, str], receivers: int) -> None:
         started = time.monotonic()
         out = subprocess.run(
-            [PYTHON, "-m", "bench.seed", "--users", str(receivers), "--rooms", *self.rooms],
+            [
+                PYTHON,
+                "-m",
+                "bench.seed",
+                "--users",
+                str(receivers),
+                "--rooms",
+                *self.rooms,
+                "--spread",
+                *(f"{s.key}:{s.receivers}" for s in self.specs if s.inboxes),
+            ],
             cwd=ROOT,
             env=seed_env,
             capture_output=True,
@@ -388,6 +427,7 @@ class Bench:
             if peer == "ours":
                 server = Ours(Site(self.database, redis.url, {}), self.variant).start()
                 base = f"ws://127.0.0.1:{server.port}/ws/rooms"
+                inbox_url = f"ws://127.0.0.1:{server.port}/ws/inbox/" if spec.inboxes else None
                 urls = [
                     f"{base}/{self.seed['rooms'][f'{spec.key}-{n}']}/" for n in range(spec.rooms)
                 ]
@@ -396,6 +436,7 @@ class Bench:
                 server = Tutorial(redis.url, self.tutorial_layer) if peer == "tutorial" else Raw()
                 server.start()
                 base = f"ws://127.0.0.1:{server.port}/ws/chat"
+                inbox_url = None
                 urls = [f"{base}/{spec.key}{n}/" for n in range(spec.rooms)]
                 cookies, ready = [], False
             target = Target(
@@ -422,6 +463,7 @@ class Bench:
                         drain=spec.drain,
                         redis_url=redis.url,
                         database_url=database,
+                        inbox_url=inbox_url,
                     ),
                     spec.time_limit,
                 )

@@ -21,6 +21,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="create bench users, rooms and sessions")
     parser.add_argument("--users", type=int, required=True)
     parser.add_argument("--rooms", nargs="+", required=True)
+    parser.add_argument(
+        "--spread",
+        nargs="*",
+        default=[],
+        help="KEY:USERS: the first USERS users become members of the rooms KEY-0, KEY-1, ..., "
+        "user i of room i mod their number (as the bench's sockets are spread)",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
@@ -38,6 +45,7 @@ def main() -> None:
     from django.utils.crypto import get_random_string
 
     from chat import services
+    from chat.models import Membership, Room
 
     call_command("migrate", verbosity=0, interactive=False)
     store = import_module(settings.SESSION_ENGINE).SessionStore()
@@ -71,6 +79,20 @@ def main() -> None:
             ).slug
             for name in args.rooms
         }
+        for spread in args.spread:
+            key, _, count = spread.partition(":")
+            spread_rooms = [name for name in args.rooms if name.startswith(f"{key}-")]
+            slugs = {name: rooms[name] for name in spread_rooms}
+            ids = dict(Room.objects.filter(slug__in=slugs.values()).values_list("slug", "id"))
+            ordered = [ids[slugs[f"{key}-{n}"]] for n in range(len(spread_rooms))]
+            Membership.objects.bulk_create(
+                [
+                    Membership(room_id=ordered[i % len(ordered)], user=user)
+                    for i, user in enumerate(users[: int(count)])
+                ],
+                batch_size=1000,
+                ignore_conflicts=True,
+            )
     json.dump(
         {
             "cookie_name": settings.SESSION_COOKIE_NAME,

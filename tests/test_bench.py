@@ -63,5 +63,15 @@ def test_a_tiny_bench_run_of_all_three_peers_reports_sane_numbers(tmp_path):
     assert 0 < posts["p50_ms"] <= posts["p99_ms"] <= posts["max_ms"] < 10_000, posts
     assert many["sockets_closed_by_server"] == 0
 
+    # I: the same with an inbox socket per user; every post's count reaches each other member.
+    inbox = data["scenarios"]["I"]["runs"]["ours"]
+    assert "error" not in inbox, inbox
+    assert inbox["inbox_connect"]["sockets"] == 40, inbox["inbox_connect"]
+    shown = inbox["inbox"]
+    assert shown["never_shown"] == 0 and shown["shown"] == 80, shown  # 4 others a post
+    assert 0 < shown["p50_ms"] <= shown["p99_ms"] <= shown["max_ms"] < 10_000, shown
+    assert inbox["posts"]["lost"] == 0, inbox["posts"]
+
     report = (tmp_path / "performance.md").read_text()
     assert "## A:" in report and "ours ÷ tutorial" in report
+    assert "## I:" in report
