@@ -59,6 +59,7 @@ MEMBERSHIP = Limit(
 LOOKUPS = Limit(
     "lookups", "CHAT_RATE_LIMIT_LOOKUPS", "CHAT_RATE_LIMIT_LOOKUPS_WINDOW", "user lookups"
 )
+SEARCHES = Limit("search", "CHAT_RATE_LIMIT_SEARCH", "CHAT_RATE_LIMIT_SEARCH_WINDOW", "searches")
 
 
 def unavailable(ref: object = None) -> ChatError:

@@ -164,6 +164,15 @@ def readable_memberships() -> QuerySet[Membership]:
     return Membership.objects.filter(room__archived_at__isnull=True).exclude(Exists(banned))
 
 
+def readable_rooms(user) -> QuerySet[Room]:
+    """Every room this user can read now: the visible ones without a ban in force (search, §7,
+    looks in these and no others)."""
+    banned = RoomRestriction.objects.active().filter(
+        room=OuterRef("pk"), user=user, kind=RoomRestriction.Kind.BAN
+    )
+    return visible_rooms(user).exclude(Exists(banned))
+
+
 def room_for(user, slug: str) -> Room | None:
     """The room at `slug` if this user can see it; None for unknown and invisible alike."""
     return visible_rooms(user).filter(slug=slug).first()

@@ -221,6 +221,19 @@ def room_names(room: Room, user_ids: list[int]) -> dict[int, str]:
     return names
 
 
+def display_names(rooms, user) -> dict[int, str]:
+    """{room id: name as `user` sees it} for these rooms (one query if any is direct)."""
+    names = {room.pk: room.name for room in rooms}
+    names.update(direct_names(rooms, user))
+    return names
+
+
+def messages_by_id(ids: list[int]) -> dict[int, Message]:
+    """{id: message} as Message objects need them, with their rooms, in a fixed number of
+    queries."""
+    return {m.pk: m for m in _messages().select_related("room").filter(pk__in=ids)}
+
+
 def display_name(room: Room, user) -> str:
     if room.kind == Room.Kind.DIRECT:
         return direct_names([room], user)[room.pk]

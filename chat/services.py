@@ -20,7 +20,7 @@ from django.db.models.functions import Length
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import limits, metrics, policy, reactions, rendering, selectors, text, throttle
+from . import limits, metrics, policy, reactions, rendering, search, selectors, text, throttle
 from .models import (
     Change,
     Membership,
@@ -131,6 +131,8 @@ def _record(
         )
     if kind in (Change.Kind.CREATE, Change.Kind.EDIT):
         _keep_mentions(room_id, message, created=kind == Change.Kind.CREATE)
+    if kind != Change.Kind.REACT:  # searchable exactly while live, by its current text
+        search.index(message)
     Change.objects.create(room_id=room_id, cursor=cursor, message=message, kind=kind)
     frame = protocol.message_frame(message, cursor, created=kind == Change.Kind.CREATE)
     transaction.on_commit(lambda: publish_change(room_id, cursor, frame, epoch))
@@ -941,6 +943,87 @@ def set_notifications(*, room: Room, user, level: object) -> str:
         Membership.objects.filter(room=room, user=user).update(notifications=level)
         _tell_inbox(user.pk, room.pk)
     return level
+
+
+# --- search (PROTOCOL.md §7) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    results: list[dict]  # {"room": {slug, name, kind}, "message": Message, "snippet"}
+    has_more: bool
+
+
+SEARCH_PAGE = 20
+SEARCH_MAX_QUERY = 200
+
+
+def search_messages(
+    *,
+    user,
+    query: str,
+    room: Room | None = None,
+    author: str | None = None,
+    before: int | None = None,
+    after_time=None,
+    until_time=None,
+    has_link: bool = False,
+) -> SearchPage:
+    """Messages the user can read right now (the policy's rooms, `room` among them if given)
+    matching `text`, newest first, SEARCH_PAGE at a time. Rate limited per user."""
+    cleaned = " ".join(query.split())[:SEARCH_MAX_QUERY]
+    if not cleaned:
+        raise ChatError(ErrorCode.INVALID, "Type something to search for.")
+    if problem := text.unstorable(cleaned):
+        raise ChatError(ErrorCode.INVALID, problem)
+    limits.hit_now(limits.SEARCHES, user_id=user.pk)
+    rooms = policy.readable_rooms(user)
+    if room is not None:
+        rooms = rooms.filter(pk=room.pk)
+    author_id = None
+    if author:
+        field = get_user_model().USERNAME_FIELD
+        author_id = (
+            get_user_model()
+            ._default_manager.filter(**{f"{field}__iexact": author})
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if author_id is None:
+            return SearchPage([], False)
+    hits = search.find(
+        cleaned,
+        rooms.values("id").query.sql_with_params(),
+        author_id=author_id,
+        before=before,
+        after_time=after_time,
+        until_time=until_time,
+        has_link=has_link,
+        limit=SEARCH_PAGE + 1,
+    )
+    has_more = len(hits) > SEARCH_PAGE
+    hits = hits[:SEARCH_PAGE]
+    messages = selectors.messages_by_id([hit.message_id for hit in hits])
+    names = selectors.display_names([message.room for message in messages.values()], user)
+    results = [
+        {
+            "room": {
+                "slug": messages[hit.message_id].room.slug,
+                "name": names[messages[hit.message_id].room_id],
+                "kind": messages[hit.message_id].room.kind,
+            },
+            "message": protocol.message_object(messages[hit.message_id]),
+            "snippet": hit.snippet,
+        }
+        for hit in hits
+        if hit.message_id in messages
+    ]
+    return SearchPage(results, has_more)
+
+
+def rebuild_search_index() -> int:
+    with transaction.atomic():
+        return search.rebuild()
 
 
 def find_usernames(*, by, prefix: str, limit: int) -> list[str]:

@@ -16,6 +16,7 @@ urlpatterns = [
     path("direct", views.direct, name="direct"),
     path("api/users", views.users, name="users"),
     path("api/rooms", views.rooms, name="rooms"),
+    path("api/search", views.search, name="search"),
     path("accounts/signup/", views.signup, name="signup"),
     path("accounts/", views.account, name="account"),
     path("accounts/delete/", views.delete_account, name="delete_account"),

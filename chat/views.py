@@ -1,3 +1,4 @@
+import datetime
 import json
 import logging
 import math
@@ -421,6 +422,54 @@ def notifications(request: HttpRequest, slug: str) -> JsonResponse:
     except ChatError as error:
         return json_error(error)
     return JsonResponse({"level": level})
+
+
+def _search_filters(request: HttpRequest) -> dict | JsonResponse:
+    """The filters of a search request, or the 400/404 answer for a bad one."""
+    params = request.GET
+    filters: dict = {"query": params.get("q", "").replace("\x00", "")}
+    if not filters["query"].strip():
+        return JsonResponse({"error": "Send q, the words to search for."}, status=400)
+    slug = params.get("room")
+    if slug:
+        room = policy.room_for(request.user, slug)
+        if room is None:
+            return JsonResponse(NO_SUCH_ROOM, status=404)
+        filters["room"] = room
+    filters["author"] = params.get("from", "").strip()[:150] or None
+    before = params.get("before")
+    if before:
+        if not before.isdigit() or int(before) > protocol.MAX_ID:
+            return JsonResponse({"error": "before is a message id."}, status=400)
+        filters["before"] = int(before)
+    for field, name in (("after", "after_time"), ("until", "until_time")):
+        value = params.get(field)
+        if value:
+            try:
+                day = datetime.date.fromisoformat(value)
+            except ValueError:
+                return JsonResponse({"error": f"{field} is a date, YYYY-MM-DD."}, status=400)
+            if field == "until":
+                day += datetime.timedelta(days=1)  # through the end of that day
+            filters[name] = datetime.datetime.combine(day, datetime.time(), tzinfo=datetime.UTC)
+    filters["has_link"] = params.get("has") == "link"
+    return filters
+
+
+@require_GET
+def search(request: HttpRequest) -> JsonResponse:
+    """`GET /api/search?q=TEXT[&room=SLUG][&from=USERNAME][&before=ID]` (§7), plus the search
+    page's filters `after`/`until` (dates) and `has=link`."""
+    if not request.user.is_authenticated:
+        return JsonResponse(NOT_LOGGED_IN, status=401)
+    filters = _search_filters(request)
+    if isinstance(filters, JsonResponse):
+        return filters
+    try:
+        page = services.search_messages(user=request.user, **filters)
+    except ChatError as error:
+        return json_error(error)
+    return JsonResponse({"results": page.results, "has_more": page.has_more})
 
 
 @require_POST

@@ -351,6 +351,12 @@ CHAT_RATE_LIMIT_MEMBERSHIP_WINDOW = env_int("CHAT_RATE_LIMIT_MEMBERSHIP_WINDOW",
 # The username type-ahead (GET /api/users), per user.
 CHAT_RATE_LIMIT_LOOKUPS = env_int("CHAT_RATE_LIMIT_LOOKUPS", 60)
 CHAT_RATE_LIMIT_LOOKUPS_WINDOW = env_int("CHAT_RATE_LIMIT_LOOKUPS_WINDOW", 10)
+# Searches (§7) per user per window.
+CHAT_RATE_LIMIT_SEARCH = env_int("CHAT_RATE_LIMIT_SEARCH", 20)
+CHAT_RATE_LIMIT_SEARCH_WINDOW = env_int("CHAT_RATE_LIMIT_SEARCH_WINDOW", 10)
+# PostgreSQL text-search configurations a message is indexed in (a word matches in any of them);
+# after changing it, run `manage.py rebuild_search_index`.
+CHAT_SEARCH_CONFIGS = os.environ.get("CHAT_SEARCH_CONFIGS") or "simple,english"
 # Rooms per page of the lobby's directory.
 CHAT_LOBBY_PAGE_SIZE = env_int("CHAT_LOBBY_PAGE_SIZE", 50)
 CHAT_PRESENCE_TTL = env_int("CHAT_PRESENCE_TTL", 45)

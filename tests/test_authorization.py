@@ -53,6 +53,7 @@ MATRIX: dict[str, tuple] = {
     "inbox lists the room": (4401,    "listed",   "listed", "absent", "listed", "listed",  "listed"),  # noqa: E501
     "inbox hears a mention": (4401,   "notify",   "summary", "nothing", "notify", "notify", "notify"),  # noqa: E501
     "notification setting": (401,     200,        200,    403,    200,      200,       200),
+    "search":               (401,     "found",    "found", "absent", "found", "found",   "found"),
 }
 # fmt: on
 
@@ -123,6 +124,15 @@ async def inbox_hears(user, room: Room, poster):
     kinds = {frame["type"] for frame in await socket.drain(0.8)}
     await socket.close()
     return "notify" if "notify" in kinds else "summary" if "room" in kinds else "nothing"
+
+
+def search_finds(user, words: str):
+    """`GET /api/search` for `words`: its status, or whether a result has exactly that body."""
+    response = http_client(user).get("/api/search", {"q": words})
+    if response.status_code != 200:
+        return response.status_code
+    bodies = [result["message"]["body"] for result in response.json()["results"]]
+    return "found" if words in bodies else "absent"
 
 
 def choose_notifications(user, room: Room) -> int:
@@ -371,6 +381,7 @@ DOORS: dict[str, Door] = {
     "notification setting": lambda w, role: sync_to_async(choose_notifications)(
         w.users[role], w.room
     ),
+    "search": lambda w, role: sync_to_async(search_finds)(w.users[role], "someone else's"),
 }
 
 
@@ -514,6 +525,12 @@ KIND_MATRIX: dict[str, dict[str, tuple]] = {
         "public":              (401,     404,     200,     200,     404,     404),
         "private":             (401,     404,     200,     200,     404,     404),
         "direct":              (401,     404,     200,     200,     404,     404),
+    },
+    # Search (§7): every room the user can read, members or not for a public one.
+    "search": {
+        "public":              (401,     "found", "found", "found", "found", "found"),
+        "private":             (401,     "absent", "found", "found", "absent", "absent"),
+        "direct":              (401,     "absent", "found", "found", "absent", "absent"),
     },
 }
 # fmt: on
@@ -665,6 +682,7 @@ KIND_DOORS = {
     "admin: message page": _admin_message_page,
     "admin: report page": _admin_report_page,
     "notification setting": lambda w, r: choose_notifications(w.users[r], w.room),
+    "search": lambda w, r: search_finds(w.users[r], "owner's words"),
 }
 KIND_SOCKET_DOORS = {
     "socket": lambda w, r: socket_answer(w.users[r], w.room.slug, None),
