@@ -116,7 +116,9 @@ clean:
 	rm -rf $(VENV) $(LOCK_VENV) staticfiles test-db.sqlite3*
 
 # First the render benchmark (issue 17, bench/render.py: one 4,000-character message, a few
-# seconds), then the fan-out benchmark (issue 9): ours, the tutorial consumer and a raw websockets server through
+# seconds), then the fan-out benchmark (issue 9), then search (issue 18, bench/search.py: 1,000,000
+# messages on the PostgreSQL in DATABASE_URL, about 5 minutes; skipped without one): ours, the
+# tutorial consumer and a raw websockets server through
 # scenarios A-E, 10 to 15 minutes on 2 cores; writes docs/performance.md and docs/performance.png.
 # Ours runs on the PostgreSQL in DATABASE_URL (a database of its own, dropped after), else on a
 # temporary SQLite file. BENCH_ARGS="--scenarios A,C" runs a subset.
@@ -125,3 +127,4 @@ bench: $(INSTALLED_TEST)
 	$(call install-locked,requirements-bench.lock)
 	$(BIN)/python -m bench.render
 	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.search --docs docs --json bench/results/search.json

@@ -656,7 +656,17 @@ def write(data: dict, docs: Path) -> list[Path]:
     docs.mkdir(parents=True, exist_ok=True)
     written = []
     markdown = docs / "performance.md"
+    # The search bench's section (bench/search.py) is its own: keep it.
+    kept = ""
+    if markdown.exists():
+        from .search import MARK_BEGIN, MARK_END
+
+        old = markdown.read_text()
+        if MARK_BEGIN in old and MARK_END in old:
+            kept = MARK_BEGIN + old.split(MARK_BEGIN, 1)[1].split(MARK_END, 1)[0] + MARK_END
     write_markdown(data, markdown)
+    if kept:
+        markdown.write_text(markdown.read_text().rstrip() + "\n\n" + kept + "\n")
     written.append(markdown)
     try:
         import matplotlib  # noqa: F401

@@ -137,21 +137,7 @@ def fts5_query(text: str) -> str:
     return " AND ".join(parts)
 
 
-def find(
-    text: str,
-    rooms: tuple[str, list],
-    *,
-    author_id: int | None = None,
-    before: int | None = None,
-    after_time=None,
-    until_time=None,
-    has_link: bool = False,
-    limit: int = 20,
-) -> list[Hit]:
-    """The newest `limit` live messages matching `text` in the rooms the SQL `rooms` (a query
-    of room ids, with its parameters) selects, older than message `before`, newest first, with
-    their snippets. The caller decides the rooms (the access policy); this only searches."""
-    rooms_sql, rooms_params = rooms
+def _conditions(author_id, before, after_time, until_time, has_link) -> tuple[str, list]:
     where, params = [], []
     if author_id is not None:
         where.append("m.author_id = %s")
@@ -168,39 +154,64 @@ def find(
     if has_link:
         where.append("m.html LIKE %s")
         params.append("%<a href=%")
-    extra = "".join(f" AND {condition}" for condition in where)
+    return "".join(f" AND {condition}" for condition in where), params
+
+
+def statement(
+    text: str,
+    rooms: tuple[str, list],
+    *,
+    author_id: int | None = None,
+    before: int | None = None,
+    after_time=None,
+    until_time=None,
+    has_link: bool = False,
+    limit: int = 20,
+) -> tuple[str, list] | None:
+    """The SQL (and parameters) of a search: rows of (message id, snippet), newest first. None
+    when the text holds nothing to search for (SQLite: no word)."""
+    rooms_sql, rooms_params = rooms
+    extra, params = _conditions(author_id, before, after_time, until_time, has_link)
+    if postgres():
+        return (
+            f"WITH q AS (SELECT ({_query_sql()}) AS query) "
+            "SELECT m.id, ts_headline(%s, translate(m.body, E'\\x01\\x02', ''), q.query, %s) "
+            "FROM ("
+            "  SELECT m.id FROM chat_message m, q"
+            f"  WHERE m.room_id IN ({rooms_sql}) AND m.search_vector @@ q.query{extra}"
+            "  ORDER BY m.id DESC LIMIT %s"
+            ") found JOIN chat_message m ON m.id = found.id, q ORDER BY m.id DESC",
+            [
+                *([text] * len(configs())),
+                configs()[-1],
+                f"StartSel={START}, StopSel={STOP}, MaxWords={SNIPPET_WORDS}, MinWords=8, "
+                "ShortWord=2, HighlightAll=false, MaxFragments=2, FragmentDelimiter= … ",
+                *rooms_params,
+                *params,
+                limit,
+            ],
+        )
+    match = fts5_query(text)
+    if not match:
+        return None
+    return (
+        f"SELECT m.id, snippet({FTS_TABLE}, 0, %s, %s, ' … ', 16) "
+        f"FROM {FTS_TABLE} JOIN chat_message m ON m.id = {FTS_TABLE}.rowid "
+        f"WHERE {FTS_TABLE} MATCH %s AND m.room_id IN ({rooms_sql}){extra} "
+        f"ORDER BY {FTS_TABLE}.rowid DESC LIMIT %s",
+        [START, STOP, match, *rooms_params, *params, limit],
+    )
+
+
+def find(text: str, rooms: tuple[str, list], **filters) -> list[Hit]:
+    """The newest live messages matching `text` in the rooms the SQL `rooms` (a query of room
+    ids, with its parameters) selects, with their snippets (see `statement` for the filters).
+    The caller decides the rooms (the access policy); this only searches."""
+    query = statement(text, rooms, **filters)
+    if query is None:
+        return []
     with connection.cursor() as cursor:
-        if postgres():
-            query = _query_sql()
-            cursor.execute(
-                f"WITH q AS (SELECT ({query}) AS query) "
-                "SELECT m.id, ts_headline(%s, translate(m.body, E'\\x01\\x02', ''), q.query, "
-                "%s) FROM ("
-                "  SELECT m.id FROM chat_message m, q"
-                f"  WHERE m.room_id IN ({rooms_sql}) AND m.search_vector @@ q.query{extra}"
-                "  ORDER BY m.id DESC LIMIT %s"
-                ") found JOIN chat_message m ON m.id = found.id, q ORDER BY m.id DESC",
-                [
-                    *([text] * len(configs())),
-                    configs()[-1],
-                    f"StartSel={START}, StopSel={STOP}, MaxWords={SNIPPET_WORDS}, MinWords=8, "
-                    "ShortWord=2, HighlightAll=false, MaxFragments=2, FragmentDelimiter= … ",
-                    *rooms_params,
-                    *params,
-                    limit,
-                ],
-            )
-        else:
-            match = fts5_query(text)
-            if not match:
-                return []
-            cursor.execute(
-                f"SELECT m.id, snippet({FTS_TABLE}, 0, %s, %s, ' … ', 16) "
-                f"FROM {FTS_TABLE} JOIN chat_message m ON m.id = {FTS_TABLE}.rowid "
-                f"WHERE {FTS_TABLE} MATCH %s AND m.room_id IN ({rooms_sql}){extra} "
-                f"ORDER BY {FTS_TABLE}.rowid DESC LIMIT %s",
-                [START, STOP, match, *rooms_params, *params, limit],
-            )
+        cursor.execute(*query)
         return [Hit(row[0], marked(row[1])) for row in cursor.fetchall()]
 
 

@@ -993,7 +993,7 @@ def search_messages(
             return SearchPage([], False)
     hits = search.find(
         cleaned,
-        rooms.values("id").query.sql_with_params(),
+        rooms.order_by().values("id").query.sql_with_params(),
         author_id=author_id,
         before=before,
         after_time=after_time,

@@ -5,9 +5,12 @@ servers and database (DATABASE_URL's PostgreSQL when set), and must report sane 
 """
 
 import json
+import os
 import subprocess
 import sys
 import time
+
+import pytest
 
 from tests.conftest import ROOT, need
 
@@ -75,3 +78,31 @@ def test_a_tiny_bench_run_of_all_three_peers_reports_sane_numbers(tmp_path):
     report = (tmp_path / "performance.md").read_text()
     assert "## A:" in report and "ours ÷ tutorial" in report
     assert "## I:" in report
+
+
+def test_the_search_bench_runs_and_reports(tmp_path):
+    """bench/search.py at smoke size on the suite's PostgreSQL (issue 18), so it cannot rot."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        pytest.skip("the search bench needs PostgreSQL (CI runs the suite on it)")
+    results = tmp_path / "search.json"
+    (tmp_path / "performance.md").write_text("# Performance\n\nkept\n")
+    command = [sys.executable, "-m", "bench.search", "--smoke", "--json", str(results)]
+    run = subprocess.run(
+        [*command, "--docs", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    data = json.loads(results.read_text())
+    for name in ("one word", "two words", "phrase"):
+        single, crowd = data["queries"][name]
+        assert (single["concurrency"], crowd["concurrency"]) == (1, 10)
+        assert 0 < single["p50_ms"] <= single["p95_ms"] <= single["max_ms"], single
+    assert data["queries"]["phrase"][0]["mean_results"] > 0  # phrases come from real messages
+    assert "Execution Time" in data["plan"]
+    assert data["posting"]["with_index"] > 0 and data["posting"]["without_index"] > 0
+    report = (tmp_path / "performance.md").read_text()
+    assert "kept" in report and "## Search (issue 18)" in report
