@@ -69,7 +69,7 @@ def seed(messages: int, rooms: int, member_of: int, seed_value: int) -> dict:
     from django.core.management import call_command
     from django.db import connection
 
-    from chat import search
+    from chat import rendering, search
     from chat.models import Membership, Room
 
     timings = {}
@@ -111,8 +111,8 @@ def seed(messages: int, rooms: int, member_of: int, seed_value: int) -> dict:
         author = authors[rng.randrange(len(authors))]
         created = (start + step * n).isoformat()
         buffer.write(
-            f"{room_rows[room_index].pk}\t{author.pk}\t{body}\t{created}\tf\t\t0\t[]\t\t"
-            f"{cursors[room_index]}\n"
+            f"{room_rows[room_index].pk}\t{author.pk}\t{body}\t{created}\tf\t<p>{body}</p>\t"
+            f"{rendering.RENDERER_VERSION}\t[]\t\t{cursors[room_index]}\n"
         )
         if room_index < member_of and len(phrases) < 400 and rng.random() < 0.01:
             at = rng.randrange(length - 1)

@@ -231,7 +231,7 @@ def display_names(rooms, user) -> dict[int, str]:
 def messages_by_id(ids: list[int]) -> dict[int, Message]:
     """{id: message} as Message objects need them, with their rooms, in a fixed number of
     queries."""
-    return {m.pk: m for m in _messages().select_related("room").filter(pk__in=ids)}
+    return {m.pk: m for m in _messages().select_related("room").filter(pk__in=ids).order_by()}
 
 
 def display_name(room: Room, user) -> str:
