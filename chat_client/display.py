@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import datetime
 from typing import Any
@@ -10,6 +11,7 @@ HELP = """\
 Commands:
   /msg NAME[,NAME…] text   message people directly (opens the conversation; no text: just go)
   /rooms            your rooms: kind, name, slug, unread
+  /search WORDS     search every room you can read ("a phrase" in double quotes)
   /join SLUG        go to another room (also /switch SLUG or /j SLUG)
   /invite NAME      add NAME to this private room
   /kick NAME        remove NAME from this room (owners)
@@ -138,6 +140,21 @@ def rooms_table(rooms: list[dict[str, Any]], current: str) -> str:
             + row[4]
         ).rstrip()
         for row in rows
+    )
+
+
+_MARK = re.compile(r"</?mark>")
+
+
+def search_line(result: dict[str, Any]) -> str:
+    """`[12:01] general Id42 alice: …the *deploy* failed…`: a search result (§7), its matched
+    words between asterisks."""
+    room = result.get("room") if isinstance(result.get("room"), dict) else {}
+    message = result.get("message") if isinstance(result.get("message"), dict) else {}
+    snippet = html.unescape(_MARK.sub("*", str(result.get("snippet") or "")))
+    return (
+        f"[{clock(message.get('created'))}] {clean(room.get('slug'))} Id{message.get('id')} "
+        f"{clean(message.get('author'))}: {clean(snippet)}"
     )
 
 

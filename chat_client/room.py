@@ -17,7 +17,16 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from . import api
-from .display import HELP, change_line, clean, message_line, room_title, rooms_table, say
+from .display import (
+    HELP,
+    change_line,
+    clean,
+    message_line,
+    room_title,
+    rooms_table,
+    say,
+    search_line,
+)
 from .inbox import Inbox
 from .login import USER_AGENT, login
 from .status import (
@@ -704,6 +713,8 @@ class ChatClient:
             await self.join(rest)
         elif command == "/rooms":
             await self.list_rooms()
+        elif command == "/search":
+            await self.search(rest)
         elif command == "/invite":
             await self.invite(rest)
         elif command == "/kick":
@@ -798,6 +809,23 @@ class ChatClient:
         # Asked first, so that a typo is an error line, not a closed socket.
         if await self.call("GET", f"/rooms/{api.quote(slug)}/members") is not None:
             await self.switch(slug)
+
+    async def search(self, rest: str) -> None:
+        """`/search words`: messages of every room you can read (PROTOCOL.md §7), newest
+        first, with their ids and rooms."""
+        if not rest:
+            say('! usage: /search words (a "quoted phrase" matches as a phrase)')
+            return
+        answer = await self.call("GET", "/api/search?" + urllib.parse.urlencode({"q": rest}))
+        if answer is None:
+            return
+        results = answer.get("results") or []
+        if not results:
+            say(f"* nothing found for {clean(rest)}")
+            return
+        say(f"* {len(results)}{'+' if answer.get('has_more') else ''} found (newest first):")
+        for result in results:
+            say(search_line(result))
 
     async def list_rooms(self) -> None:
         answer = await self.call("GET", "/api/rooms")

@@ -639,3 +639,18 @@ async def test_the_other_rooms_unread_counts_and_a_bell_for_mentions(daphne_fact
     await omkar.expect_exact("now in public room Random")
     await post_as("bob", slug, "back in general")
     await omkar.expect(r"\* unread: General \d")
+
+
+async def test_search_from_the_terminal(daphne_factory, terminals):
+    """`/search words` (PROTOCOL.md §7): results with their room and id, matched words marked."""
+    server = daphne_factory()
+    slug, (hello, _typo, _question), _cookie = await seed_room()
+    omkar = terminals(server.url, slug, "omkar")
+    await omkar.expect_exact("logged in as omkar")
+    await omkar.sendline("/search omkar")
+    await omkar.expect_exact("* 1 found (newest first):")
+    await omkar.expect(rf"{slug} Id{hello} bob: Hello \*omkar\*")
+    await omkar.sendline("/search typo")  # deleted: never found
+    await omkar.expect_exact("* nothing found for typo")
+    await omkar.sendline("/search")
+    await omkar.expect_exact("! usage: /search words")
