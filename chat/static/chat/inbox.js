@@ -196,8 +196,7 @@ function renderTotal() {
   const badge = $("inbox-total");
   if (badge) {
     badge.hidden = total === 0;
-    badge.textContent = total > 0 ? count(total) : "";
-    badge.setAttribute("aria-label", `${total} unread`);
+    $("inbox-total-count").textContent = count(total);
   }
 }
 
