@@ -24,6 +24,9 @@ FRAMES_SENT = Counter(
 GAP_FILLS = Counter(
     "chat_gap_fills_total", "Changes read from the database because a doorbell skipped cursors"
 )
+INBOX_READS = Counter(
+    "chat_inbox_reads_total", "Queries reading inbox summaries (one per due batch, §5)"
+)
 RESYNC_FILLS = Counter(
     "chat_resync_fills_total", "Rooms brought up to date by the resync tick (a doorbell lost)"
 )

@@ -62,12 +62,23 @@ class Membership(models.Model):
         OWNER = "owner"
         MEMBER = "member"
 
+    class Notifications(models.TextChoices):
+        """Which messages raise a `notify` on the member's inbox (PROTOCOL.md §5)."""
+
+        ALL = "all", "All messages"
+        MENTIONS = "mentions", "Mentions and direct messages"
+        NONE = "none", "Nothing"
+
     room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
     )
     role = models.CharField(max_length=6, choices=Role.choices, default=Role.MEMBER)
     joined = models.DateTimeField(auto_now_add=True)
+    # Set by the member on any device; every device's inbox follows it.
+    notifications = models.CharField(
+        max_length=8, choices=Notifications.choices, default=Notifications.MENTIONS
+    )
 
     class Meta:
         ordering = ["room", "joined", "id"]
@@ -142,6 +153,25 @@ class Message(models.Model):
     @property
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
+
+
+class Mention(models.Model):
+    """One user mentioned by one message (Message.mentions as rows), so an inbox counts a
+    room's unread mentions with an index instead of reading JSON. Kept by the services in the
+    transaction that writes the message; the room is repeated for that index."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="mention_rows")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user"], name="mention_message_user_uniq"),
+        ]
+        indexes = [models.Index(fields=["user", "room", "message"], name="mention_user_room")]
+
+    def __str__(self) -> str:
+        return f"Id{self.message_id} mentions {self.user_id}"
 
 
 class Change(models.Model):

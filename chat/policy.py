@@ -154,6 +154,16 @@ def member_rooms(user) -> QuerySet[Room]:
     return Room.objects.filter(archived_at__isnull=True, memberships__user=user)
 
 
+def readable_memberships() -> QuerySet[Membership]:
+    """Memberships whose member can read the room now: not archived, no ban in force. An inbox
+    (§5) summarizes these rooms and no others; a membership that drops out of it is
+    `room_removed`."""
+    banned = RoomRestriction.objects.active().filter(
+        room=OuterRef("room_id"), user=OuterRef("user_id"), kind=RoomRestriction.Kind.BAN
+    )
+    return Membership.objects.filter(room__archived_at__isnull=True).exclude(Exists(banned))
+
+
 def room_for(user, slug: str) -> Room | None:
     """The room at `slug` if this user can see it; None for unknown and invisible alike."""
     return visible_rooms(user).filter(slug=slug).first()
@@ -227,6 +237,12 @@ class Access:
         if message.author_id != self.user.pk:
             return Denial.NOT_AUTHOR
         return self.can_read()
+
+    def can_choose_notifications(self) -> Denial | None:
+        """A member who may read the room chooses which of its messages notify them (§5)."""
+        if denial := self.can_read():
+            return denial
+        return None if self.is_member else Denial.NOT_MEMBER
 
     def can_report(self, message: Message) -> Denial | None:
         """Any reader reports a message (§9), but not a room notice and not their own words;

@@ -6,7 +6,16 @@ from django.conf import settings
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Subquery
 from django.db.models.functions import Coalesce
 
-from .models import Change, Membership, Message, Reaction, ReadMarker, Room
+from .models import (
+    Change,
+    Membership,
+    Mention,
+    Message,
+    Reaction,
+    ReadMarker,
+    Room,
+    RoomRestriction,
+)
 from .realtime import protocol
 
 # What a Message object (protocol.message_object) reads besides the row: authors, the replied-to
@@ -59,6 +68,96 @@ def lobby_rooms(rooms, user, query: str = "", sort: str = "active"):
     return rooms.order_by(F("last_activity").desc(nulls_last=True), "name")
 
 
+def summaries(memberships) -> list[tuple[int, int, int, dict]]:
+    """A RoomSummary (PROTOCOL.md §5) for each of `memberships` (a Membership queryset, those the
+    policy says may be read: chat.policy.readable_memberships), as (user id, room id, room
+    cursor, summary), in one query, plus one for the names of direct rooms among them.
+
+    `unread`: messages by others after the member's read marker, tombstones and notices
+    excluded; `mentions`: the unread ones that mention the member (Mention rows).
+    """
+    marker = ReadMarker.objects.filter(room=OuterRef("room_id"), user=OuterRef("user_id")).values(
+        "last_read_id"
+    )[:1]
+    unread = (
+        Message.objects.filter(
+            room=OuterRef("room_id"), deleted_at__isnull=True, system=False, id__gt=OuterRef("seen")
+        )
+        .filter(~Q(author_id=OuterRef("user_id")))
+        .order_by()
+        .values("room")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    mentioned = (
+        Mention.objects.filter(
+            user=OuterRef("user_id"),
+            room=OuterRef("room_id"),
+            message_id__gt=OuterRef("seen"),
+            message__deleted_at__isnull=True,
+        )
+        .filter(~Q(message__author_id=OuterRef("user_id")))
+        .order_by()
+        .values("room")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    latest = Message.objects.filter(room=OuterRef("room_id")).order_by("-id").values("created")[:1]
+    rows = list(
+        memberships.order_by()
+        .annotate(seen=Coalesce(Subquery(marker), 0))
+        .annotate(
+            unread=Coalesce(Subquery(unread), 0),
+            mentioned=Coalesce(Subquery(mentioned), 0),
+            last_activity=Subquery(latest),
+        )
+        .values_list(
+            "user_id",
+            "room_id",
+            "room__cursor",
+            "room__slug",
+            "room__name",
+            "room__kind",
+            "room__topic",
+            "unread",
+            "mentioned",
+            "last_activity",
+            "notifications",
+        )
+    )
+    direct = {row[1] for row in rows if row[5] == Room.Kind.DIRECT}
+    people: dict[int, list[tuple[int, str]]] = {room_id: [] for room_id in direct}
+    if direct:
+        for room_id, user_id, username in Membership.objects.filter(room_id__in=direct).values_list(
+            "room_id", "user_id", "user__username"
+        ):
+            people[room_id].append((user_id, username))
+    result = []
+    for user_id, room_id, cursor, slug, name, kind, topic, unread_n, mention_n, at, level in rows:
+        if kind == Room.Kind.DIRECT:
+            others = sorted((n for u, n in people[room_id] if u != user_id), key=str.casefold)
+            name = ", ".join(others) or "just you"
+        summary = {
+            "slug": slug,
+            "name": name,
+            "kind": kind,
+            "topic": topic,
+            "unread": unread_n,
+            "mentions": mention_n,
+            "last_activity": protocol.iso(at),
+            "notifications": level,
+        }
+        result.append((user_id, room_id, cursor, summary))
+    return result
+
+
+def inbox_order(summaries: list[dict]) -> list[dict]:
+    """An inbox's order (§5): most recent activity first, rooms with none last, then by name."""
+    by_name = sorted(summaries, key=lambda summary: summary["name"].casefold())
+    # ISO times in one format sort as text; the sort is stable, so names order the ties.
+    return sorted(by_name, key=lambda summary: summary["last_activity"] or "", reverse=True)
+
+
 def members(room: Room) -> list[dict[str, str]]:
     """The room's members as PROTOCOL.md §4 lists them: owners first, then by name."""
     rows = Membership.objects.filter(room=room).values_list("user__username", "role")
@@ -68,7 +167,8 @@ def members(room: Room) -> list[dict[str, str]]:
 
 def readers_named(room: Room, names: list[str]) -> dict[str, str]:
     """Of these names (any case), the active users who can read the room (a public room: any
-    active user; a private or direct one: its members), as {casefolded name: username}."""
+    active user; a private or direct one: its members; nobody banned from it), as {casefolded
+    name: username}."""
     if not names:
         return {}
     from django.contrib.auth import get_user_model
@@ -78,7 +178,11 @@ def readers_named(room: Room, names: list[str]) -> dict[str, str]:
     wanted = Q()
     for name in names:
         wanted |= Q(**{f"{field}__iexact": name})
-    users = User._default_manager.filter(wanted, is_active=True)
+    users = User._default_manager.filter(wanted, is_active=True).exclude(
+        pk__in=RoomRestriction.objects.active()
+        .filter(room=room, kind=RoomRestriction.Kind.BAN)
+        .values("user_id")
+    )
     if room.kind != Room.Kind.PUBLIC:
         users = users.filter(memberships__room=room)
     return {username.casefold(): username for username in users.values_list(field, flat=True)}
@@ -102,6 +206,19 @@ def direct_names(rooms, user) -> dict[int, str]:
         room_id: ", ".join(sorted(names, key=str.casefold)) or "just you"
         for room_id, names in others.items()
     }
+
+
+def room_names(room: Room, user_ids: list[int]) -> dict[int, str]:
+    """The room's name as each of these users sees it (a direct room: the other people; one
+    query for a direct room, none otherwise)."""
+    if room.kind != Room.Kind.DIRECT:
+        return {user_id: room.name for user_id in user_ids}
+    people = list(Membership.objects.filter(room=room).values_list("user_id", "user__username"))
+    names = {}
+    for user_id in user_ids:
+        others = sorted((name for other, name in people if other != user_id), key=str.casefold)
+        names[user_id] = ", ".join(others) or "just you"
+    return names
 
 
 def display_name(room: Room, user) -> str:

@@ -24,6 +24,7 @@ from . import limits, metrics, policy, reactions, rendering, selectors, text, th
 from .models import (
     Change,
     Membership,
+    Mention,
     Message,
     ModerationAction,
     Reaction,
@@ -128,9 +129,80 @@ def _record(
                 "mentions",
             ]
         )
+    if kind in (Change.Kind.CREATE, Change.Kind.EDIT):
+        _keep_mentions(room_id, message, created=kind == Change.Kind.CREATE)
     Change.objects.create(room_id=room_id, cursor=cursor, message=message, kind=kind)
     frame = protocol.message_frame(message, cursor, created=kind == Change.Kind.CREATE)
     transaction.on_commit(lambda: publish_change(room_id, cursor, frame, epoch))
+
+
+def _keep_mentions(room_id: int, message: Message, *, created: bool) -> None:
+    """The message's Mention rows, as its `mentions` now stand (the inbox counts them)."""
+    if not created:
+        Mention.objects.filter(message=message).delete()
+    if not message.mentions:
+        return
+    User = get_user_model()
+    ids = User._default_manager.filter(
+        **{f"{User.USERNAME_FIELD}__in": message.mentions}
+    ).values_list("pk", flat=True)
+    Mention.objects.bulk_create(
+        [Mention(message=message, user_id=user_id, room_id=room_id) for user_id in ids]
+    )
+
+
+def _tell_inbox(user_id: int, room_id: int) -> None:
+    """After commit: the user's inboxes read their summary of the room again (§5)."""
+    transaction.on_commit(lambda: publish_now(events.InboxChanged(user=user_id, room=room_id)))
+
+
+def _notify(room: Room, message: Message) -> None:
+    """After a new message commits, a `notify` (§5) to each reader who wants one: the people
+    it mentions (members or, in a public room, not), the other people of a direct room, and
+    members whose setting is "all messages"; never the author, never someone whose setting
+    for the room is "nothing", never someone who may not read it (a ban). A constant number
+    of queries, whatever the room's size: members are read only for those it concerns."""
+    if message.system:
+        return
+    Level = Membership.Notifications
+    mentioned = set()
+    if message.mentions:
+        mentioned = set(Mention.objects.filter(message=message).values_list("user_id", flat=True))
+    mentioned.discard(message.author_id)
+    concerned = Q(notifications=Level.ALL) | Q(user_id__in=mentioned)
+    members = policy.readable_memberships().filter(room=room).exclude(user_id=message.author_id)
+    if room.kind != Room.Kind.DIRECT:
+        members = members.filter(concerned)
+    levels = dict(members.values_list("user_id", "notifications"))
+    reasons = {}
+    for user_id in mentioned | set(levels):
+        level = levels.get(user_id, Level.MENTIONS)  # not a member: a public room's reader
+        if level == Level.NONE:
+            continue
+        if user_id in mentioned:
+            reasons[user_id] = "mention"
+        elif room.kind == Room.Kind.DIRECT:
+            reasons[user_id] = "direct"
+        elif level == Level.ALL:
+            reasons[user_id] = "message"
+    if not reasons:
+        return
+    names = selectors.room_names(room, list(reasons))
+    frames = [
+        (
+            user_id,
+            protocol.notify_frame(
+                {"slug": room.slug, "name": names[user_id], "kind": room.kind}, message, reason
+            ),
+        )
+        for user_id, reason in sorted(reasons.items())
+    ]
+
+    def send() -> None:
+        for user_id, frame in frames:
+            publish_now(events.Notified(user=user_id, frame=frame))
+
+    transaction.on_commit(send)
 
 
 def _get_message(room: Room, message_id: int, *, ref: object = None) -> Message:
@@ -191,7 +263,9 @@ def post_message(
                 Membership.objects.bulk_create(
                     [Membership(room=room, user=author)], ignore_conflicts=True
                 )
+                _tell_inbox(author.pk, room.pk)
             _record(room.pk, message, Change.Kind.CREATE)
+            _notify(room, message)
     except (ChatError, IntegrityError):
         # The common path does not look the client_id up first: the unique constraint on
         # (room, author, client_id) refuses a second copy and rolls the attempt back.
@@ -347,6 +421,8 @@ def restrict_user(
             room=room, user=user, kind=kind, until=until, reason=reason, created_by=by
         )
         _audit(actor=by, action=kind, room=room, target=user, reason=reason)
+        if kind == RoomRestriction.Kind.BAN:  # the room leaves their inbox
+            _tell_inbox(user.pk, room.pk)
     if kind == RoomRestriction.Kind.BAN:
         username = user.get_username()
         transaction.on_commit(
@@ -363,6 +439,8 @@ def lift_restriction(*, restriction: RoomRestriction, by, reason: str = "") -> b
             lifted_at=timezone.now(), lifted_by=by
         )
         if updated:
+            if restriction.kind == RoomRestriction.Kind.BAN:  # back in their inbox
+                _tell_inbox(restriction.user_id, restriction.room_id)
             _audit(
                 actor=by,
                 action=ModerationAction.Action.LIFT,
@@ -488,10 +566,14 @@ def mark_read(*, user, room: Room, message_id: int) -> int:
         marker, created = ReadMarker.objects.get_or_create(
             user=user, room=room, defaults={"last_read_id": seen}
         )
-        if not created and seen > marker.last_read_id:
-            ReadMarker.objects.filter(pk=marker.pk, last_read_id__lt=seen).update(
+        moved = created or (
+            seen > marker.last_read_id
+            and ReadMarker.objects.filter(pk=marker.pk, last_read_id__lt=seen).update(
                 last_read_id=seen, updated=timezone.now()
             )
+        )
+        if moved:  # every tab and device of this user: the room's unread count changed
+            _tell_inbox(user.pk, room.pk)
     return max(marker.last_read_id, seen)
 
 
@@ -671,6 +753,7 @@ def create_room(
                 name=name, slug=slug, kind=kind, topic=topic, created_by=created_by
             )
             Membership.objects.create(room=room, user=created_by, role=Membership.Role.OWNER)
+            _tell_inbox(created_by.pk, room.pk)
             return room
     except IntegrityError:  # created by someone else between the check and the insert
         raise ChatError(ErrorCode.INVALID, "A room with this name already exists.") from None
@@ -753,6 +836,7 @@ def add_member(*, room: Room, by, username: str) -> list[dict[str, str]]:
         if Membership.objects.filter(room=room, user=target).exists():
             policy.require(policy.Denial.ALREADY_MEMBER, ref=target.get_username())
         Membership.objects.create(room=room, user=target)
+        _tell_inbox(target.pk, room.pk)
         name = target.get_username()
         _notice(room, by, f"{name} joined" if yourself else f"{by.get_username()} added {name}")
     return selectors.members(room)
@@ -780,6 +864,7 @@ def remove_member(*, room: Room, by, username: str, reason: str = "", moderator:
             denial = access.can_remove(yourself=yourself, **counts)
         policy.require(denial, ref=target.get_username(), action="leave")
         Membership.objects.filter(room=room, user=target).delete()
+        _tell_inbox(target.pk, room.pk)
         if room.kind != Room.Kind.PUBLIC:
             # Every doorbell from here on tells the processes to re-check their sockets.
             Room.objects.filter(pk=room.pk).update(members_epoch=F("members_epoch") + 1)
@@ -833,12 +918,29 @@ def open_direct(*, by, usernames: object) -> Room:
                 Membership.objects.bulk_create(
                     Membership(room=room, user=user, role=Membership.Role.MEMBER) for user in people
                 )
+                for user in people:
+                    _tell_inbox(user.pk, room.pk)
             return room
         except IntegrityError:  # the same people, opened at the same moment by someone else
             room = Room.objects.filter(direct_key=key).first()
             if room is not None:
                 return room
     raise ChatError(ErrorCode.UNAVAILABLE, "Try again.", retry_after=1)
+
+
+def set_notifications(*, room: Room, user, level: object) -> str:
+    """A member chooses which messages of the room notify them (§5): every device's inbox
+    follows. Rate limited like membership changes."""
+    choices = Membership.Notifications.values
+    if level not in choices:
+        raise ChatError(ErrorCode.INVALID, f"The level is one of: {', '.join(choices)}.")
+    limits.hit_now(limits.MEMBERSHIP, user_id=user.pk)
+    with transaction.atomic():
+        access = policy.access(user, room)
+        policy.require(access.can_choose_notifications(), ref=user.get_username())
+        Membership.objects.filter(room=room, user=user).update(notifications=level)
+        _tell_inbox(user.pk, room.pk)
+    return level
 
 
 def find_usernames(*, by, prefix: str, limit: int) -> list[str]:

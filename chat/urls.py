@@ -10,6 +10,7 @@ urlpatterns = [
     path("rooms/<slug:slug>/", views.room, name="room"),
     path("rooms/<slug:slug>/read", views.mark_read, name="mark_read"),
     path("rooms/<slug:slug>/members", views.members, name="members"),
+    path("rooms/<slug:slug>/notifications", views.notifications, name="notifications"),
     path("rooms/<slug:slug>/members/<str:username>", views.member, name="member"),
     path("rooms/<slug:slug>/messages/<int:message_id>/hide", views.hide, name="hide"),
     path("direct", views.direct, name="direct"),

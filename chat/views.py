@@ -405,6 +405,25 @@ def hide(request: HttpRequest, slug: str, message_id: int) -> JsonResponse:
 
 
 @require_POST
+def notifications(request: HttpRequest, slug: str) -> JsonResponse:
+    """`POST /rooms/<slug>/notifications` `{"level": "all" | "mentions" | "none"}`: which
+    messages of this room notify you, on every device (the inbox's `notifications` field)."""
+    if not request.user.is_authenticated:
+        return JsonResponse(NOT_LOGGED_IN, status=401)
+    room = policy.room_for(request.user, slug)
+    if room is None:
+        return JsonResponse(NO_SUCH_ROOM, status=404)
+    data = _json_body(request)
+    if data is None or "level" not in data:
+        return JsonResponse({"error": 'Send {"level": "all" | "mentions" | "none"}.'}, status=400)
+    try:
+        level = services.set_notifications(room=room, user=request.user, level=data["level"])
+    except ChatError as error:
+        return json_error(error)
+    return JsonResponse({"level": level})
+
+
+@require_POST
 def direct(request: HttpRequest) -> JsonResponse:
     """`POST /direct` `{"usernames": [...]}`: the direct room of exactly those people and you."""
     if not request.user.is_authenticated:

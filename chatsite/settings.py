@@ -363,6 +363,9 @@ CHAT_PRESENCE_BURST = env_int("CHAT_PRESENCE_BURST", 3)
 # How often a process compares each of its rooms' cursors with the database, in case the channel
 # layer lost a doorbell (slow reader, Redis restart).
 CHAT_RESYNC_INTERVAL = env_float("CHAT_RESYNC_INTERVAL", 2)
+# Inboxes (§5): a room's summaries are read at most once per this many seconds; the first change
+# after a quiet spell goes out at once, the rest of a burst together at the interval's end.
+CHAT_INBOX_INTERVAL = env_float("CHAT_INBOX_INTERVAL", 0.25)
 
 # How often each process checks that its sockets' sessions still stand (logout, password
 # change, expiry, deactivation close them with 4401).

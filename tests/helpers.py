@@ -131,7 +131,24 @@ async def open_socket(
         cookie = await session_cookie(user)
         headers.append((b"cookie", f"{settings.SESSION_COOKIE_NAME}={cookie}".encode()))
     path = f"/ws/rooms/{slug}/" + (f"?since={since}" if since is not None else "")
+    if slug == INBOX:
+        path = "/ws/inbox/"
     return WebsocketCommunicator(application, path, headers=headers), headers
+
+
+# open_socket(user, INBOX) opens the user's inbox socket (§5) instead of a room's.
+INBOX = object()
+
+
+async def inbox(user) -> Socket:
+    """Connect an inbox socket and read its first frame (`inbox`) into `ready`."""
+    communicator, _ = await open_socket(user, INBOX)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    socket = Socket(communicator)
+    socket.ready = await socket.receive()
+    assert socket.ready["type"] == "inbox", socket.ready
+    return socket
 
 
 async def join(user, slug: str, *, since: int | None = None) -> Socket:

@@ -20,7 +20,7 @@ from django.test import Client
 
 from chat import services
 from chat.models import Message, Room, RoomRestriction
-from tests.helpers import create_room, create_user, make_moderator, open_socket
+from tests.helpers import INBOX, create_room, create_user, inbox, make_moderator, open_socket
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sockets_closed")]
 
@@ -50,6 +50,9 @@ MATRIX: dict[str, tuple] = {
     # Per-room moderation is for a private room's owners: the author owns this public room.
     "hide (room owner)":    (401,     403,        403,    403,    403,      403,       403),
     "admin: report queue":  ("login", "login",    "login", "login", "login", "ok",     403),
+    "inbox lists the room": (4401,    "listed",   "listed", "absent", "listed", "listed",  "listed"),  # noqa: E501
+    "inbox hears a mention": (4401,   "notify",   "summary", "nothing", "notify", "notify", "notify"),  # noqa: E501
+    "notification setting": (401,     200,        200,    403,    200,      200,       200),
 }
 # fmt: on
 
@@ -94,6 +97,36 @@ def world() -> World:
 
 
 # --- how a door is knocked on -------------------------------------------------------------------
+
+
+async def inbox_lists(user, room: Room):
+    """Open `user`'s inbox socket: its close code, or whether `room` is in its first frame."""
+    communicator, _ = await open_socket(user, INBOX)
+    await communicator.connect(timeout=5)
+    output = await communicator.receive_output(timeout=5)
+    await communicator.disconnect()
+    if output["type"] == "websocket.close":
+        return output["code"]
+    slugs = [summary["slug"] for summary in json.loads(output["text"])["rooms"]]
+    return "listed" if room.slug in slugs else "absent"
+
+
+async def inbox_hears(user, room: Room, poster):
+    """`poster` mentions `user` in `room`: what reaches `user`'s inbox (a `notify`, only a
+    summary, or nothing), or its close code."""
+    if user is None:
+        return await inbox_lists(None, room)
+    socket = await inbox(user)
+    await database_sync_to_async(services.post_message)(
+        room=room, author=poster, body=f"@{user.get_username()} look at this"
+    )
+    kinds = {frame["type"] for frame in await socket.drain(0.8)}
+    await socket.close()
+    return "notify" if "notify" in kinds else "summary" if "room" in kinds else "nothing"
+
+
+def choose_notifications(user, room: Room) -> int:
+    return _json(user, "post", f"/rooms/{room.slug}/notifications", {"level": "all"})
 
 
 async def socket_answer(user, slug: str, frame: dict | None, *, since: int | None = None):
@@ -333,6 +366,11 @@ DOORS: dict[str, Door] = {
     "report own": report_own,
     "hide (room owner)": hide_as_room_owner,
     "admin: report queue": admin_report_queue,
+    "inbox lists the room": lambda w, role: inbox_lists(w.users[role], w.room),
+    "inbox hears a mention": lambda w, role: inbox_hears(w.users[role], w.room, w.users["author"]),
+    "notification setting": lambda w, role: sync_to_async(choose_notifications)(
+        w.users[role], w.room
+    ),
 }
 
 
@@ -460,6 +498,22 @@ KIND_MATRIX: dict[str, dict[str, tuple]] = {
         "public":              ("login", "login", "login", "login", "login", "ok"),
         "private":             ("login", "login", "login", "login", "login", "ok"),
         "direct":              ("login", "login", "login", "login", "login", "ok"),
+    },
+    # The inbox (§5): members' rooms only; a mention reaches any reader of the room.
+    "inbox lists the room": {
+        "public":              (4401,    "absent", "listed", "listed", "absent", "absent"),
+        "private":             (4401,    "absent", "listed", "listed", "absent", "absent"),
+        "direct":              (4401,    "absent", "listed", "listed", "absent", "absent"),
+    },
+    "inbox hears a mention": {
+        "public":              (4401,    "notify", "notify", "summary", "notify", "notify"),
+        "private":             (4401,    "nothing", "notify", "summary", "nothing", "nothing"),
+        "direct":              (4401,    "nothing", "notify", "summary", "nothing", "nothing"),
+    },
+    "notification setting": {
+        "public":              (401,     404,     200,     200,     404,     404),
+        "private":             (401,     404,     200,     200,     404,     404),
+        "direct":              (401,     404,     200,     200,     404,     404),
     },
 }
 # fmt: on
@@ -610,6 +664,7 @@ KIND_DOORS = {
     "hide (room owner)": lambda w, r: _hide_door(w.users[r], w.room, w.message),
     "admin: message page": _admin_message_page,
     "admin: report page": _admin_report_page,
+    "notification setting": lambda w, r: choose_notifications(w.users[r], w.room),
 }
 KIND_SOCKET_DOORS = {
     "socket": lambda w, r: socket_answer(w.users[r], w.room.slug, None),
@@ -621,6 +676,8 @@ KIND_SOCKET_DOORS = {
     "report": lambda w, r: socket_answer(
         w.users[r], w.room.slug, {"type": "report", "id": w.message.pk, "reason": "matrix"}
     ),
+    "inbox lists the room": lambda w, r: inbox_lists(w.users[r], w.room),
+    "inbox hears a mention": lambda w, r: inbox_hears(w.users[r], w.room, w.users["owner"]),
 }
 
 

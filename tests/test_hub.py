@@ -15,6 +15,7 @@ from django.utils import timezone
 from chat import services
 from chat.models import Room
 from chat.realtime import events, protocol, sessions
+from chat.realtime.events import group_name
 from chat.realtime.hub import Hub
 from chat.realtime.protocol import CloseCode
 from chat.realtime.transport import Outgoing
@@ -137,18 +138,18 @@ async def test_the_hubs_tasks_start_with_its_first_room_and_stop_with_its_last(h
     a = await FakeSocket(alice).open(hub, room.pk)
     tasks = list(hub.tasks)
     assert sorted(task.get_name() for task in tasks) == ["hub-read", "hub-sessions", "hub-tick"]
-    assert hub.subscribed == {room.pk} and hub.channel
+    assert hub.subscribed == {group_name(room.pk)} and hub.channel
 
     b = await FakeSocket(alice).open(hub, other.pk)
     c = await FakeSocket(alice).open(hub, room.pk)
     assert hub.tasks == tasks and not any(task.done() for task in tasks)
     assert a.feed is c.feed and a.feed.sockets == {a, c}
-    assert hub.subscribed == {room.pk, other.pk}
+    assert hub.subscribed == {group_name(room.pk), group_name(other.pk)}
 
     await hub.detach(room.pk, a)
     assert room.pk in hub.feeds
     await hub.detach(room.pk, c)
-    assert room.pk not in hub.feeds and hub.subscribed == {other.pk}
+    assert room.pk not in hub.feeds and hub.subscribed == {group_name(other.pk)}
     assert hub.tasks == tasks  # another room still here
 
     await hub.detach(other.pk, b)

@@ -50,6 +50,22 @@ class Client(FrameReader):
         assert client.ready["type"] == "ready", client.ready
         return client
 
+    @classmethod
+    async def inbox(cls, server_url: str, cookie: str) -> "Client":
+        """An inbox socket (§5); `ready` holds its first frame, `inbox`."""
+        connection = await connect(
+            server_url.replace("http://", "ws://") + "/ws/inbox/",
+            additional_headers={
+                "Cookie": f"{settings.SESSION_COOKIE_NAME}={cookie}",
+                "Origin": server_url,
+            },
+            open_timeout=10,
+        )
+        client = cls(connection)
+        client.ready = await client.receive()
+        assert client.ready["type"] == "inbox", client.ready
+        return client
+
     async def send(self, frame: dict[str, Any]) -> None:
         await self.connection.send(json.dumps(frame))
 

@@ -13,7 +13,7 @@ from django.db import DatabaseError
 from .. import metrics, policy, selectors, services
 from ..models import Room
 from ..shared_state import shared_state
-from . import events, protocol
+from . import events, inboxes, protocol
 from .hub import Feed, get_hub
 from .protocol import ChatError, CloseCode, ErrorCode
 from .transport import Outgoing, connection_of, write
@@ -66,15 +66,58 @@ def opening_state(slug: str, user, since: int | None) -> Opening:
 
 
 class Consumer(AsyncWebsocketConsumer):
-    """What the site's sockets share: no channel of their own, and close codes sent as plain
-    ints (autobahn refuses an IntEnum such as CloseCode, and the client would get 1011)."""
+    """What the site's sockets share: no channel of their own (the process's hub is the member
+    of the channel-layer groups), close codes sent as plain ints (autobahn refuses an IntEnum
+    such as CloseCode, and the client would get 1011), the per-user socket cap, and frames many
+    sockets get written straight to daphne's connection."""
 
     channel_layer_alias = None
     closed = False
+    counted = False  # counted against the user's socket cap in the shared state
+    present = False  # counted in a room's presence (room sockets only)
+    session_key: str | None = None
+    # daphne's connection, for broadcast frames written without the ASGI path (transport.py).
+    connection = None
 
     async def close(self, code: int | None = None, reason: str | None = None) -> None:
         self.closed = True
         await super().close(code=None if code is None else int(code), reason=reason)
+
+    def _identify(self, user) -> None:
+        self.user = user
+        self.user_id = user.pk
+        self.username = user.get_username()
+        self.session_key = self.scope["session_key"]
+        self.connection = connection_of(self.base_send)
+        self.conn_id = uuid.uuid4().hex
+        self.state = shared_state()
+
+    async def _open_slot(self) -> bool:
+        """Count this socket against the user's cap (all rooms, all processes)."""
+        try:
+            allowed = await self.state.open_socket(
+                self.user.pk, self.conn_id, settings.CHAT_MAX_SOCKETS_PER_USER
+            )
+        except Exception:
+            logger.warning("socket count unavailable", exc_info=True)
+            return True  # degrade open: Redis being down must not lock everyone out
+        self.counted = allowed
+        return allowed
+
+    async def _close_slot(self) -> None:
+        if self.counted:
+            self.counted = False
+            try:
+                await self.state.close_socket(self.user.pk, self.conn_id)
+            except Exception:
+                logger.warning("socket count: could not record a close", exc_info=True)
+
+    async def send_frame(self, frame: Outgoing) -> None:
+        """A frame many sockets get: straight to daphne's connection when there is one."""
+        if self.connection is not None:
+            write(self.connection, frame)
+        else:
+            await self.send(text_data=frame.text)
 
 
 class NoSuchRoom(Consumer):
@@ -103,13 +146,8 @@ class RoomConsumer(Consumer):
     # The cursor of the last change frame sent; None until `ready` has gone out.
     sent: int | None = None
     delivering = False
-    present = False
-    session_key: str | None = None
-    counted = False
     open_counted = False  # in the open-sockets gauge
     epoch = 0  # the room's members epoch when this socket's membership was last confirmed
-    # daphne's connection, for broadcast frames written without the ASGI path (transport.py).
-    connection = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -124,14 +162,8 @@ class RoomConsumer(Consumer):
             await self.close(code=policy.CLOSE_CODES[opening.denial])
             return
         room, ready = opening.room, opening.ready
-        self.user = user
-        self.user_id = user.pk
-        self.connection = connection_of(self.base_send)
-        self.session_key = self.scope["session_key"]
-        self.username = user.get_username()
-        self.conn_id = uuid.uuid4().hex
+        self._identify(user)
         self.room = room
-        self.state = shared_state()
         if not await self._open_slot():
             await self.close(code=CloseCode.TOO_MANY_SOCKETS)
             return
@@ -184,12 +216,7 @@ class RoomConsumer(Consumer):
             metrics.OPEN_SOCKETS.dec()
         if self.room is None:
             return
-        if self.counted:
-            self.counted = False
-            try:
-                await self.state.close_socket(self.user.pk, self.conn_id)
-            except Exception:
-                logger.warning("socket count: could not record a close", exc_info=True)
+        await self._close_slot()
         if self.feed is not None:
             self.feed = None
             await get_hub().detach(self.room.pk, self)
@@ -303,26 +330,7 @@ class RoomConsumer(Consumer):
             metrics.FRAMES_SENT.inc()
             await self.send_frame(frame)
 
-    async def send_frame(self, frame: Outgoing) -> None:
-        """A frame many sockets get: straight to daphne's connection when there is one."""
-        if self.connection is not None:
-            write(self.connection, frame)
-        else:
-            await self.send(text_data=frame.text)
-
     # --- helpers -------------------------------------------------------------------------
-
-    async def _open_slot(self) -> bool:
-        """Count this socket against the user's cap (all rooms, all processes)."""
-        try:
-            allowed = await self.state.open_socket(
-                self.user.pk, self.conn_id, settings.CHAT_MAX_SOCKETS_PER_USER
-            )
-        except Exception:
-            logger.warning("socket count unavailable", exc_info=True)
-            return True  # degrade open: Redis being down must not lock everyone out
-        self.counted = allowed
-        return allowed
 
     async def _join_presence(self) -> tuple[bool, list[str]]:
         """Count this socket in the room's presence: whether it is the user's first connection
@@ -340,3 +348,75 @@ class RoomConsumer(Consumer):
             await events.publish(events.PresenceChanged(room=self.room.pk, frame=frame))
         except Exception:
             logger.warning("presence: channel layer unavailable", exc_info=True)
+
+
+class InboxConsumer(Consumer):
+    """`/ws/inbox/` (PROTOCOL.md §5): every room of the user at once. It sends and takes no
+    change frames; the process's inboxes (inboxes.py) send it summaries and notifications."""
+
+    user_id = 0
+    ready = False  # the `inbox` frame has gone out
+    attached = False
+
+    async def connect(self) -> None:
+        await self.accept()
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CloseCode.NOT_LOGGED_IN)
+            return
+        self._identify(user)
+        self.rooms: dict[int, tuple[str, int]] = {}
+        self.missed: set[int] = set()
+        if not await self._open_slot():
+            await self.close(code=CloseCode.TOO_MANY_SOCKETS)
+            return
+        hub = get_hub()
+        # The user's group first: a membership or read-marker change from here on reaches us
+        # (kept in `missed` until the `inbox` frame is out).
+        await hub.attach_inbox(self)
+        self.attached = True
+        summaries, cursors = await db(inboxes.opening)(user)
+        watched = await hub.watch(self, [room_id for room_id, _ in summaries])
+        self.rooms = {
+            room_id: (summary["slug"], inboxes.signature(summary)) for room_id, summary in summaries
+        }
+        await self.send(text_data=protocol.inbox_frame([summary for _, summary in summaries]))
+        self.ready = True
+        metrics.OPEN_SOCKETS.inc()
+        self.open_counted = True
+        logger.info("inbox connect", extra={"user": self.username})
+        # A room that moved between reading the summaries and watching it is read again.
+        moved = {room_id for room_id, cursor in watched.items() if cursor > cursors[room_id]}
+        moved |= set(self.rooms) - set(watched)  # archived meanwhile
+        for room_id in moved | self.missed:
+            hub.inbox.user_changed(self.user_id, room_id)
+        self.missed.clear()
+
+    open_counted = False
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._release()
+
+    async def disconnect(self, code: int) -> None:
+        await self._release()
+
+    async def _release(self) -> None:
+        self.ready = False
+        if self.open_counted:
+            self.open_counted = False
+            metrics.OPEN_SOCKETS.dec()
+        if self.attached:
+            self.attached = False
+            await get_hub().detach_inbox(self)
+        if self.user_id:
+            await self._close_slot()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """The inbox takes no frames (§5): anything sent is answered `invalid`."""
+        if not self.ready:
+            return
+        error = ChatError(ErrorCode.INVALID, "The inbox socket takes no frames.")
+        await self.send(text_data=protocol.error_frame(error))

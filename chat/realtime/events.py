@@ -35,6 +35,11 @@ def group_name(room_id: int) -> str:
     return f"room.{room_id}"
 
 
+def user_group(user_id: int) -> str:
+    """One user's group: the processes holding that user's inbox sockets are in it (§5)."""
+    return f"user.{user_id}"
+
+
 @dataclass(frozen=True)
 class RoomChanged:
     """A change was committed: the room's cursor reached `cursor`; `frame` is its message frame."""
@@ -85,10 +90,50 @@ class RoomClosed:
     code: int
 
 
-Event = RoomChanged | PresenceChanged | UserTyping | UserKicked | RoomClosed
+@dataclass(frozen=True)
+class InboxChanged:
+    """`user`'s summary of `room` may have changed in a way the room's doorbell does not ring
+    for (their read marker moved, they joined, left or were removed, their notification setting
+    changed, a ban): their inboxes read it again. Sent to the user's group."""
+
+    type: ClassVar[str] = "inbox.change"
+    user: int
+    room: int
+
+
+@dataclass(frozen=True)
+class Notified:
+    """A `notify` frame for `user`'s inboxes (a mention, a direct message). Sent to the user's
+    group; nothing stores it, so a lost one is lost (the message itself is not)."""
+
+    type: ClassVar[str] = "inbox.notify"
+    user: int
+    frame: str
+
+
+Event = (
+    RoomChanged | PresenceChanged | UserTyping | UserKicked | RoomClosed | InboxChanged | Notified
+)
 EVENTS: dict[str, type[Event]] = {
-    cls.type: cls for cls in (RoomChanged, PresenceChanged, UserTyping, UserKicked, RoomClosed)
+    cls.type: cls
+    for cls in (
+        RoomChanged,
+        PresenceChanged,
+        UserTyping,
+        UserKicked,
+        RoomClosed,
+        InboxChanged,
+        Notified,
+    )
 }
+# The events addressed to a user rather than a room.
+USER_EVENTS = (InboxChanged, Notified)
+
+
+def group_of(event: Event) -> str:
+    if isinstance(event, USER_EVENTS):
+        return user_group(event.user)
+    return group_name(event.room)
 
 
 def message(event: Event) -> dict[str, Any]:
@@ -176,7 +221,7 @@ def _enqueue(event: Event) -> None:
 
 async def _send(event: Event) -> None:
     layer = get_channel_layer()
-    group = group_name(event.room)
+    group = group_of(event)
     sent = message(event)
     try:
         try:
@@ -189,9 +234,9 @@ async def _send(event: Event) -> None:
         # The change is stored; hubs find it on their next resync with the database.
         metrics.REDIS_ERRORS.labels("publish").inc()
         logger.warning(
-            "channel layer unavailable: %s for room %s not sent (changes arrive by resync)",
+            "channel layer unavailable: %s for %s not sent (changes arrive by resync)",
             event.type,
-            event.room,
+            group,
             exc_info=True,
         )
 
@@ -199,4 +244,4 @@ async def _send(event: Event) -> None:
 async def publish(event: Event) -> None:
     """From the event loop: presence and typing, events with no record behind them. Raises
     when the layer does not take it (the caller decides whether that matters)."""
-    await get_channel_layer().group_send(group_name(event.room), message(event))
+    await get_channel_layer().group_send(group_of(event), message(event))

@@ -16,7 +16,12 @@ Sockets register with the hub through the `Socket` interface below and each keep
 cursor: frames reach a socket strictly as sent+1, sent+2, ... whatever order the layer delivers
 in. The hub never imports the consumer. Presence batching and upkeep (`presence`) and the
 session watcher (`sessions`) are their own modules; the hub runs their periodic tasks while it
-holds any room.
+holds any room or inbox.
+
+Inbox sockets (§5, `inboxes`) watch feeds rather than join them: a feed with watchers and no
+room socket keeps only its cursor (nothing to deliver, no gap to fill from the database) and
+tells the inboxes that the room moved. The hub also joins each inbox user's own group, for the
+events that concern one user (`InboxChanged`, `Notified`).
 """
 
 import asyncio
@@ -32,8 +37,8 @@ from django.conf import settings
 
 from .. import metrics, selectors
 from ..shared_state import presence_entry, socket_entry
-from . import events, presence, sessions
-from .events import group_name
+from . import events, inboxes, presence, sessions
+from .events import group_name, user_group
 from .protocol import CloseCode
 from .transport import Outgoing
 
@@ -79,10 +84,15 @@ class Feed:
         self.cursor = cursor
         self.frames: deque[tuple[int, Outgoing]] = deque(maxlen=BUFFER_FRAMES)
         self.sockets: set[Socket] = set()
+        # The inbox sockets here that watch this room (§5); they get no frames from the feed.
+        self.watchers: set[inboxes.InboxSocket] = set()
         self.lock = asyncio.Lock()
         # The room's members epoch its sockets have been checked against (Hub.recheck).
         self.epoch = 0
         self.presence = presence.PresenceBatch(room_id, self.push_live)
+
+    def idle(self) -> bool:
+        return not self.sockets and not self.watchers
 
     def frames_after(self, cursor: int) -> list[tuple[int, Outgoing]] | None:
         """Buffered frames after `cursor` up to the feed's cursor; None if the buffer is short."""
@@ -145,11 +155,13 @@ class Hub:
         self.layer = get_channel_layer()
         self.feeds: dict[int, Feed] = {}
         self.channel: str | None = None
-        self.subscribed: set[int] = set()
+        # The channel-layer groups this process is in: rooms' and (for inboxes) users'.
+        self.subscribed: set[str] = set()
         self.tasks: list[asyncio.Task] = []
         self.lock = asyncio.Lock()
         # When every group membership was last added (loop time): renewed before group_expiry.
         self.joined_all = 0.0
+        self.inbox = inboxes.Inboxes(self)
 
     # --- sockets -------------------------------------------------------------------------
 
@@ -157,16 +169,8 @@ class Hub:
         async with self.lock:
             feed = self.feeds.get(room_id)
             if feed is None:
-                if not self.tasks:
-                    self.channel = await self.layer.new_channel()
-                    self.joined_all = asyncio.get_running_loop().time()
-                    await self._mark()
-                    self.tasks = [
-                        asyncio.create_task(self._read(), name="hub-read"),
-                        asyncio.create_task(self._tick(), name="hub-tick"),
-                        asyncio.create_task(self._watch_sessions(), name="hub-sessions"),
-                    ]
-                await self._subscribe(room_id)
+                await self._start()
+                await self._subscribe(group_name(room_id))
                 # Read after joining the group: any change after this cursor rings our bell.
                 cursor, epoch = await database_sync_to_async(selectors.room_position)(room_id)
                 feed = self.feeds[room_id] = Feed(room_id, cursor)
@@ -185,18 +189,120 @@ class Hub:
             if feed is None:
                 return
             feed.sockets.discard(socket)
-            if feed.sockets:
-                return
-            del self.feeds[room_id]
-            subscribed = room_id in self.subscribed
-            self.subscribed.discard(room_id)
+            leaving = self._drop_idle([room_id])
+            channel, tasks = self.channel, self._stop_if_idle()
+        await self._leave(leaving, channel, tasks)
+
+    # --- inbox sockets (§5) --------------------------------------------------------------
+
+    async def attach_inbox(self, socket: inboxes.InboxSocket) -> None:
+        """Count an inbox socket here and join its user's group (their own events)."""
+        async with self.lock:
+            await self._start()
+            sockets = self.inbox.users.setdefault(socket.user_id, set())
+            sockets.add(socket)
+            if len(sockets) == 1:
+                await self._subscribe(user_group(socket.user_id))
+
+    async def watch(self, socket: inboxes.InboxSocket, room_ids: list[int]) -> dict[int, int]:
+        """Let an inbox socket watch these rooms (their feeds are made when missing, joining
+        their groups first); returns each watched room's cursor as the feed has it."""
+        leaving: list[str] = []
+        async with self.lock:
+            if socket not in self.inbox.users.get(socket.user_id, ()):
+                return {}  # closed meanwhile
+            new = [room_id for room_id in room_ids if room_id not in self.feeds]
+            for room_id in new:
+                await self._subscribe(group_name(room_id))
+            if new:
+                # Read after joining the groups: any change after these cursors rings our bell.
+                positions = await database_sync_to_async(selectors.room_cursors)(new)
+                for room_id in new:
+                    if room_id in positions:
+                        cursor, epoch = positions[room_id]
+                        feed = self.feeds[room_id] = Feed(room_id, cursor)
+                        feed.epoch = epoch
+                    else:  # archived meanwhile
+                        leaving.append(group_name(room_id))
+                        self.subscribed.discard(group_name(room_id))
+            watched = {}
+            for room_id in room_ids:
+                feed = self.feeds.get(room_id)
+                if feed is not None:
+                    feed.watchers.add(socket)
+                    watched[room_id] = feed.cursor
             channel = self.channel
-            tasks = self._stop() if not self.feeds else []
-        if subscribed:
+        await self._leave(leaving, channel, [])
+        return watched
+
+    async def unwatch(self, socket: inboxes.InboxSocket, room_id: int) -> None:
+        async with self.lock:
+            feed = self.feeds.get(room_id)
+            if feed is None:
+                return
+            feed.watchers.discard(socket)
+            leaving = self._drop_idle([room_id])
+            channel = self.channel
+        await self._leave(leaving, channel, [])
+
+    async def detach_inbox(self, socket: inboxes.InboxSocket) -> None:
+        async with self.lock:
+            sockets = self.inbox.users.get(socket.user_id, set())
+            if socket not in sockets:
+                return
+            sockets.discard(socket)
+            leaving = []
+            if not sockets:
+                del self.inbox.users[socket.user_id]
+                if user_group(socket.user_id) in self.subscribed:
+                    self.subscribed.discard(user_group(socket.user_id))
+                    leaving.append(user_group(socket.user_id))
+            watched = [room_id for room_id, feed in self.feeds.items() if socket in feed.watchers]
+            for room_id in watched:
+                self.feeds[room_id].watchers.discard(socket)
+            leaving += self._drop_idle(watched)
+            channel, tasks = self.channel, self._stop_if_idle()
+        await self._leave(leaving, channel, tasks)
+
+    # --- feeds and groups ----------------------------------------------------------------
+
+    async def _start(self) -> None:
+        """Start the hub's tasks if it holds nothing yet (under the lock)."""
+        if self.tasks:
+            return
+        self.channel = await self.layer.new_channel()
+        self.joined_all = asyncio.get_running_loop().time()
+        await self._mark()
+        self.tasks = [
+            asyncio.create_task(self._read(), name="hub-read"),
+            asyncio.create_task(self._tick(), name="hub-tick"),
+            asyncio.create_task(self._watch_sessions(), name="hub-sessions"),
+        ]
+
+    def _drop_idle(self, room_ids: list[int]) -> list[str]:
+        """Forget the feeds of these rooms that nothing here uses any more (under the lock);
+        returns the groups to leave."""
+        leaving = []
+        for room_id in room_ids:
+            feed = self.feeds.get(room_id)
+            if feed is None or not feed.idle():
+                continue
+            del self.feeds[room_id]
+            if group_name(room_id) in self.subscribed:
+                self.subscribed.discard(group_name(room_id))
+                leaving.append(group_name(room_id))
+        return leaving
+
+    def _stop_if_idle(self) -> list[asyncio.Task]:
+        return self._stop() if not self.feeds and not self.inbox.users else []
+
+    async def _leave(self, groups: list[str], channel: str | None, tasks: list) -> None:
+        """Leave groups and wait for stopped tasks, outside the lock."""
+        for group in groups:
             try:
-                await self.layer.group_discard(group_name(room_id), channel)
+                await self.layer.group_discard(group, channel)
             except Exception:
-                logger.warning("could not leave group of room %s", room_id, exc_info=True)
+                logger.warning("could not leave group %s", group, exc_info=True)
         if tasks:
             await asyncio.wait(tasks, timeout=5)
 
@@ -213,16 +319,22 @@ class Hub:
         TimeoutError, which the loops would take for a failed read and go on."""
         return asyncio.current_task() in self.tasks
 
-    async def _subscribe(self, room_id: int) -> None:
+    async def _subscribe(self, group: str) -> None:
         try:
-            await self.layer.group_add(group_name(room_id), self.channel)
+            await self.layer.group_add(group, self.channel)
         except Exception:
             # Degraded, not broken: the resync tick delivers from the database and retries.
-            self.subscribed.discard(room_id)
+            self.subscribed.discard(group)
             metrics.REDIS_ERRORS.labels("group_add").inc()
-            logger.warning("channel layer unavailable; room %s on resync only", room_id)
+            logger.warning("channel layer unavailable; %s on resync only", group)
         else:
-            self.subscribed.add(room_id)
+            self.subscribed.add(group)
+
+    def groups(self) -> list[str]:
+        """The groups this process should be in: its rooms' and its inbox users'."""
+        return [group_name(room_id) for room_id in self.feeds] + [
+            user_group(user_id) for user_id in self.inbox.users
+        ]
 
     # --- the doorbell --------------------------------------------------------------------
 
@@ -250,6 +362,13 @@ class Hub:
                 logger.exception("hub could not handle %s", event.type)
 
     async def handle(self, event: events.Event) -> None:
+        match event:
+            case events.InboxChanged(user=user, room=room):
+                self.inbox.user_changed(user, room)
+                return
+            case events.Notified(user=user, frame=frame):
+                await self.inbox.notify(user, frame)
+                return
         feed = self.feeds.get(event.room)
         if feed is None:
             return
@@ -268,9 +387,11 @@ class Hub:
                         await socket.close(code=code)
             case events.RoomClosed(code=code):
                 # Archived: every socket in it closes (sockets leave the feed as they close, so
-                # close a copy of the set).
+                # close a copy of the set); inboxes read that it is gone.
                 for socket in list(feed.sockets):
                     await socket.close(code=code)
+                if feed.watchers:
+                    self.inbox.room_changed(feed.room_id)
 
     async def advance(
         self, feed: Feed, cursor: int, frame: str | None = None, *, epoch: int = 0
@@ -283,6 +404,13 @@ class Hub:
         if epoch > feed.epoch:
             async with feed.lock:
                 await self.recheck(feed, epoch)
+        if feed.watchers:
+            self.inbox.room_changed(feed.room_id)
+        if not feed.sockets:
+            # Watched by inboxes only: they read summaries, not frames. No gap to fill.
+            feed.frames.clear()
+            feed.cursor = cursor
+            return
         if frame is not None and cursor == feed.cursor + 1 and not feed.lock.locked():
             feed.extend([(cursor, Outgoing(frame))])
         else:
@@ -363,7 +491,7 @@ class Hub:
                     "room %s: filling %s..%s from the database", room_id, feed.cursor, cursor
                 )
                 # The doorbell did not ring: make sure the group still has this process in it.
-                await self._subscribe(room_id)
+                await self._subscribe(group_name(room_id))
                 await self.advance(feed, cursor, epoch=epoch)
 
     async def recover_groups(self) -> None:
@@ -374,11 +502,10 @@ class Hub:
             logger.info("channel layer forgot this process (or its memberships are old): rejoining")
             self.joined_all = now
             self.subscribed.clear()
-        missing = [room_id for room_id in self.feeds if room_id not in self.subscribed]
-        for room_id in missing:
-            if room_id in self.feeds:
-                await self._subscribe(room_id)
-        if missing and len(self.subscribed) == len(self.feeds):
+        missing = [group for group in self.groups() if group not in self.subscribed]
+        for group in missing:
+            await self._subscribe(group)
+        if missing and all(group in self.subscribed for group in self.groups()):
             await self._mark()
 
     def _marker(self) -> str:
@@ -421,8 +548,9 @@ class Hub:
             except Exception:
                 logger.warning("session check failed", exc_info=True)
 
-    def sockets(self) -> list[Socket]:
-        return [socket for feed in self.feeds.values() for socket in feed.sockets]
+    def sockets(self) -> list[Socket | inboxes.InboxSocket]:
+        room_sockets = [socket for feed in self.feeds.values() for socket in feed.sockets]
+        return room_sockets + self.inbox.sockets()
 
     async def close_revoked_sessions(self) -> None:
         await sessions.close_revoked(self.sockets())
@@ -439,6 +567,9 @@ class Hub:
                     entries.append(presence_entry(feed.room_id, socket.username, socket.conn_id))
                 if socket.counted:
                     entries.append(socket_entry(socket.user_id, socket.conn_id))
+        for socket in self.inbox.sockets():
+            if socket.counted:
+                entries.append(socket_entry(socket.user_id, socket.conn_id))
         return entries
 
 

@@ -206,6 +206,35 @@ def reported_frame(message_id: int) -> str:
     return encode({"type": "reported", "id": message_id})
 
 
+# --- the inbox socket (§5) ------------------------------------------------------------------
+# A RoomSummary: {slug, name, kind, topic, unread, mentions, last_activity, notifications}, the
+# last one our addition (the member's notification setting, so every device shows it).
+
+
+def inbox_frame(rooms: list[dict[str, Any]]) -> str:
+    return encode({"type": "inbox", "rooms": rooms})
+
+
+def room_frame(summary: dict[str, Any]) -> str:
+    return encode({"type": "room", "room": summary})
+
+
+def room_removed_frame(slug: str) -> str:
+    return encode({"type": "room_removed", "slug": slug})
+
+
+# Why a `notify` was sent: §5's two, and ours for a room whose setting is "all messages".
+NOTIFY_REASONS = ("mention", "direct", "message")
+
+
+def notify_frame(room: dict[str, str], message: Message, reason: str) -> str:
+    """`room`: {slug, name, kind} as the notified user sees it."""
+    assert reason in NOTIFY_REASONS
+    return encode(
+        {"type": "notify", "room": room, "message": message_object(message), "reason": reason}
+    )
+
+
 def error_frame(error: ChatError) -> str:
     frame: dict[str, Any] = {
         "type": "error",
