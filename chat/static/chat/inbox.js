@@ -426,9 +426,15 @@ async function setLevel(slug, level) {
     summaries.set(slug, { ...summary, notifications: level });
     render();
   }
-  $("inbox-status").textContent = ok
-    ? `${summary?.name || slug}: ${LEVELS[level].toLowerCase()}.`
-    : "The setting was not saved. Try again.";
+  say(ok ? `${summary?.name || slug}: ${LEVELS[level].toLowerCase()}.` : "The setting was not saved. Try again.");
+}
+
+// A passing word in the status line (a setting saved), unless the connection has news.
+let sayTimer = null;
+function say(text) {
+  clearTimeout(sayTimer);
+  $("inbox-status").textContent = text;
+  sayTimer = setTimeout(renderState, 5000);
 }
 
 for (const item of menu.querySelectorAll("[data-level]")) {
