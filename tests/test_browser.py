@@ -1678,3 +1678,358 @@ def test_a_private_rooms_owner_hides_a_message_from_the_page(people, alice, bob,
         expect(tombstone).to_contain_text("deleted by alice")
     audit = orm(lambda: list(ModerationAction.objects.values_list("actor__username", "action")))
     assert audit == [("alice", "hide")]
+
+
+# --- the inbox sidebar, mentions and desktop notifications (PROTOCOL.md §5, §6) ---------------
+
+# PROTOCOL.md §5: a `room` frame within 1 s of a change; the rest is the page drawing it.
+INBOX_WAIT = 1_500
+
+# Before any page script: a stand-in for the browser's Notification API that records what the
+# page gives it (permission persists for the tab, as the browser's would), and a switch that makes
+# the tab look hidden (document.hidden / visibilityState) without leaving it.
+NOTIFICATION_STUB = """
+(() => {
+  window.notifications = [];
+  window.shownNotifications = [];
+  window.permissionAsked = Number(sessionStorage.getItem("permissionAsked") || 0);
+  window.tabHidden = false;
+  Object.defineProperty(Document.prototype, "hidden", {
+    configurable: true, get() { return window.tabHidden; },
+  });
+  Object.defineProperty(Document.prototype, "visibilityState", {
+    configurable: true, get() { return window.tabHidden ? "hidden" : "visible"; },
+  });
+  class StubNotification {
+    static get permission() { return sessionStorage.getItem("permission") || "default"; }
+    static requestPermission() {
+      window.permissionAsked += 1;
+      sessionStorage.setItem("permissionAsked", String(window.permissionAsked));
+      sessionStorage.setItem("permission", "granted");
+      return Promise.resolve("granted");
+    }
+    constructor(title, options = {}) {
+      this.title = title;
+      this.options = options;
+      this.onclick = null;
+      window.notifications.push({ title, body: options.body, tag: options.tag });
+      window.shownNotifications.push(this);
+    }
+    close() { this.closed = true; }
+  }
+  window.Notification = StubNotification;
+})();
+"""
+
+
+def sidebar_entry(person: Person, slug: str) -> Locator:
+    return person.page.locator(f'#inbox li.inbox-entry[data-slug="{slug}"]')
+
+
+def join(room: Room, user) -> None:
+    services.add_member(room=room, by=user, username=user.username)
+
+
+def notifications(person: Person) -> list[dict[str, Any]]:
+    return person.page.evaluate("window.notifications")
+
+
+def wait_notifications(person: Person, count: int) -> list[dict[str, Any]]:
+    person.page.wait_for_function(
+        "count => window.notifications.length >= count", arg=count, timeout=WAIT
+    )
+    return notifications(person)
+
+
+def set_level(person: Person, slug: str, label: str) -> None:
+    """The per-room setting, from the menu on the room's sidebar entry."""
+    entry = sidebar_entry(person, slug)
+    entry.hover()
+    entry.locator("button.inbox-menu-button").click()
+    menu = person.page.get_by_role("menu")
+    expect(menu).to_be_visible()
+    menu.get_by_role("menuitemradio", name=label, exact=True).click()
+    expect(menu).to_be_hidden()
+    level = {"All messages": "all", "Mentions and direct messages": "mentions", "Nothing": "none"}
+    expect(entry).to_have_attribute("data-notifications", level[label])
+
+
+def test_sidebar_badge_rises_with_a_message_elsewhere_and_clears_when_the_room_is_opened(
+    people, alice, bob, room
+):
+    random = orm(create_room, "Random", alice)
+    orm(join, room, bob)
+    orm(join, random, bob)
+    b = people("bob", next=f"/rooms/{room.slug}/")
+    expect(sidebar_entry(b, room.slug)).to_have_class(re.compile(r"\bcurrent\b"))
+    expect(sidebar_entry(b, room.slug).locator("a")).to_have_attribute("aria-current", "page")
+    expect(sidebar_entry(b, "random").locator(".badge")).to_have_count(0)
+    expect(b.page).to_have_title("General Chat · Chatroom")
+    icon = b.page.locator('link[rel="icon"]')
+    assert "circle" not in (icon.get_attribute("href") or "")
+
+    # Alice writes in the other room: Bob's sidebar shows it without a reload.
+    orm(post, random, alice, "anyone for lunch?")
+    entry = sidebar_entry(b, "random")
+    expect(entry.locator(".badge-unread .badge-count")).to_have_text("1", timeout=INBOX_WAIT)
+    expect(entry.locator(".badge-unread")).to_have_text("1, 1 unread")
+    expect(entry).to_have_class(re.compile(r"\bhas-unread\b"))
+    expect(entry.locator(".badge-mention")).to_have_count(0)
+    expect(b.page).to_have_title("(1) General Chat · Chatroom")
+    expect(icon).to_have_attribute("href", re.compile("circle"))
+    # The most recent activity first.
+    expect(b.page.locator("#inbox-rooms li.inbox-entry").first).to_have_attribute(
+        "data-slug", "random"
+    )
+
+    # A mention of Bob: a mention badge beside the unread count.
+    orm(post, random, alice, "@bob you in?")
+    expect(entry.locator(".badge-mention .badge-count")).to_have_text("@1", timeout=INBOX_WAIT)
+    expect(entry.locator(".badge-unread .badge-count")).to_have_text("2")
+    expect(b.page).to_have_title("(2) General Chat · Chatroom")
+
+    # Activity in General Chat brings it back to the top.
+    orm(post, room, alice, "meanwhile, here")
+    expect(b.page.locator("#inbox-rooms li.inbox-entry").first).to_have_attribute(
+        "data-slug", room.slug, timeout=INBOX_WAIT
+    )
+
+    # Bob switches rooms from the sidebar: he has read Random, and the badge goes.
+    entry.locator("a").click()
+    expect(b.page).to_have_url(f"{b.base_url}/rooms/random/")
+    b.expect_connected()
+    expect(b.page.locator(f"{MESSAGES}:not(.notice)")).to_have_count(2)
+    mention = b.message("@bob you in?")
+    expect(mention).to_have_class(re.compile(r"\bmentions-me\b"))
+    expect(mention.locator(".body .mention.me")).to_have_text("@bob")
+    expect(b.message("anyone for lunch?")).not_to_have_class(re.compile(r"\bmentions-me\b"))
+    entry = sidebar_entry(b, "random")
+    expect(entry).to_have_class(re.compile(r"\bcurrent\b"))
+    expect(entry.locator(".badge")).to_have_count(0)
+    expect(entry).not_to_have_class(re.compile(r"\bhas-unread\b"))
+    # General Chat, read while Bob had it open, has news again now that he is elsewhere.
+    expect(sidebar_entry(b, room.slug).locator(".badge")).to_have_count(0)
+    orm(post, room, alice, "back here")
+    expect(sidebar_entry(b, room.slug).locator(".badge-unread .badge-count")).to_have_text(
+        "1", timeout=INBOX_WAIT
+    )
+    expect(b.page).to_have_title("(1) Random · Chatroom")
+    b.open_room(room.slug)
+    expect(sidebar_entry(b, room.slug).locator(".badge")).to_have_count(0)
+    expect(b.page).to_have_title("General Chat · Chatroom")
+    expect(icon).not_to_have_attribute("href", re.compile("circle"))
+
+
+def test_a_hidden_tab_gets_one_desktop_notification_per_conversation(people, alice, bob, room):
+    def seed() -> Room:
+        join(room, bob)
+        return services.open_direct(by=alice, usernames=["bob"])
+
+    direct = orm(seed)
+    dm = direct.slug
+    b = people("bob")
+    b.page.context.add_init_script(NOTIFICATION_STUB)
+    b.goto("/")
+    expect(sidebar_entry(b, room.slug)).to_have_count(1)
+    expect(sidebar_entry(b, dm)).to_have_count(1)
+    # The browser is asked only after a click on the control.
+    enable = b.page.get_by_role("button", name="Enable notifications")
+    expect(enable).to_be_visible()
+    assert b.page.evaluate("window.permissionAsked") == 0
+    enable.click()
+    expect(enable).to_be_hidden()
+    expect(b.page.locator("#notify-state")).to_have_text("Desktop notifications are on.")
+    assert b.page.evaluate("window.permissionAsked") == 1
+
+    b.page.evaluate("window.tabHidden = true")
+    mention_id = orm(post, room, alice, "@bob can you   look at\nthe release notes?")
+    assert wait_notifications(b, 1) == [
+        {
+            "title": "General Chat",
+            "body": "alice: @bob can you look at the release notes?",
+            "tag": room.slug,
+        }
+    ]
+    # Without a mention nothing is raised by default; a direct message is.
+    orm(post, room, alice, "just chatting")
+    orm(post, direct, alice, "x" * 150)
+    found = wait_notifications(b, 2)
+    assert found[1:] == [{"title": "alice", "body": f"alice: {'x' * 99}…", "tag": dm}]
+
+    # A visible tab shows the badge and raises nothing.
+    b.page.evaluate("window.tabHidden = false")
+    orm(post, room, alice, "@bob seen this?")
+    expect(sidebar_entry(b, room.slug).locator(".badge-mention .badge-count")).to_have_text(
+        "@2", timeout=INBOX_WAIT
+    )
+    b.page.evaluate("window.tabHidden = true")
+    orm(post, direct, alice, "ping")
+    found = wait_notifications(b, 3)
+    assert [n["body"] for n in found[2:]] == ["alice: ping"]
+    # Notifications of one conversation share its tag: each replaces the one before.
+    assert [n["tag"] for n in found] == [room.slug, dm, dm]
+
+    # Clicking one opens its room at its message.
+    b.page.evaluate("window.shownNotifications[0].onclick()")
+    expect(b.page).to_have_url(f"{b.base_url}/rooms/{room.slug}/?message={mention_id}")
+    expect(b.page.locator(f'{MESSAGES}[data-id="{mention_id}"]')).to_have_class(
+        re.compile(r"\bmentions-me\b")
+    )
+
+
+def test_the_per_room_notification_setting_is_kept_by_the_server(people, alice, bob, room):
+    def seed() -> Room:
+        join(room, bob)
+        return services.open_direct(by=alice, usernames=["bob"])
+
+    direct = orm(seed)
+    dm = direct.slug
+    b = people("bob")
+    b.page.context.add_init_script(NOTIFICATION_STUB)
+    b.goto("/")
+    b.page.get_by_role("button", name="Enable notifications").click()
+    expect(sidebar_entry(b, room.slug)).to_have_attribute("data-notifications", "mentions")
+
+    set_level(b, room.slug, "Nothing")
+    # Kept on the server: a fresh page (another device) shows it too.
+    b.page.reload()
+    expect(sidebar_entry(b, room.slug)).to_have_attribute("data-notifications", "none")
+    expect(sidebar_entry(b, room.slug)).to_have_class(re.compile(r"\bmuted\b"))
+    b.page.evaluate("window.tabHidden = true")
+    orm(post, room, alice, "@bob muted mention")
+    orm(post, direct, alice, "direct one")
+    assert [n["tag"] for n in wait_notifications(b, 1)] == [dm]
+
+    b.page.evaluate("window.tabHidden = false")
+    set_level(b, room.slug, "All messages")
+    b.page.evaluate("window.tabHidden = true")
+    orm(post, room, alice, "no mention at all")
+    found = wait_notifications(b, 2)
+    assert found[1:] == [
+        {"title": "General Chat", "body": "alice: no mention at all", "tag": room.slug}
+    ]
+
+
+def test_the_mention_type_ahead_inserts_a_members_name(people, alice, bob, carol, room):
+    def seed() -> None:
+        join(room, bob)
+        join(room, carol)
+
+    orm(seed)
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    expect(members_shown(a)).to_have_count(3)
+    posts = a.page.locator(f"{MESSAGES}:not(.notice)")
+    box = a.page.locator("#composer-input")
+    listbox = a.page.get_by_role("listbox", name="People to mention")
+    expect(listbox).to_be_hidden()
+    expect(box).to_have_attribute("aria-expanded", "false")
+
+    box.press_sequentially("Hi @b")
+    expect(listbox).to_be_visible()
+    expect(listbox.get_by_role("option")).to_have_text(["bob"])
+    expect(box).to_have_attribute("aria-expanded", "true")
+    active = listbox.get_by_role("option", selected=True)
+    expect(active).to_have_text("bob")
+    expect(box).to_have_attribute("aria-activedescendant", active.get_attribute("id") or "")
+    box.press("Enter")  # picks, does not send
+    expect(box).to_have_value("Hi @bob ")
+    expect(listbox).to_be_hidden()
+
+    # "@" alone lists everyone but yourself; the arrows move, Tab picks.
+    box.press_sequentially("and @")
+    expect(listbox.get_by_role("option")).to_have_text(["bob", "carol"])
+    box.press("ArrowDown")
+    expect(listbox.get_by_role("option", selected=True)).to_have_text("carol")
+    box.press("Tab")
+    expect(box).to_have_value("Hi @bob and @carol ")
+    expect(box).to_be_focused()
+
+    # Escape closes the list and keeps the text; an e-mail address is not a mention.
+    box.press_sequentially("@c")
+    expect(listbox).to_be_visible()
+    box.press("Escape")
+    expect(listbox).to_be_hidden()
+    expect(box).to_have_value("Hi @bob and @carol @c")
+    box.press("Backspace")
+    box.press("Backspace")
+    box.press_sequentially("mail me@c")
+    expect(listbox).to_be_hidden()
+    assert posts.count() == 0
+
+    box.press("Enter")
+    sent = a.message("Hi @bob and @carol mail me@c")
+    expect(sent).to_have_count(1)
+    expect(sent.locator(".body .mention")).to_have_text(["@bob", "@carol"])
+    b = people("bob", next=f"/rooms/{room.slug}/")
+    expect(b.message("Hi @bob and @carol mail me@c")).to_have_class(re.compile(r"\bmentions-me\b"))
+    expect(b.message("Hi @bob and @carol mail me@c").locator(".mention.me")).to_have_text("@bob")
+
+
+def test_inbox_screenshots(people, alice, bob, carol):
+    def seed() -> None:
+        general = create_room("General Chat", bob)
+        launch = create_room("Spring launch", bob)
+        random = create_room("Random", carol)
+        support = create_room("Customer support rota", carol)
+        quiet = create_room("Book club", bob)
+        for public in (general, launch, random, support, quiet):
+            join(public, alice)
+        design = private_room("Design review", bob, alice, carol, topic="Mock-ups for the launch")
+        post(quiet, bob, "Next month: The Left Hand of Darkness")
+        post(support, carol, "Who can take Friday afternoon?")
+        post(design, carol, "The new header is in the mock-ups")
+        post(design, bob, "@alice could you check the sidebar spacing?")
+        post(random, carol, "Cake in the kitchen")
+        post(random, bob, "Already gone, sorry")
+        for n in range(4):
+            post(launch, bob, f"Checklist item {n + 1} done")
+        post(launch, carol, "@alice the press release is ready for you")
+        dm_bob = services.open_direct(by=bob, usernames=["alice"])
+        dm_group = services.open_direct(by=carol, usernames=["alice", "bob"])
+        dm_carol = services.open_direct(by=carol, usernames=["alice"])
+        post(dm_carol, carol, "lunch?")
+        post(dm_group, bob, "Standup moved to 9:45")
+        post(dm_group, carol, "Thanks!")
+        post(general, alice, "Morning all! Coffee's on.")
+        post(general, bob, "Morning. The notes are at https://example.com/notes/42")
+        post(dm_bob, bob, "Got a minute?")
+
+    orm(seed)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    a = people("alice", next="/rooms/general-chat/")
+    expect(a.page.locator("#inbox-direct li.inbox-entry")).to_have_count(3)
+    expect(a.page.locator("#inbox-rooms li.inbox-entry")).to_have_count(6)
+    set_level(a, "book-club", "Nothing")
+    set_level(a, "spring-launch", "All messages")
+    expect(sidebar_entry(a, "spring-launch").locator(".badge-mention .badge-count")).to_have_text(
+        "@1"
+    )
+    expect(sidebar_entry(a, "design-review").locator(".badge-unread .badge-count")).to_have_text(
+        "2"
+    )
+    a.page.mouse.move(0, 0)
+    a.page.evaluate("document.activeElement?.blur()")
+    a.page.screenshot(path=SCREENSHOTS / "inbox-1280.png")
+    assert a.page.evaluate("document.documentElement.scrollWidth") <= 1280
+
+    # On a phone the sidebar is a screen of its own, opened from the header.
+    p = people("alice", next="/rooms/general-chat/", **PHONE)
+    toggle = p.page.get_by_role("button", name=re.compile(r"^Chats"))
+    sidebar = p.page.locator("#inbox")
+    expect(sidebar).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(p.page.locator("#inbox-total-count")).to_have_text(re.compile(r"^\d+$"))
+    expect(toggle).to_have_accessible_name(re.compile(r"^Chats\s*\d+ unread$"))
+    toggle.click()
+    expect(sidebar).to_be_visible()
+    expect(p.page.locator("#chat")).to_be_hidden()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(p.page.locator("#inbox-rooms li.inbox-entry")).to_have_count(6)
+    p.page.evaluate("document.activeElement?.blur()")
+    p.page.screenshot(path=SCREENSHOTS / "inbox-390.png")
+    assert p.page.evaluate("document.documentElement.scrollWidth") <= 390
+    toggle.click()
+    expect(sidebar).to_be_hidden()
+    expect(p.page.locator("#composer-input")).to_be_visible()
+    for name in ("inbox-1280", "inbox-390"):
+        assert (SCREENSHOTS / f"{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), name

@@ -464,6 +464,7 @@ function renderMessage(msg) {
   li.tabIndex = -1; // focus target when its buttons disappear (delete, edit done)
   const own = msg.author === me;
   if (own) li.classList.add("own");
+  if (!msg.deleted && Array.isArray(msg.mentions) && msg.mentions.includes(me)) li.classList.add("mentions-me");
 
   const meta = el("div", "meta");
   const author = personName(msg.author, "author");
@@ -1064,6 +1065,142 @@ input.addEventListener("input", () => {
   }
 });
 
+// --- @-mentions in the composer: a type-ahead of the room's people ----------------------------
+//
+// "@" and the start of a name list the room's members (as the members panel last listed them,
+// from GET members) and whoever is online, filtered here; Up/Down move, Enter or Tab picks
+// ("@name " goes in), Escape closes. The message box is the combobox (ARIA 1.2): the listbox is
+// announced through aria-expanded and aria-activedescendant, the focus stays in the box.
+
+const MENTION_SHOW = 8;
+// "@" and what follows it up to the caret, not glued to a word before it (chat/rendering.py).
+const MENTION_AT_CARET = /(?:^|[^\p{L}\p{N}_@.+-])@([\p{L}\p{N}_.@+-]{0,150})$/u;
+const mentionList = el("ul", "options mention-options");
+mentionList.id = "mention-options";
+mentionList.setAttribute("role", "listbox");
+mentionList.setAttribute("aria-label", "People to mention");
+mentionList.hidden = true;
+composer.append(mentionList);
+input.setAttribute("role", "combobox");
+input.setAttribute("aria-autocomplete", "list");
+input.setAttribute("aria-controls", mentionList.id);
+input.setAttribute("aria-expanded", "false");
+
+let mentionOptions = []; // usernames shown
+let mentionActive = -1;
+let mentionFrom = -1; // index of the "@" being completed
+
+function mentionCandidates() {
+  const names = new Set(members.map((m) => m.username));
+  for (const name of onlineBefore || []) names.add(name);
+  names.delete(me);
+  return [...names];
+}
+
+function closeMentions() {
+  mentionOptions = [];
+  mentionActive = -1;
+  mentionFrom = -1;
+  mentionList.hidden = true;
+  mentionList.replaceChildren();
+  input.setAttribute("aria-expanded", "false");
+  input.removeAttribute("aria-activedescendant");
+}
+
+function highlightMention(index) {
+  mentionActive = index;
+  for (const [i, li] of [...mentionList.children].entries()) {
+    li.setAttribute("aria-selected", String(i === index));
+    li.classList.toggle("active", i === index);
+  }
+  const li = mentionList.children[index];
+  if (li) {
+    input.setAttribute("aria-activedescendant", li.id);
+    li.scrollIntoView({ block: "nearest" });
+  }
+}
+
+// After each keystroke or caret move: is the caret at the end of an "@name" being typed?
+function updateMentions() {
+  const caret = input.selectionStart;
+  if (caret !== input.selectionEnd || fatal) {
+    closeMentions();
+    return;
+  }
+  const match = input.value.slice(0, caret).match(MENTION_AT_CARET);
+  if (!match) {
+    closeMentions();
+    return;
+  }
+  const query = match[1].toLocaleLowerCase();
+  const names = mentionCandidates();
+  const starts = names.filter((n) => n.toLocaleLowerCase().startsWith(query));
+  const contains = names.filter((n) => !starts.includes(n) && n.toLocaleLowerCase().includes(query));
+  const byName = (a, b) => a.localeCompare(b);
+  const found = [...starts.sort(byName), ...contains.sort(byName)].slice(0, MENTION_SHOW);
+  if (!found.length) {
+    closeMentions();
+    return;
+  }
+  const previous = mentionOptions[mentionActive];
+  mentionFrom = caret - match[1].length - 1;
+  mentionOptions = found;
+  mentionList.replaceChildren(
+    ...found.map((name, i) => {
+      const li = el("li", "option", name);
+      li.id = `mention-option-${i}`;
+      li.dir = "auto";
+      li.setAttribute("role", "option");
+      // mousedown, not click: the box keeps the focus (and the caret).
+      li.addEventListener("mousedown", (event) => {
+        event.preventDefault();
+        pickMention(name);
+      });
+      return li;
+    }),
+  );
+  mentionList.hidden = false;
+  input.setAttribute("aria-expanded", "true");
+  highlightMention(Math.max(0, found.indexOf(previous)));
+}
+
+function pickMention(name) {
+  const from = mentionFrom;
+  const caret = input.selectionStart;
+  closeMentions();
+  if (from < 0) return;
+  const after = input.value.slice(caret).replace(/^[\p{L}\p{N}_.@+-]*/u, "");
+  const inserted = `@${name} `;
+  input.value = `${input.value.slice(0, from)}${inserted}${after.replace(/^ /, "")}`;
+  const at = from + inserted.length;
+  input.setSelectionRange(at, at);
+  composerChanged();
+  input.focus();
+}
+
+// On the form, in the capture phase: ahead of the box's own Enter-sends listener.
+composer.addEventListener("keydown", (event) => {
+  if (event.target !== input || mentionList.hidden || event.isComposing) return;
+  const n = mentionOptions.length;
+  let handled = true;
+  if (event.key === "ArrowDown") highlightMention((mentionActive + 1) % n);
+  else if (event.key === "ArrowUp") highlightMention((mentionActive - 1 + n) % n);
+  else if ((event.key === "Enter" && !event.shiftKey) || event.key === "Tab") pickMention(mentionOptions[mentionActive]);
+  else if (event.key === "Escape") closeMentions();
+  else handled = false;
+  if (handled) {
+    event.preventDefault();
+    event.stopPropagation();
+  }
+}, true);
+
+input.addEventListener("input", updateMentions);
+input.addEventListener("click", updateMentions);
+input.addEventListener("keyup", (event) => {
+  if (["ArrowLeft", "ArrowRight", "Home", "End"].includes(event.key)) updateMentions();
+});
+input.addEventListener("blur", closeMentions);
+
 // --- presence and typing ----------------------------------------------------------------------
 
 // Who was online at the last frame: a batched presence frame (a crowd joining or leaving at
@@ -1326,7 +1463,8 @@ const handlers = {
     if (msg.system && isNew) refreshMembersSoon();
     if (unseenNew) {
       unseen += 1;
-      document.title = `(${unseen}) ${baseTitle}`;
+      // With the inbox sidebar (inbox.js) the title shows every room's unread total instead.
+      if (!window.chatInbox) document.title = `(${unseen}) ${baseTitle}`;
     }
   },
 
@@ -1465,7 +1603,7 @@ jumpButton.addEventListener("click", () => {
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) {
     unseen = 0;
-    document.title = baseTitle;
+    if (!window.chatInbox) document.title = baseTitle;
     noteRead();
   } else {
     markWhenHidden = readWanted;
