@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/users", views.users, name="users"),
     path("api/rooms", views.rooms, name="rooms"),
     path("api/search", views.search, name="search"),
+    path("search", views.search_page, name="search_page"),
     path("accounts/signup/", views.signup, name="signup"),
     path("accounts/", views.account, name="account"),
     path("accounts/delete/", views.delete_account, name="delete_account"),

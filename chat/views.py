@@ -424,23 +424,29 @@ def notifications(request: HttpRequest, slug: str) -> JsonResponse:
     return JsonResponse({"level": level})
 
 
-def _search_filters(request: HttpRequest) -> dict | JsonResponse:
-    """The filters of a search request, or the 400/404 answer for a bad one."""
+class SearchRefused(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        self.status, self.detail = status, detail
+
+
+def _search_filters(request: HttpRequest) -> dict:
+    """The filters of a search request (§7, plus the page's dates and `has=link`), or
+    SearchRefused with the status and sentence for a bad one."""
     params = request.GET
     filters: dict = {"query": params.get("q", "").replace("\x00", "")}
     if not filters["query"].strip():
-        return JsonResponse({"error": "Send q, the words to search for."}, status=400)
+        raise SearchRefused(400, "Type something to search for.")
     slug = params.get("room")
     if slug:
         room = policy.room_for(request.user, slug)
         if room is None:
-            return JsonResponse(NO_SUCH_ROOM, status=404)
+            raise SearchRefused(404, NO_SUCH_ROOM["error"])
         filters["room"] = room
     filters["author"] = params.get("from", "").strip()[:150] or None
     before = params.get("before")
     if before:
         if not before.isdigit() or int(before) > protocol.MAX_ID:
-            return JsonResponse({"error": "before is a message id."}, status=400)
+            raise SearchRefused(400, "before is a message id.")
         filters["before"] = int(before)
     for field, name in (("after", "after_time"), ("until", "until_time")):
         value = params.get(field)
@@ -448,7 +454,7 @@ def _search_filters(request: HttpRequest) -> dict | JsonResponse:
             try:
                 day = datetime.date.fromisoformat(value)
             except ValueError:
-                return JsonResponse({"error": f"{field} is a date, YYYY-MM-DD."}, status=400)
+                raise SearchRefused(400, f"{field} is a date, YYYY-MM-DD.") from None
             if field == "until":
                 day += datetime.timedelta(days=1)  # through the end of that day
             filters[name] = datetime.datetime.combine(day, datetime.time(), tzinfo=datetime.UTC)
@@ -462,14 +468,47 @@ def search(request: HttpRequest) -> JsonResponse:
     page's filters `after`/`until` (dates) and `has=link`."""
     if not request.user.is_authenticated:
         return JsonResponse(NOT_LOGGED_IN, status=401)
-    filters = _search_filters(request)
-    if isinstance(filters, JsonResponse):
-        return filters
     try:
-        page = services.search_messages(user=request.user, **filters)
+        page = services.search_messages(user=request.user, **_search_filters(request))
+    except SearchRefused as refused:
+        return JsonResponse({"error": refused.detail}, status=refused.status)
     except ChatError as error:
         return json_error(error)
     return JsonResponse({"results": page.results, "has_more": page.has_more})
+
+
+@login_required
+@require_GET
+def search_page(request: HttpRequest) -> HttpResponse:
+    """`/search?q=...`: the search page, through the same service as the API; each result opens
+    its room at the message (the permalink)."""
+    context: dict = {
+        "q": request.GET.get("q", ""),
+        "params": request.GET,
+        "rooms": [
+            {"slug": room.slug, "name": room.display_name} for room in my_rooms(request.user)
+        ],
+        "results": None,
+    }
+    status = 200
+    if context["q"].strip():
+        try:
+            page = services.search_messages(user=request.user, **_search_filters(request))
+        except SearchRefused as refused:
+            context["error"], status = refused.detail, refused.status
+        except ChatError as error:
+            context["error"] = error.detail
+            status = error.status or STATUS_BY_CODE.get(error.code, 400)
+        else:
+            context["results"] = page.results
+            for result in page.results:
+                created = result["message"]["created"] or ""
+                result["when"] = created[:16].replace("T", " ") + " UTC"
+            if page.has_more and page.results:
+                older = request.GET.copy()
+                older["before"] = page.results[-1]["message"]["id"]
+                context["older"] = older.urlencode()
+    return render(request, "chat/search.html", context, status=status)
 
 
 @require_POST

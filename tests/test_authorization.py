@@ -54,6 +54,7 @@ MATRIX: dict[str, tuple] = {
     "inbox hears a mention": (4401,   "notify",   "summary", "nothing", "notify", "notify", "notify"),  # noqa: E501
     "notification setting": (401,     200,        200,    403,    200,      200,       200),
     "search":               (401,     "found",    "found", "absent", "found", "found",   "found"),
+    "search page":          ("login", "found",    "found", "absent", "found", "found",   "found"),
 }
 # fmt: on
 
@@ -133,6 +134,16 @@ def search_finds(user, words: str):
         return response.status_code
     bodies = [result["message"]["body"] for result in response.json()["results"]]
     return "found" if words in bodies else "absent"
+
+
+def search_page_finds(user, message_id: int, words: str):
+    """The search page for `words`: whether it links to that message, or where it sent us."""
+    response = http_client(user).get("/search", {"q": words})
+    if response.status_code == 302:
+        return "login"
+    if response.status_code != 200:
+        return response.status_code
+    return "found" if f"?message={message_id}" in response.content.decode() else "absent"
 
 
 def choose_notifications(user, room: Room) -> int:
@@ -382,6 +393,9 @@ DOORS: dict[str, Door] = {
         w.users[role], w.room
     ),
     "search": lambda w, role: sync_to_async(search_finds)(w.users[role], "someone else's"),
+    "search page": lambda w, role: sync_to_async(search_page_finds)(
+        w.users[role], w.theirs.pk, "someone else"
+    ),
 }
 
 
@@ -531,6 +545,11 @@ KIND_MATRIX: dict[str, dict[str, tuple]] = {
         "public":              (401,     "found", "found", "found", "found", "found"),
         "private":             (401,     "absent", "found", "found", "absent", "absent"),
         "direct":              (401,     "absent", "found", "found", "absent", "absent"),
+    },
+    "search page": {
+        "public":              ("login", "found", "found", "found", "found", "found"),
+        "private":             ("login", "absent", "found", "found", "absent", "absent"),
+        "direct":              ("login", "absent", "found", "found", "absent", "absent"),
     },
 }
 # fmt: on
@@ -683,6 +702,7 @@ KIND_DOORS = {
     "admin: report page": _admin_report_page,
     "notification setting": lambda w, r: choose_notifications(w.users[r], w.room),
     "search": lambda w, r: search_finds(w.users[r], "owner's words"),
+    "search page": lambda w, r: search_page_finds(w.users[r], w.message.pk, "owner words"),
 }
 KIND_SOCKET_DOORS = {
     "socket": lambda w, r: socket_answer(w.users[r], w.room.slug, None),

@@ -213,3 +213,23 @@ def test_the_same_tests_on_the_other_database_engine():
         timeout=600,
     )
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+
+
+def test_the_search_page_lists_results_that_open_the_room_at_the_message(people):
+    alice, bob, _ = people
+    room = private_room(alice, "Plans", members=[bob])
+    message = post(room, alice, "the <b>quarterly</b> numbers are in: https://example.com/q3")
+    post(room, alice, "quarterly lunch")
+    client = Client()
+    client.force_login(bob)
+    page = client.get("/search", {"q": "quarterly", "has": "link"})
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert f"/rooms/{room.slug}/?message={message.pk}" in html
+    assert "<mark>quarterly</mark>" in html and "<b>quarterly" not in html
+    assert "quarterly lunch" not in html  # has=link
+    assert 'value="link" checked' in html and f'<option value="{room.slug}"' in html
+    assert client.get("/search", {"q": "x", "after": "soon"}).status_code == 400
+    assert client.get("/search", {"q": "x", "room": "never-was"}).status_code == 404
+    assert client.get("/search").status_code == 200  # the empty form
+    assert Client().get("/search", {"q": "x"}).status_code == 302  # to the login page
