@@ -10,6 +10,7 @@ code span mentions nobody; the services decide which of the candidates are real 
 """
 
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
@@ -53,7 +54,7 @@ def _parser() -> MarkdownIt:
     md.enable("linkify")
     md.disable("image")  # no remote images in a chat line (tracking pixels); `![x](u)` is a link
     md.validateLink = _valid_link  # others (javascript:, data:, relative paths) stay text
-    md.add_render_rule("mention", _render_mention)
+    md.add_render_rule("mention_slot", _render_slot)
     md.add_render_rule("fence", _render_code_block)
     md.add_render_rule("code_block", _render_code_block)
     md.core.ruler.push("links_without_bidi", _links_without_bidi)
@@ -85,8 +86,10 @@ def _links_without_bidi(state) -> None:
                 token.content = BIDI.sub("", token.content)
 
 
-def _render_mention(self, tokens: list[Token], idx: int, options, env) -> str:
-    return f'<span class="mention">@{escape(tokens[idx].content)}</span>'
+def _render_slot(self, tokens: list[Token], idx: int, options, env) -> str:
+    # A mark the body does not hold (parse checks): the mention's place in the sanitized HTML.
+    mark = env["slot_mark"]
+    return f"{mark}{tokens[idx].meta['index']}{mark}"
 
 
 def _render_code_block(self, tokens: list[Token], idx: int, options, env) -> str:
@@ -100,69 +103,90 @@ _md = _parser()
 def candidates_in(text: str) -> list[str]:
     """Every name that `@name` in `text` could mean: the longest match and the same with
     trailing punctuation taken off ("@bob." is bob, unless someone is called "bob.")."""
-    names: list[str] = []
-    for match in MENTION.finditer(text):
-        name = match.group(1)
-        while name:
-            names.append(name)
-            stripped = name.rstrip(".@+-")
-            if stripped == name:
-                break
-            name = stripped
-    return names
+    return [name for match in MENTION.finditer(text) for name in _spellings(match.group(1))]
 
 
-@dataclass
+def _spellings(name: str) -> tuple[str, ...]:
+    """What a written `@name` may stand for, longest first: trailing . @ + - taken off one run
+    at a time ("bob.smith." is "bob.smith." or "bob.smith")."""
+    names = [name]
+    while (stripped := name.rstrip(".@+-")) and stripped != name:
+        names.append(stripped)
+        name = stripped
+    return tuple(names)
+
+
+@dataclass(frozen=True)
 class Document:
-    """One body parsed once: the candidate mentions, then the HTML for the mentions that hold."""
+    """One body parsed, rendered and sanitized once, with its mentions left open.
+
+    Each `@name` written outside code and link addresses is a slot in the sanitized HTML; which
+    of them are mentions depends on who reads the room (a database question), so `mentions` and
+    `html` answer it later without parsing again: the costly part can run on any thread, the
+    cheap part where the readers are known.
+    """
 
     body: str
-    tokens: list[Token]
-    too_deep: bool = False
+    # Every `@name` written outside code and link addresses (without the "@"), in order, each
+    # as the spellings it may stand for (longest first).
+    written: tuple[tuple[str, ...], ...]
+    # The sanitized HTML, with an int where written[int] goes.
+    parts: tuple[str | int, ...]
 
     @property
     def candidates(self) -> list[str]:
-        """Names written as @name outside code and link addresses, in order, at most 50."""
-        found: list[str] = []
-        for token in self._text_tokens():
-            for name in candidates_in(token.content):
-                if name not in found:
-                    found.append(name)
-        return found[: MAX_MENTIONS * 2]
+        """Names written as @name outside code and link addresses, in order, at most 100."""
+        return list(dict.fromkeys(name for names in self.written for name in names))[
+            : MAX_MENTIONS * 2
+        ]
 
     def mentions(self, readers: dict[str, str]) -> list[str]:
         """The usernames mentioned, in order, once each: of `readers` ({casefolded name:
         username}, those who may be mentioned), the longest that each `@name` spells."""
-        found: list[str] = []
-        for token in self._text_tokens():
-            for match in MENTION.finditer(token.content):
-                name = _longest_wanted(match.group(1), readers)
-                if name is not None and readers[name.casefold()] not in found:
-                    found.append(readers[name.casefold()])
-        return found[:MAX_MENTIONS]
+        found: dict[str, None] = {}
+        for names in dict.fromkeys(self.written):  # in order, each spelling once
+            name = _longest_wanted(names, readers)
+            if name is not None:
+                found[readers[name.casefold()]] = None
+        return list(found)[:MAX_MENTIONS]
 
     def html(self, mentions: Iterable[str] = ()) -> str:
-        if self.too_deep:
-            return plain(self.body)
+        """The sanitized HTML with `mentions` (usernames) as mention spans."""
         wanted = {name.casefold(): name for name in mentions}
-        if wanted:
-            for block in self.tokens:
-                if block.type == "inline" and block.children:
-                    block.children = _wrap_mentions(block.children, wanted)
-        return sanitize(_md.renderer.render(self.tokens, _md.options, {}))
-
-    def _text_tokens(self) -> Iterable[Token]:
-        for block in self.tokens:
-            if block.type == "inline" and block.children:
-                for token in block.children:
-                    if token.type == "text":
-                        yield token
+        slots = {names: _slot(names, wanted) for names in dict.fromkeys(self.written)}
+        return "".join(
+            part if isinstance(part, str) else slots[self.written[part]] for part in self.parts
+        )
 
 
 def parse(body: str) -> Document:
+    """Parse, render and sanitize `body` once (the costly part: bench/render.py)."""
     env: dict = {}
     tokens = _md.parse(body, env)
-    return Document(body, tokens, too_deep=env.get("too_deep", False))
+    written: list[tuple[str, ...]] = []
+    for block in tokens:
+        if block.type == "inline" and block.children:
+            block.children = _slot_mentions(block.children, written)
+    if env.get("too_deep"):
+        # Past maxNesting markdown-it dropped the rest unseen: the body shows as plain text.
+        return Document(body, tuple(written), (plain(body),))
+    # Each slot renders as a mark no body holds; the sanitizer passes such text as it is.
+    while True:
+        nonce = secrets.token_hex(8)
+        if nonce not in body:
+            break
+    html = sanitize(_md.renderer.render(tokens, _md.options, {"slot_mark": nonce}))
+    pieces = re.split(f"{nonce}(\\d+){nonce}", html)
+    parts: list[str | int] = []
+    for i, piece in enumerate(pieces):
+        if i % 2:
+            parts.append(int(piece))
+        elif piece:
+            parts.append(piece)
+    if [p for p in parts if isinstance(p, int)] != list(range(len(written))):
+        # Never seen (the sanitizer keeps text as it is); were a slot lost, plain text is safe.
+        return Document(body, tuple(written), (plain(body),))
+    return Document(body, tuple(written), tuple(parts))
 
 
 def render(body: str, mentions: Iterable[str] = ()) -> str:
@@ -170,21 +194,23 @@ def render(body: str, mentions: Iterable[str] = ()) -> str:
     return parse(body).html(mentions)
 
 
+_CLEANER = nh3.Cleaner(
+    tags=TAGS,
+    attributes=ATTRIBUTES,
+    allowed_classes=CLASSES,
+    url_schemes={"http", "https", "mailto"},
+    link_rel=LINK_REL,
+    strip_comments=True,
+)
+
+
 def sanitize(html: str) -> str:
     """The second wall: only the allow-listed tags, attributes, classes and link schemes."""
-    return nh3.clean(
-        html,
-        tags=TAGS,
-        attributes=ATTRIBUTES,
-        allowed_classes=CLASSES,
-        url_schemes={"http", "https", "mailto"},
-        link_rel=LINK_REL,
-        strip_comments=True,
-    )
+    return _CLEANER.clean(html)
 
 
-def _wrap_mentions(children: list[Token], wanted: dict[str, str]) -> list[Token]:
-    """Split text tokens around `@name` for the names in `wanted` (casefolded → as stored)."""
+def _slot_mentions(children: list[Token], written: list[tuple[str, ...]]) -> list[Token]:
+    """Split text tokens around each `@name`, which becomes a slot numbered in `written`."""
     out: list[Token] = []
     for token in children:
         if token.type != "text" or "@" not in token.content:
@@ -192,16 +218,13 @@ def _wrap_mentions(children: list[Token], wanted: dict[str, str]) -> list[Token]
             continue
         text, start = token.content, 0
         for match in MENTION.finditer(text):
-            name = _longest_wanted(match.group(1), wanted)
-            if name is None:
-                continue
-            end = match.start() + 1 + len(name)
             if match.start() > start:
                 out.append(_text(text[start : match.start()]))
-            mention = Token("mention", "", 0)
-            mention.content = wanted[name.casefold()]
-            out.append(mention)
-            start = end
+            slot = Token("mention_slot", "", 0)
+            slot.meta = {"index": len(written)}
+            written.append(_spellings(match.group(1)))
+            out.append(slot)
+            start = match.end()
         if start == 0:
             out.append(token)
             continue
@@ -210,10 +233,21 @@ def _wrap_mentions(children: list[Token], wanted: dict[str, str]) -> list[Token]
     return out
 
 
-def _longest_wanted(name: str, wanted: dict[str, str]) -> str | None:
-    for candidate in candidates_in("@" + name):
-        if candidate.casefold() in wanted:
-            return candidate
+def _slot(names: tuple[str, ...], wanted: dict[str, str]) -> str:
+    """A written `@name` as HTML: a mention span for the longest spelling in `wanted` (as
+    stored there), the rest as text. Its characters (word characters and . @ + -) need no
+    escaping; a stored username is escaped all the same."""
+    name = _longest_wanted(names, wanted)
+    if name is None:
+        return "@" + names[0]
+    mention = escape(wanted[name.casefold()], quote=False)
+    return f'<span class="mention">@{mention}</span>{names[0][len(name) :]}'
+
+
+def _longest_wanted(names: tuple[str, ...], wanted: dict[str, str]) -> str | None:
+    for name in names:
+        if name.casefold() in wanted:
+            return name
     return None
 
 

@@ -6,9 +6,11 @@ transaction, except the section for the sockets (`submit_post` ...), which count
 limits on the event loop and then runs the synchronous one on the database thread.
 """
 
+import asyncio
 import logging
 import math
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
@@ -155,12 +157,17 @@ class Rendered:
         message.html_version = rendering.RENDERER_VERSION
 
 
-def _render(room: Room, body: str) -> Rendered:
-    """A body's HTML and mentions (§6), made at every create and edit, once. Before the room's
-    lock is taken: a long body costs milliseconds (bench/render.py) nobody should queue behind."""
-    document = rendering.parse(body)
-    mentions = document.mentions(selectors.readers_named(room, document.candidates))
-    return Rendered(document.html(mentions), mentions)
+def _render(room: Room, body: str, parsed: rendering.Document | None) -> Rendered:
+    """A body's HTML and mentions (§6), made at every create and edit from one parse.
+
+    The parse (milliseconds for a long body: bench/render.py) is `parsed` when the caller made
+    it elsewhere (the sockets' services, on a render thread); here only the question of which
+    `@name`s are readers is asked, and the spans put in. Before the room's lock is taken.
+    """
+    if parsed is None or parsed.body != body:
+        parsed = rendering.parse(body)
+    mentions = parsed.mentions(selectors.readers_named(room, parsed.candidates))
+    return Rendered(parsed.html(mentions), mentions)
 
 
 def post_message(
@@ -170,10 +177,12 @@ def post_message(
     body: str,
     client_id: str | None = None,
     reply_to: int | None = None,
+    parsed: rendering.Document | None = None,
 ) -> Posted:
     """Store a new message, answering the message `reply_to` (an id in this room) if given. A
     retry of a stored post (same `client_id`) stores nothing and returns the stored message with
-    `created=False`, even if the author can no longer post."""
+    `created=False`, even if the author can no longer post. `parsed`: the body already parsed
+    (`rendering.parse`), else it is parsed here."""
     body = clean_body(body, ref=client_id)
     try:
         access = policy.access(author, room)
@@ -183,7 +192,7 @@ def post_message(
             original = _get_message(room, reply_to, ref=client_id)
             policy.require(access.can_reply(original), ref=client_id, action="reply to")
             message.reply_to = original
-        _render(room, body).apply_to(message)
+        _render(room, body, parsed).apply_to(message)
         with transaction.atomic():
             if not access.is_member:
                 # Posting in a public room joins it (§4), quietly: a v1 client posting for the
@@ -203,9 +212,13 @@ def post_message(
     return Posted(message, created=True)
 
 
-def edit_message(*, room: Room, message_id: int, by, body: str) -> Message:
+def edit_message(
+    *, room: Room, message_id: int, by, body: str, parsed: rendering.Document | None = None
+) -> Message:
+    """Replace a message's text (its author only), keeping the text it had as a revision.
+    `parsed`: the body already parsed (`rendering.parse`), else it is parsed here."""
     body = clean_body(body, ref=message_id)
-    rendered = _render(room, body)
+    rendered = _render(room, body, parsed)
     with transaction.atomic():
         _lock_room(room.pk)
         message = _get_message(room, message_id)
@@ -379,6 +392,16 @@ def lift_restriction(*, restriction: RoomRestriction, by, reason: str = "") -> b
 
 db = database_sync_to_async
 
+# Parsing a body (Markdown, HTML, sanitizer) takes milliseconds, tens for a hostile 4,000
+# characters (bench/render.py): it runs here, never on the database thread every socket of the
+# process shares. Two threads at most, so a flood of long bodies queues behind itself.
+_render_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
+
+
+async def _parse(body: str) -> rendering.Document:
+    return await asyncio.get_running_loop().run_in_executor(_render_threads, rendering.parse, body)
+
+
 # Every frame a client sends, and the limit it counts against (typing has its own once-per rule).
 RATE_LIMITS: dict[str, limits.Limit] = {
     "post": limits.POSTS,
@@ -395,7 +418,7 @@ async def submit_post(
 ) -> Posted:
     """A post from a socket. A retry of a stored post (same `client_id`) is answered with the
     stored message (`created=False`), past the limit or not: the client must learn it landed."""
-    clean_body(body, ref=client_id)
+    body = clean_body(body, ref=client_id)
     try:
         await limits.hit(RATE_LIMITS["post"], user_id=author.pk, room_id=room.pk, ref=client_id)
     except ChatError:
@@ -403,14 +426,17 @@ async def submit_post(
         if not stored:
             raise
         return Posted(stored, created=False)
+    parsed = await _parse(body)
     return await db(post_message)(
-        room=room, author=author, body=body, client_id=client_id, reply_to=reply_to
+        room=room, author=author, body=body, client_id=client_id, reply_to=reply_to, parsed=parsed
     )
 
 
 async def submit_edit(*, room: Room, message_id: int, by, body: str) -> Message:
     await limits.hit(RATE_LIMITS["edit"], user_id=by.pk, ref=message_id)
-    return await db(edit_message)(room=room, message_id=message_id, by=by, body=body)
+    body = clean_body(body, ref=message_id)
+    parsed = await _parse(body)
+    return await db(edit_message)(room=room, message_id=message_id, by=by, body=body, parsed=parsed)
 
 
 async def submit_delete(*, room: Room, message_id: int, by) -> Message:
