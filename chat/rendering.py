@@ -54,7 +54,6 @@ def _parser() -> MarkdownIt:
     md.enable("linkify")
     md.disable("image")  # no remote images in a chat line (tracking pixels); `![x](u)` is a link
     md.validateLink = _valid_link  # others (javascript:, data:, relative paths) stay text
-    md.add_render_rule("mention_slot", _render_slot)
     md.add_render_rule("fence", _render_code_block)
     md.add_render_rule("code_block", _render_code_block)
     md.core.ruler.push("links_without_bidi", _links_without_bidi)
@@ -86,12 +85,6 @@ def _links_without_bidi(state) -> None:
                 token.content = BIDI.sub("", token.content)
 
 
-def _render_slot(self, tokens: list[Token], idx: int, options, env) -> str:
-    # A mark the body does not hold (parse checks): the mention's place in the sanitized HTML.
-    mark = env["slot_mark"]
-    return f"{mark}{tokens[idx].meta['index']}{mark}"
-
-
 def _render_code_block(self, tokens: list[Token], idx: int, options, env) -> str:
     # A plain monospace block: the fence's info string ("python") is dropped, no highlighting.
     return f"<pre><code>{escape(tokens[idx].content)}</code></pre>\n"
@@ -120,7 +113,7 @@ def _spellings(name: str) -> tuple[str, ...]:
 class Document:
     """One body parsed, rendered and sanitized once, with its mentions left open.
 
-    Each `@name` written outside code and link addresses is a slot in the sanitized HTML; which
+    Each `@name` written outside code and link addresses is a mark in the sanitized HTML; which
     of them are mentions depends on who reads the room (a database question), so `mentions` and
     `html` answer it later without parsing again: the costly part can run on any thread, the
     cheap part where the readers are known.
@@ -163,28 +156,36 @@ def parse(body: str) -> Document:
     """Parse, render and sanitize `body` once (the costly part: bench/render.py)."""
     env: dict = {}
     tokens = _md.parse(body, env)
+    # Each `@name` in the text becomes a mark no body holds: a nonce around its number. The
+    # renderer and the sanitizer pass such text as it is (hex digits need no escaping).
+    while True:
+        nonce = secrets.token_hex(6)
+        if nonce not in body:
+            break
     written: list[tuple[str, ...]] = []
+
+    def mark(match: re.Match) -> str:
+        written.append(_spellings(match.group(1)))
+        return f"{nonce}{len(written) - 1}{nonce}"
+
     for block in tokens:
-        if block.type == "inline" and block.children:
-            block.children = _slot_mentions(block.children, written)
+        if block.type != "inline" or not block.children:
+            continue
+        for token in block.children:
+            if token.type == "text" and "@" in token.content:
+                token.content = MENTION.sub(mark, token.content)
     if env.get("too_deep"):
         # Past maxNesting markdown-it dropped the rest unseen: the body shows as plain text.
         return Document(body, tuple(written), (plain(body),))
-    # Each slot renders as a mark no body holds; the sanitizer passes such text as it is.
-    while True:
-        nonce = secrets.token_hex(8)
-        if nonce not in body:
-            break
-    html = sanitize(_md.renderer.render(tokens, _md.options, {"slot_mark": nonce}))
+    html = sanitize(_md.renderer.render(tokens, _md.options, {}))
+    if not written:
+        return Document(body, (), (html,))
     pieces = re.split(f"{nonce}(\\d+){nonce}", html)
-    parts: list[str | int] = []
-    for i, piece in enumerate(pieces):
-        if i % 2:
-            parts.append(int(piece))
-        elif piece:
-            parts.append(piece)
+    parts: list[str | int] = [
+        int(piece) if i % 2 else piece for i, piece in enumerate(pieces) if piece or i % 2
+    ]
     if [p for p in parts if isinstance(p, int)] != list(range(len(written))):
-        # Never seen (the sanitizer keeps text as it is); were a slot lost, plain text is safe.
+        # Never seen (the sanitizer keeps text as it is); were a mark lost, plain text is safe.
         return Document(body, tuple(written), (plain(body),))
     return Document(body, tuple(written), tuple(parts))
 
@@ -209,30 +210,6 @@ def sanitize(html: str) -> str:
     return _CLEANER.clean(html)
 
 
-def _slot_mentions(children: list[Token], written: list[tuple[str, ...]]) -> list[Token]:
-    """Split text tokens around each `@name`, which becomes a slot numbered in `written`."""
-    out: list[Token] = []
-    for token in children:
-        if token.type != "text" or "@" not in token.content:
-            out.append(token)
-            continue
-        text, start = token.content, 0
-        for match in MENTION.finditer(text):
-            if match.start() > start:
-                out.append(_text(text[start : match.start()]))
-            slot = Token("mention_slot", "", 0)
-            slot.meta = {"index": len(written)}
-            written.append(_spellings(match.group(1)))
-            out.append(slot)
-            start = match.end()
-        if start == 0:
-            out.append(token)
-            continue
-        if start < len(text):
-            out.append(_text(text[start:]))
-    return out
-
-
 def _slot(names: tuple[str, ...], wanted: dict[str, str]) -> str:
     """A written `@name` as HTML: a mention span for the longest spelling in `wanted` (as
     stored there), the rest as text. Its characters (word characters and . @ + -) need no
@@ -249,12 +226,6 @@ def _longest_wanted(names: tuple[str, ...], wanted: dict[str, str]) -> str | Non
         if name.casefold() in wanted:
             return name
     return None
-
-
-def _text(content: str) -> Token:
-    token = Token("text", "", 0)
-    token.content = content
-    return token
 
 
 def plain(body: str) -> str:
