@@ -162,18 +162,7 @@ def parse(body: str) -> Document:
         nonce = secrets.token_hex(6)
         if nonce not in body:
             break
-    written: list[tuple[str, ...]] = []
-
-    def mark(match: re.Match) -> str:
-        written.append(_spellings(match.group(1)))
-        return f"{nonce}{len(written) - 1}{nonce}"
-
-    for block in tokens:
-        if block.type != "inline" or not block.children:
-            continue
-        for token in block.children:
-            if token.type == "text" and "@" in token.content:
-                token.content = MENTION.sub(mark, token.content)
+    written = _mark_mentions(tokens, nonce)
     if env.get("too_deep"):
         # Past maxNesting markdown-it dropped the rest unseen: the body shows as plain text.
         return Document(body, tuple(written), (plain(body),))
@@ -188,6 +177,24 @@ def parse(body: str) -> Document:
         # Never seen (the sanitizer keeps text as it is); were a mark lost, plain text is safe.
         return Document(body, tuple(written), (plain(body),))
     return Document(body, tuple(written), tuple(parts))
+
+
+def _mark_mentions(tokens: list[Token], nonce: str) -> list[tuple[str, ...]]:
+    """Put a numbered mark in place of each `@name` of the text tokens (not code, not a link's
+    address); returns the spellings of each, by number."""
+    written: list[tuple[str, ...]] = []
+
+    def mark(match: re.Match) -> str:
+        written.append(_spellings(match.group(1)))
+        return f"{nonce}{len(written) - 1}{nonce}"
+
+    for block in tokens:
+        if block.type != "inline" or not block.children:
+            continue
+        for token in block.children:
+            if token.type == "text" and "@" in token.content:
+                token.content = MENTION.sub(mark, token.content)
+    return written
 
 
 def render(body: str, mentions: Iterable[str] = ()) -> str:
