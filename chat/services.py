@@ -3,7 +3,8 @@
 The consumer, the views and the admin call these functions and nothing else, so a change made
 from any door reaches every open socket. Each function is synchronous and runs in one
 transaction, except the section for the sockets (`submit_post` ...), which counts the rate
-limits on the event loop and then runs the synchronous one on the database thread.
+limits on the event loop, parses a body on a render thread, and then runs the synchronous one
+on the database thread.
 """
 
 import asyncio
@@ -411,8 +412,9 @@ def lift_restriction(*, restriction: RoomRestriction, by, reason: str = "") -> b
 
 
 # --- from the sockets: the same changes, with their rate limits ------------------------------
-# Async: a limit is counted in the shared state (Redis) on the event loop, then the change runs
-# on the database thread. The consumer parses a frame, calls one of these, and answers.
+# Async: a limit is counted in the shared state (Redis) on the event loop, a body is parsed on a
+# render thread, then the change runs on the database thread. The consumer parses a frame, calls
+# one of these, and answers.
 
 db = database_sync_to_async
 
