@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         finish_median, finish_p95 = measure(finish, args.runs)
         print(
             f"{name:<28} {parse_median:>10.2f} {parse_p95:>11.2f}"
-            f" {finish_median:>10.2f} {finish_p95:>11.2f}"
+            f" {finish_median:>10.3f} {finish_p95:>11.3f}"
         )
     return 0
 
