@@ -26,7 +26,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from . import selectors, services
 from .models import Membership, Message, ModerationAction, Report, Room, RoomRestriction
@@ -267,6 +267,7 @@ class MessageAdmin(ReadOnlyAdmin):
         "body",
         "created",
         "edited",
+        "earlier_versions",
         "deleted_at",
         "deleted_by",
         "cursor",
@@ -292,6 +293,29 @@ class MessageAdmin(ReadOnlyAdmin):
         if obj.deleted_at:
             return f"deleted by {obj.deleted_by.username if obj.deleted_by else '?'}"
         return "edited" if obj.edited else "live"
+
+    @admin.display(description="earlier versions")
+    def earlier_versions(self, obj: Message) -> str:
+        # The texts its edits replaced, oldest first, deleted or not (PROTOCOL.md §2: moderators
+        # still read deleted text here).
+        revisions = obj.revisions.order_by("id")
+        if not revisions:
+            return "none (never edited)" if not obj.edited else "none kept"
+        return format_html(
+            '<ol class="message-versions">{}</ol>',
+            format_html_join(
+                "",
+                '<li><time datetime="{}">{}</time><pre>{}</pre></li>',
+                (
+                    (
+                        revision.written.isoformat(),
+                        date_format(timezone.localtime(revision.written), "DATETIME_FORMAT"),
+                        revision.body,
+                    )
+                    for revision in revisions
+                ),
+            ),
+        )
 
     @admin.display(description="in this room")
     def restrict_author(self, obj: Message) -> str:

@@ -174,6 +174,31 @@ class Mention(models.Model):
         return f"Id{self.message_id} mentions {self.user_id}"
 
 
+class MessageRevision(models.Model):
+    """A text an edit replaced (issue 17: "the author and moderators can see earlier versions").
+
+    Written in the edit's transaction. Its author reads it back while the message stands; once
+    the message is deleted only moderators do, in the admin (PROTOCOL.md §2), and it is erased
+    with the message's text (services.erase_deleted_text).
+    """
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="revisions")
+    body = models.TextField()
+    # As the message had them (rendered by the renderer of `html_version`).
+    html = models.TextField(blank=True, default="", editable=False)
+    html_version = models.PositiveSmallIntegerField(default=0, editable=False)
+    mentions = models.JSONField(default=list, blank=True, editable=False)
+    # When this text was written (the message's posting or an earlier edit) and replaced.
+    written = models.DateTimeField()
+    replaced = models.DateTimeField()
+
+    class Meta:
+        ordering = ["message", "id"]
+
+    def __str__(self) -> str:
+        return f"Id{self.message_id} as of {self.written:%Y-%m-%d %H:%M:%S}"
+
+
 class Change(models.Model):
     """One step of a room's cursor: which message changed at that step.
 

@@ -20,6 +20,8 @@ role).
   a private room moderate it too, on the site: they hide messages and remove members there.
 - **Reporting** (PROTOCOL.md §9): any reader reports a message, not a room notice, not their
   own; moderators read reports in the admin.
+- **Earlier versions** of an edited message: its author, and the room's moderators (site
+  moderators, a private room's owners), while it is not deleted; then the admin only.
 
 The answers are `Denial`s (or None for "allowed"); `require` turns one into the ChatError the
 frame's answer needs, and `CLOSE_CODES`/`HTTP_STATUS` say how a socket or a page answers it.
@@ -276,6 +278,26 @@ class Access:
         if message.system:
             return Denial.SYSTEM_MESSAGE
         return None
+
+    def can_see_versions(self, message: Message) -> Denial | None:
+        """A message's earlier versions (issue 17): its author's, and every message's for the
+        room's moderators; never a tombstone's (deleted text never reaches a client again, §2:
+        moderators read it in the admin), never a notice's (never edited)."""
+        if denial := self.can_read():
+            return denial
+        if message.system:
+            return Denial.SYSTEM_MESSAGE
+        if message.author_id != self.user.pk and not self.moderates_messages:
+            return Denial.NOT_AUTHOR
+        if message.is_deleted:
+            return Denial.TOMBSTONE
+        return None
+
+    @property
+    def moderates_messages(self) -> bool:
+        """Site moderators, and the owners of a private room there: they read every message's
+        earlier versions."""
+        return is_moderator(self.user) or self.moderates_room
 
     # --- membership (§4): the service looks the target up and says what it found ----------
 

@@ -10,6 +10,7 @@ code span mentions nobody; the services decide which of the candidates are real 
 """
 
 import re
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from html import escape
@@ -53,7 +54,6 @@ def _parser() -> MarkdownIt:
     md.enable("linkify")
     md.disable("image")  # no remote images in a chat line (tracking pixels); `![x](u)` is a link
     md.validateLink = _valid_link  # others (javascript:, data:, relative paths) stay text
-    md.add_render_rule("mention", _render_mention)
     md.add_render_rule("fence", _render_code_block)
     md.add_render_rule("code_block", _render_code_block)
     md.core.ruler.push("links_without_bidi", _links_without_bidi)
@@ -85,10 +85,6 @@ def _links_without_bidi(state) -> None:
                 token.content = BIDI.sub("", token.content)
 
 
-def _render_mention(self, tokens: list[Token], idx: int, options, env) -> str:
-    return f'<span class="mention">@{escape(tokens[idx].content)}</span>'
-
-
 def _render_code_block(self, tokens: list[Token], idx: int, options, env) -> str:
     # A plain monospace block: the fence's info string ("python") is dropped, no highlighting.
     return f"<pre><code>{escape(tokens[idx].content)}</code></pre>\n"
@@ -100,69 +96,105 @@ _md = _parser()
 def candidates_in(text: str) -> list[str]:
     """Every name that `@name` in `text` could mean: the longest match and the same with
     trailing punctuation taken off ("@bob." is bob, unless someone is called "bob.")."""
-    names: list[str] = []
-    for match in MENTION.finditer(text):
-        name = match.group(1)
-        while name:
-            names.append(name)
-            stripped = name.rstrip(".@+-")
-            if stripped == name:
-                break
-            name = stripped
-    return names
+    return [name for match in MENTION.finditer(text) for name in _spellings(match.group(1))]
 
 
-@dataclass
+def _spellings(name: str) -> tuple[str, ...]:
+    """What a written `@name` may stand for, longest first: trailing . @ + - taken off one run
+    at a time ("bob.smith." is "bob.smith." or "bob.smith")."""
+    names = [name]
+    while (stripped := name.rstrip(".@+-")) and stripped != name:
+        names.append(stripped)
+        name = stripped
+    return tuple(names)
+
+
+@dataclass(frozen=True)
 class Document:
-    """One body parsed once: the candidate mentions, then the HTML for the mentions that hold."""
+    """One body parsed, rendered and sanitized once, with its mentions left open.
+
+    Each `@name` written outside code and link addresses is a mark in the sanitized HTML; which
+    of them are mentions depends on who reads the room (a database question), so `mentions` and
+    `html` answer it later without parsing again: the costly part can run on any thread, the
+    cheap part where the readers are known.
+    """
 
     body: str
-    tokens: list[Token]
-    too_deep: bool = False
+    # Every `@name` written outside code and link addresses (without the "@"), in order, each
+    # as the spellings it may stand for (longest first).
+    written: tuple[tuple[str, ...], ...]
+    # The sanitized HTML, with an int where written[int] goes.
+    parts: tuple[str | int, ...]
 
     @property
     def candidates(self) -> list[str]:
-        """Names written as @name outside code and link addresses, in order, at most 50."""
-        found: list[str] = []
-        for token in self._text_tokens():
-            for name in candidates_in(token.content):
-                if name not in found:
-                    found.append(name)
-        return found[: MAX_MENTIONS * 2]
+        """Names written as @name outside code and link addresses, in order, at most 100."""
+        return list(dict.fromkeys(name for names in self.written for name in names))[
+            : MAX_MENTIONS * 2
+        ]
 
     def mentions(self, readers: dict[str, str]) -> list[str]:
         """The usernames mentioned, in order, once each: of `readers` ({casefolded name:
         username}, those who may be mentioned), the longest that each `@name` spells."""
-        found: list[str] = []
-        for token in self._text_tokens():
-            for match in MENTION.finditer(token.content):
-                name = _longest_wanted(match.group(1), readers)
-                if name is not None and readers[name.casefold()] not in found:
-                    found.append(readers[name.casefold()])
-        return found[:MAX_MENTIONS]
+        found: dict[str, None] = {}
+        for names in dict.fromkeys(self.written):  # in order, each spelling once
+            name = _longest_wanted(names, readers)
+            if name is not None:
+                found[readers[name.casefold()]] = None
+        return list(found)[:MAX_MENTIONS]
 
     def html(self, mentions: Iterable[str] = ()) -> str:
-        if self.too_deep:
-            return plain(self.body)
+        """The sanitized HTML with `mentions` (usernames) as mention spans."""
         wanted = {name.casefold(): name for name in mentions}
-        if wanted:
-            for block in self.tokens:
-                if block.type == "inline" and block.children:
-                    block.children = _wrap_mentions(block.children, wanted)
-        return sanitize(_md.renderer.render(self.tokens, _md.options, {}))
-
-    def _text_tokens(self) -> Iterable[Token]:
-        for block in self.tokens:
-            if block.type == "inline" and block.children:
-                for token in block.children:
-                    if token.type == "text":
-                        yield token
+        slots = {names: _slot(names, wanted) for names in dict.fromkeys(self.written)}
+        return "".join(
+            part if isinstance(part, str) else slots[self.written[part]] for part in self.parts
+        )
 
 
 def parse(body: str) -> Document:
+    """Parse, render and sanitize `body` once (the costly part: bench/render.py)."""
     env: dict = {}
     tokens = _md.parse(body, env)
-    return Document(body, tokens, too_deep=env.get("too_deep", False))
+    # Each `@name` in the text becomes a mark no body holds: a nonce around its number. The
+    # renderer and the sanitizer pass such text as it is (hex digits need no escaping).
+    while True:
+        nonce = secrets.token_hex(6)
+        if nonce not in body:
+            break
+    written = _mark_mentions(tokens, nonce)
+    if env.get("too_deep"):
+        # Past maxNesting markdown-it dropped the rest unseen: the body shows as plain text.
+        return Document(body, tuple(written), (plain(body),))
+    html = sanitize(_md.renderer.render(tokens, _md.options, {}))
+    if not written:
+        return Document(body, (), (html,))
+    pieces = re.split(f"{nonce}(\\d+){nonce}", html)
+    parts: list[str | int] = [
+        int(piece) if i % 2 else piece for i, piece in enumerate(pieces) if piece or i % 2
+    ]
+    if [p for p in parts if isinstance(p, int)] != list(range(len(written))):
+        # Never seen (the sanitizer keeps text as it is); were a mark lost, plain text is safe.
+        return Document(body, tuple(written), (plain(body),))
+    return Document(body, tuple(written), tuple(parts))
+
+
+def _mark_mentions(tokens: list[Token], nonce: str) -> list[tuple[str, ...]]:
+    """Put a numbered mark in place of each `@name` of the text tokens (not code, not a link's
+    address); returns the spellings of each, by number."""
+    written: list[tuple[str, ...]] = []
+
+    def mark(match: re.Match) -> str:
+        written.append(_spellings(match.group(1)))
+        return f"{nonce}{len(written) - 1}{nonce}"
+
+    for block in tokens:
+        if block.type != "inline" or not block.children:
+            continue
+        for token in block.children:
+            if token.type == "text" and "@" in token.content:
+                token.content = MENTION.sub(mark, token.content)
+    return written
 
 
 def render(body: str, mentions: Iterable[str] = ()) -> str:
@@ -170,57 +202,37 @@ def render(body: str, mentions: Iterable[str] = ()) -> str:
     return parse(body).html(mentions)
 
 
+_CLEANER = nh3.Cleaner(
+    tags=TAGS,
+    attributes=ATTRIBUTES,
+    allowed_classes=CLASSES,
+    url_schemes={"http", "https", "mailto"},
+    link_rel=LINK_REL,
+    strip_comments=True,
+)
+
+
 def sanitize(html: str) -> str:
     """The second wall: only the allow-listed tags, attributes, classes and link schemes."""
-    return nh3.clean(
-        html,
-        tags=TAGS,
-        attributes=ATTRIBUTES,
-        allowed_classes=CLASSES,
-        url_schemes={"http", "https", "mailto"},
-        link_rel=LINK_REL,
-        strip_comments=True,
-    )
+    return _CLEANER.clean(html)
 
 
-def _wrap_mentions(children: list[Token], wanted: dict[str, str]) -> list[Token]:
-    """Split text tokens around `@name` for the names in `wanted` (casefolded → as stored)."""
-    out: list[Token] = []
-    for token in children:
-        if token.type != "text" or "@" not in token.content:
-            out.append(token)
-            continue
-        text, start = token.content, 0
-        for match in MENTION.finditer(text):
-            name = _longest_wanted(match.group(1), wanted)
-            if name is None:
-                continue
-            end = match.start() + 1 + len(name)
-            if match.start() > start:
-                out.append(_text(text[start : match.start()]))
-            mention = Token("mention", "", 0)
-            mention.content = wanted[name.casefold()]
-            out.append(mention)
-            start = end
-        if start == 0:
-            out.append(token)
-            continue
-        if start < len(text):
-            out.append(_text(text[start:]))
-    return out
+def _slot(names: tuple[str, ...], wanted: dict[str, str]) -> str:
+    """A written `@name` as HTML: a mention span for the longest spelling in `wanted` (as
+    stored there), the rest as text. Its characters (word characters and . @ + -) need no
+    escaping; a stored username is escaped all the same."""
+    name = _longest_wanted(names, wanted)
+    if name is None:
+        return "@" + names[0]
+    mention = escape(wanted[name.casefold()], quote=False)
+    return f'<span class="mention">@{mention}</span>{names[0][len(name) :]}'
 
 
-def _longest_wanted(name: str, wanted: dict[str, str]) -> str | None:
-    for candidate in candidates_in("@" + name):
-        if candidate.casefold() in wanted:
-            return candidate
+def _longest_wanted(names: tuple[str, ...], wanted: dict[str, str]) -> str | None:
+    for name in names:
+        if name.casefold() in wanted:
+            return name
     return None
-
-
-def _text(content: str) -> Token:
-    token = Token("text", "", 0)
-    token.content = content
-    return token
 
 
 def plain(body: str) -> str:

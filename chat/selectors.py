@@ -1,16 +1,19 @@
 """Reads: history pages, replays since a cursor, and the changes that fill a gap."""
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Subquery
 from django.db.models.functions import Coalesce
 
+from . import rendering
 from .models import (
     Change,
     Membership,
     Mention,
     Message,
+    MessageRevision,
     Reaction,
     ReadMarker,
     Room,
@@ -34,6 +37,41 @@ def _messages():
 def message(room: Room, message_id: int) -> Message | None:
     """One message of the room as a Message object needs it, or None."""
     return _messages().filter(room=room, pk=message_id).first()
+
+
+@dataclass(frozen=True)
+class Version:
+    """One text a message has had (issue 17), and when it was written."""
+
+    body: str
+    html: str
+    at: datetime
+
+
+# A message edited thousands of times answers with its newest versions only.
+VERSIONS_SHOWN = 100
+
+
+def message_versions(message: Message) -> list[Version]:
+    """The texts `message` has had, oldest first, the current one last: the texts its edits
+    replaced (MessageRevision) and its own, at most the newest VERSIONS_SHOWN."""
+    older = list(message.revisions.order_by("-id")[: VERSIONS_SHOWN - 1])
+    texts = [*reversed(older), message]
+    return [
+        Version(
+            body=text.body,
+            html=_stored_html(text.body, text.html, text.html_version, text.mentions),
+            at=text.written
+            if isinstance(text, MessageRevision)
+            else message.edited or message.created,
+        )
+        for text in texts
+    ]
+
+
+def _stored_html(body: str, html: str, version: int, mentions: list[str]) -> str:
+    # Made by an older renderer and not yet again (`manage.py render_messages`): made now.
+    return html if version == rendering.RENDERER_VERSION else rendering.render(body, mentions)
 
 
 def lobby_rooms(rooms, user, query: str = "", sort: str = "active"):

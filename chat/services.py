@@ -3,12 +3,15 @@
 The consumer, the views and the admin call these functions and nothing else, so a change made
 from any door reaches every open socket. Each function is synchronous and runs in one
 transaction, except the section for the sockets (`submit_post` ...), which counts the rate
-limits on the event loop and then runs the synchronous one on the database thread.
+limits on the event loop, parses a body on a render thread, and then runs the synchronous one
+on the database thread.
 """
 
+import asyncio
 import logging
 import math
 import secrets
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from channels.db import database_sync_to_async
@@ -26,6 +29,7 @@ from .models import (
     Membership,
     Mention,
     Message,
+    MessageRevision,
     ModerationAction,
     Reaction,
     Report,
@@ -229,12 +233,17 @@ class Rendered:
         message.html_version = rendering.RENDERER_VERSION
 
 
-def _render(room: Room, body: str) -> Rendered:
-    """A body's HTML and mentions (§6), made at every create and edit, once. Before the room's
-    lock is taken: a long body costs milliseconds (bench/render.py) nobody should queue behind."""
-    document = rendering.parse(body)
-    mentions = document.mentions(selectors.readers_named(room, document.candidates))
-    return Rendered(document.html(mentions), mentions)
+def _render(room: Room, body: str, parsed: rendering.Document | None) -> Rendered:
+    """A body's HTML and mentions (§6), made at every create and edit from one parse.
+
+    The parse (milliseconds for a long body: bench/render.py) is `parsed` when the caller made
+    it elsewhere (the sockets' services, on a render thread); here only the question of which
+    `@name`s are readers is asked, and the spans put in. Before the room's lock is taken.
+    """
+    if parsed is None or parsed.body != body:
+        parsed = rendering.parse(body)
+    mentions = parsed.mentions(selectors.readers_named(room, parsed.candidates))
+    return Rendered(parsed.html(mentions), mentions)
 
 
 def post_message(
@@ -244,10 +253,12 @@ def post_message(
     body: str,
     client_id: str | None = None,
     reply_to: int | None = None,
+    parsed: rendering.Document | None = None,
 ) -> Posted:
     """Store a new message, answering the message `reply_to` (an id in this room) if given. A
     retry of a stored post (same `client_id`) stores nothing and returns the stored message with
-    `created=False`, even if the author can no longer post."""
+    `created=False`, even if the author can no longer post. `parsed`: the body already parsed
+    (`rendering.parse`), else it is parsed here."""
     body = clean_body(body, ref=client_id)
     try:
         access = policy.access(author, room)
@@ -257,7 +268,7 @@ def post_message(
             original = _get_message(room, reply_to, ref=client_id)
             policy.require(access.can_reply(original), ref=client_id, action="reply to")
             message.reply_to = original
-        _render(room, body).apply_to(message)
+        _render(room, body, parsed).apply_to(message)
         with transaction.atomic():
             if not access.is_member:
                 # Posting in a public room joins it (§4), quietly: a v1 client posting for the
@@ -279,19 +290,46 @@ def post_message(
     return Posted(message, created=True)
 
 
-def edit_message(*, room: Room, message_id: int, by, body: str) -> Message:
+def edit_message(
+    *, room: Room, message_id: int, by, body: str, parsed: rendering.Document | None = None
+) -> Message:
+    """Replace a message's text (its author only), keeping the text it had as a revision.
+    `parsed`: the body already parsed (`rendering.parse`), else it is parsed here."""
     body = clean_body(body, ref=message_id)
-    rendered = _render(room, body)
+    rendered = _render(room, body, parsed)
     with transaction.atomic():
         _lock_room(room.pk)
         message = _get_message(room, message_id)
         access = policy.access(by, room)
         policy.require(access.can_edit(message), ref=message_id, action="edit")
+        now = timezone.now()
+        MessageRevision.objects.create(
+            message=message,
+            body=message.body,
+            html=message.html,
+            html_version=message.html_version,
+            mentions=message.mentions,
+            written=message.edited or message.created,
+            replaced=now,
+        )
         message.body = body
-        message.edited = timezone.now()
+        message.edited = now
         rendered.apply_to(message)
         _record(room.pk, message, Change.Kind.EDIT)
     return message
+
+
+def read_versions(*, room: Room, message_id: int, by) -> list[selectors.Version]:
+    """A message's texts, oldest first, the current one last (issue 17), for those the policy
+    lets see them; `not_found` for everyone else, so the door tells nothing about a message
+    they may not see this way. Counted against the history limit, refusals included."""
+    limits.hit_now(limits.HISTORY, user_id=by.pk, ref=message_id)
+    message = _get_message(room, message_id)
+    if policy.access(by, room).can_see_versions(message) is not None:
+        raise ChatError(
+            ErrorCode.NOT_FOUND, "There is no such message in this room.", ref=message_id
+        )
+    return selectors.message_versions(message)
 
 
 def toggle_reaction(*, room: Room, message_id: int, by, emoji: str) -> Message:
@@ -454,10 +492,21 @@ def lift_restriction(*, restriction: RoomRestriction, by, reason: str = "") -> b
 
 
 # --- from the sockets: the same changes, with their rate limits ------------------------------
-# Async: a limit is counted in the shared state (Redis) on the event loop, then the change runs
-# on the database thread. The consumer parses a frame, calls one of these, and answers.
+# Async: a limit is counted in the shared state (Redis) on the event loop, a body is parsed on a
+# render thread, then the change runs on the database thread. The consumer parses a frame, calls
+# one of these, and answers.
 
 db = database_sync_to_async
+
+# Parsing a body (Markdown, HTML, sanitizer) takes milliseconds, tens for a hostile 4,000
+# characters (bench/render.py): it runs here, never on the database thread every socket of the
+# process shares. Two threads at most, so a flood of long bodies queues behind itself.
+_render_threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="render")
+
+
+async def _parse(body: str) -> rendering.Document:
+    return await asyncio.get_running_loop().run_in_executor(_render_threads, rendering.parse, body)
+
 
 # Every frame a client sends, and the limit it counts against (typing has its own once-per rule).
 RATE_LIMITS: dict[str, limits.Limit] = {
@@ -475,7 +524,7 @@ async def submit_post(
 ) -> Posted:
     """A post from a socket. A retry of a stored post (same `client_id`) is answered with the
     stored message (`created=False`), past the limit or not: the client must learn it landed."""
-    clean_body(body, ref=client_id)
+    body = clean_body(body, ref=client_id)
     try:
         await limits.hit(RATE_LIMITS["post"], user_id=author.pk, room_id=room.pk, ref=client_id)
     except ChatError:
@@ -483,14 +532,17 @@ async def submit_post(
         if not stored:
             raise
         return Posted(stored, created=False)
+    parsed = await _parse(body)
     return await db(post_message)(
-        room=room, author=author, body=body, client_id=client_id, reply_to=reply_to
+        room=room, author=author, body=body, client_id=client_id, reply_to=reply_to, parsed=parsed
     )
 
 
 async def submit_edit(*, room: Room, message_id: int, by, body: str) -> Message:
     await limits.hit(RATE_LIMITS["edit"], user_id=by.pk, ref=message_id)
-    return await db(edit_message)(room=room, message_id=message_id, by=by, body=body)
+    body = clean_body(body, ref=message_id)
+    parsed = await _parse(body)
+    return await db(edit_message)(room=room, message_id=message_id, by=by, body=body, parsed=parsed)
 
 
 async def submit_delete(*, room: Room, message_id: int, by) -> Message:
@@ -645,8 +697,9 @@ def erase_deleted_text(*, older_than, batch_size: int = 500) -> int:
         if not ids:
             return erased
         # The conditions again: a moderator may have restored one in between. What was made
-        # from the text (its render, its mentions) goes with it.
+        # from the text (its render, its mentions, the texts its edits replaced) goes with it.
         erased += due.filter(pk__in=ids).update(body="", html="", mentions=[])
+        MessageRevision.objects.filter(message__in=ids, message__body="").delete()
 
 
 def render_stale_messages(*, batch_size: int = 500) -> int:

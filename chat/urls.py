@@ -13,6 +13,7 @@ urlpatterns = [
     path("rooms/<slug:slug>/notifications", views.notifications, name="notifications"),
     path("rooms/<slug:slug>/members/<str:username>", views.member, name="member"),
     path("rooms/<slug:slug>/messages/<int:message_id>/hide", views.hide, name="hide"),
+    path("rooms/<slug:slug>/messages/<int:message_id>/versions", views.versions, name="versions"),
     path("direct", views.direct, name="direct"),
     path("api/users", views.users, name="users"),
     path("api/rooms", views.rooms, name="rooms"),

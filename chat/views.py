@@ -181,6 +181,8 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
         "role": access.role or "",
         # Per-room moderation (owners of a private room hide messages) and reports (§9).
         "can_hide": access.can_read() is None and access.moderates_room,
+        # Earlier versions of every message (the author sees their own anyway).
+        "sees_versions": access.can_read() is None and access.moderates_messages,
         "reported_ids": selectors.reported_ids(request.user, room),
         "reports_handled": services.take_report_notices(user=request.user),
         "last_read_id": selectors.last_read(request.user, room),
@@ -403,6 +405,27 @@ def hide(request: HttpRequest, slug: str, message_id: int) -> JsonResponse:
     except ChatError as error:
         return json_error(error)
     return JsonResponse({"message": protocol.message_object(message)})
+
+
+@require_GET
+def versions(request: HttpRequest, slug: str, message_id: int) -> JsonResponse:
+    """`GET /rooms/<slug>/messages/<id>/versions`: the texts a message has had, oldest first,
+    the current one last, `{"versions": [{"body", "html", "at"}]}`: for its author and the
+    room's moderators while it is not deleted; 404 for anyone else."""
+    if not request.user.is_authenticated:
+        return JsonResponse(NOT_LOGGED_IN, status=401)
+    room = policy.room_for(request.user, slug)
+    if room is None:
+        return JsonResponse(NO_SUCH_ROOM, status=404)
+    try:
+        found = services.read_versions(room=room, message_id=message_id, by=request.user)
+    except ChatError as error:
+        return json_error(error)
+    listed = [
+        {"body": version.body, "html": version.html, "at": protocol.iso(version.at)}
+        for version in found
+    ]
+    return JsonResponse({"versions": listed})
 
 
 @require_POST

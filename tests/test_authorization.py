@@ -55,6 +55,9 @@ MATRIX: dict[str, tuple] = {
     "notification setting": (401,     200,        200,    403,    200,      200,       200),
     "search":               (401,     "found",    "found", "absent", "found", "found",   "found"),
     "search page":          ("login", "found",    "found", "absent", "found", "found",   "found"),
+    # Earlier versions (issue 17): the author's own, and anyone's for moderators; 404 otherwise.
+    "versions of own":      (401,     200,        200,    404,    200,      200,       200),
+    "versions of another's": (401,    404,        404,    404,    404,      200,       404),
 }
 # fmt: on
 
@@ -366,6 +369,19 @@ async def admin_report_queue(w: World, role: str):
     return await sync_to_async(look)()
 
 
+def _versions_door(user, room: Room, message: Message) -> int:
+    path = f"/rooms/{room.slug}/messages/{message.pk}/versions"
+    return http_client(user).get(path).status_code
+
+
+async def versions_of_own(w: World, role: str):
+    return await sync_to_async(_versions_door)(w.users[role], w.room, own_message(w, role))
+
+
+async def versions_of_anothers(w: World, role: str):
+    return await sync_to_async(_versions_door)(w.users[role], w.room, anothers_message(w, role))
+
+
 DOORS: dict[str, Door] = {
     "room page": room_page,
     "room page, archived": archived_page,
@@ -396,6 +412,8 @@ DOORS: dict[str, Door] = {
     "search page": lambda w, role: sync_to_async(search_page_finds)(
         w.users[role], w.theirs.pk, "someone else"
     ),
+    "versions of own": versions_of_own,
+    "versions of another's": versions_of_anothers,
 }
 
 
@@ -551,6 +569,18 @@ KIND_MATRIX: dict[str, dict[str, tuple]] = {
         "private":             ("login", "absent", "found", "found", "absent", "absent"),
         "direct":              ("login", "absent", "found", "found", "absent", "absent"),
     },
+    # Earlier versions (issue 17): the author's, and the room's moderators' (site moderators
+    # where they can see the room, a private room's owners); 404 for everyone else.
+    "versions of the owner's message": {
+        "public":              (401,     404,     404,     200,     404,     200),
+        "private":             (401,     404,     404,     200,     404,     404),
+        "direct":              (401,     404,     404,     200,     404,     404),
+    },
+    "versions of a member's message": {
+        "public":              (401,     404,     200,     404,     404,     200),
+        "private":             (401,     404,     200,     200,     404,     404),
+        "direct":              (401,     404,     200,     404,     404,     404),
+    },
 }
 # fmt: on
 
@@ -670,6 +700,12 @@ def _admin_report_page(w: KindWorld, role: str):
     return response.status_code
 
 
+def _members_message(w: KindWorld) -> Message:
+    member = w.users["member"]
+    mine = Message.objects.filter(room=w.room, author=member, system=False).first()
+    return mine or services.post_message(room=w.room, author=member, body="member's").message
+
+
 KIND_DOORS = {
     "room page": lambda w, r: page(w.users[r], f"/rooms/{w.room.slug}/"),
     "lobby": _listed_in_lobby,
@@ -703,6 +739,10 @@ KIND_DOORS = {
     "notification setting": lambda w, r: choose_notifications(w.users[r], w.room),
     "search": lambda w, r: search_finds(w.users[r], "owner's words"),
     "search page": lambda w, r: search_page_finds(w.users[r], w.message.pk, "owner words"),
+    "versions of the owner's message": lambda w, r: _versions_door(w.users[r], w.room, w.message),
+    "versions of a member's message": lambda w, r: _versions_door(
+        w.users[r], w.room, _members_message(w)
+    ),
 }
 KIND_SOCKET_DOORS = {
     "socket": lambda w, r: socket_answer(w.users[r], w.room.slug, None),

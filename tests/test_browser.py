@@ -2033,3 +2033,35 @@ def test_inbox_screenshots(people, alice, bob, carol):
     expect(p.page.locator("#composer-input")).to_be_visible()
     for name in ("inbox-1280", "inbox-390"):
         assert (SCREENSHOTS / f"{name}.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), name
+
+
+def test_the_author_edits_a_message_and_opens_its_earlier_versions(people, alice, bob, room):
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    b = people("bob", next=f"/rooms/{room.slug}/")
+    a.send("Meet at *5*")
+    expect(b.message("Meet at 5")).to_have_count(1)
+    message_id = a.message("Meet at 5").get_attribute("data-id")
+    mine = a.page.locator(f'{MESSAGES}[data-id="{message_id}"]')
+    mine.locator("button.edit").click()
+    editor = mine.locator("textarea")
+    editor.fill("Meet at **6** instead")
+    editor.press("Enter")
+    expect(mine.locator(".body")).to_have_text("Meet at 6 instead")
+
+    # Bob reads "edited <time>" as a label; Alice, the author, gets a button.
+    theirs = b.page.locator(f'{MESSAGES}[data-id="{message_id}"]')
+    expect(theirs.locator("span.edited")).to_have_text(re.compile(r"^edited \d"))
+    expect(theirs.locator("button.edited")).to_have_count(0)
+    mine.locator("button.edited").click()
+    panel = a.page.locator("#versions-dialog")
+    expect(panel).to_be_visible()
+    versions = panel.locator("li.version")
+    expect(versions).to_have_count(2)
+    expect(versions.nth(0).locator(".body")).to_have_text("Meet at 5")
+    expect(versions.nth(0).locator(".body em")).to_have_text("5")  # the server's render
+    expect(versions.nth(0).locator(".version-time")).to_contain_text("was")
+    expect(versions.nth(1).locator(".body strong")).to_have_text("6")
+    expect(versions.nth(1).locator(".version-time")).to_contain_text("now")
+    panel.get_by_role("button", name="Close").click()
+    expect(panel).to_be_hidden()
+    expect(mine.locator("button.edited")).to_be_focused()

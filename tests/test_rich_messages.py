@@ -3,6 +3,7 @@
 re-render command, and every Message-object field on every message."""
 
 import asyncio
+import threading
 
 import pytest
 from channels.db import database_sync_to_async
@@ -100,6 +101,30 @@ async def test_an_edit_renders_again_and_reads_mentions_again(alice, bob, room):
     assert edited["html"] == '<p><em>now</em> with <span class="mention">@bob</span></p>\n'
     assert edited["mentions"] == ["bob"]
     assert edited["edited"] is not None
+
+
+async def test_a_sockets_post_and_edit_are_parsed_once_each_and_off_the_database_thread(
+    alice, bob, room, monkeypatch
+):
+    """The costly part of a render (tens of ms for a hostile body) must not hold the one
+    database thread every socket of the process shares; the readers question stays there."""
+    threads: list[str] = []
+    parse = rendering.parse
+
+    def parse_noting_the_thread(body: str) -> rendering.Document:
+        threads.append(threading.current_thread().name)
+        return parse(body)
+
+    monkeypatch.setattr(rendering, "parse", parse_noting_the_thread)
+    a = await join(alice, room.slug)
+    await a.send({"type": "post", "body": "*hi* @bob"})
+    posted = (await a.receive_type("message"))["message"]
+    await a.send({"type": "edit", "id": posted["id"], "body": "**bye** @bob @alice"})
+    edited = (await a.receive_type("message"))["message"]
+    assert posted["html"] == '<p><em>hi</em> <span class="mention">@bob</span></p>\n'
+    assert edited["mentions"] == ["bob", "alice"]
+    assert len(threads) == 2, threads
+    assert all(name.startswith("render") for name in threads), threads
 
 
 async def test_a_notice_is_plain_text_html_and_mentions_nobody(alice, bob):

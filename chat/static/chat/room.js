@@ -83,6 +83,7 @@ let stuck = true; // the view was at the bottom after the last change or scroll
 let positioned = false; // the first page of messages has been placed (at the bottom or the divider)
 let role = root.dataset.role || ""; // "owner", "member", or "" (not a member)
 const canHide = root.dataset.canHide === "1"; // an owner of a private room: hides messages
+const seesVersions = root.dataset.seesVersions === "1"; // a moderator: every message's versions
 // Ids of the messages this user has reported (a `reported` frame adds one).
 const reportedIds = new Set(JSON.parse($("reported-ids")?.textContent || "[]"));
 let leaving = false; // this user is leaving the room: its socket's close is expected
@@ -471,8 +472,12 @@ function renderMessage(msg) {
   meta.append(author, timeEl(msg.created));
   if (msg.edited && !msg.deleted) {
     const editedAt = new Date(msg.edited);
-    const edited = el("span", "edited", `edited ${timeFmt.format(editedAt)}`);
-    edited.title = `Edited ${fullFmt.format(editedAt)}`;
+    const label = `edited ${timeFmt.format(editedAt)}`;
+    // The author and the room's moderators open the earlier versions from here.
+    const edited = own || seesVersions
+      ? button("edited versions-button", label, (event) => showVersions(msg.id, event.currentTarget))
+      : el("span", "edited", label);
+    edited.title = `Edited ${fullFmt.format(editedAt)}${own || seesVersions ? " — show earlier versions" : ""}`;
     meta.append(edited);
   }
   meta.append(el("span", "msg-id", `Id${msg.id}`));
@@ -756,6 +761,42 @@ async function hideMessage(id) {
   const { ok, data } = await requestJSON(url, { method: "POST", body: {} });
   // The tombstone arrives as a `message` frame, like any deletion.
   if (!ok) showAlert(data.error || "The message could not be hidden.", { key: "hide" });
+}
+
+// "edited <time>" on one's own message (or, for the room's moderators, any message): the texts
+// it has had, oldest first, each as the server rendered it (GET .../messages/<id>/versions).
+const versionsDialog = $("versions-dialog");
+
+async function showVersions(id, opener) {
+  if (!versionsDialog) return;
+  const listEl = $("versions-list");
+  listEl.replaceChildren();
+  const url = root.dataset.versionsUrl.replace(/0\/versions$/, `${id}/versions`);
+  const { ok, data } = await requestJSON(url);
+  if (!ok || !Array.isArray(data.versions)) {
+    showAlert(data.error || "The earlier versions could not be loaded.", { key: "versions" });
+    return;
+  }
+  data.versions.forEach((version, i) => {
+    const item = el("li", "version");
+    const at = new Date(version.at);
+    const when = el("time", "version-time", `${i === data.versions.length - 1 ? "now" : "was"} · ${fullFmt.format(at)}`);
+    when.dateTime = version.at;
+    const body = el("div", "body rich");
+    body.dir = "auto";
+    body.innerHTML = String(version.html || "").trim(); // the server's sanitized render
+    for (const a of body.querySelectorAll("a[href]")) {
+      a.target = "_blank";
+      a.dir = "ltr";
+    }
+    item.append(when, body);
+    listEl.append(item);
+  });
+  versionsDialog.showModal();
+  $("versions-close").focus();
+  versionsDialog.addEventListener("close", () => {
+    if (opener?.isConnected) opener.focus();
+  }, { once: true });
 }
 
 // Where new rows at the end go: before the user's own unconfirmed posts, which stay last.
