@@ -2065,3 +2065,41 @@ def test_the_author_edits_a_message_and_opens_its_earlier_versions(people, alice
     panel.get_by_role("button", name="Close").click()
     expect(panel).to_be_hidden()
     expect(mine.locator("button.edited")).to_be_focused()
+
+
+# --- search (PROTOCOL.md §7) ---------------------------------------------------------------------
+
+
+def test_search_from_the_sidebar_opens_the_room_at_the_highlighted_message(people, alice, bob):
+    """Search from the box on every page, open a result, land on the message, highlighted; a
+    private room bob is not in is never among the results."""
+
+    def world():
+        room = services.create_room(name="Launch", created_by=alice, kind=Room.Kind.PRIVATE)
+        services.add_member(room=room, by=alice, username="bob")
+        secret = services.create_room(name="Secret", created_by=alice, kind=Room.Kind.PRIVATE)
+        post(secret, alice, "the zeppelin budget, alice only")
+        for n in range(40):
+            post(room, alice, f"filler {n}")
+        target = post(room, alice, "the zeppelin has landed at **dawn**")
+        for n in range(40):
+            post(room, alice, f"after {n}")
+        return room, target
+
+    room, target = orm(world)
+    b = people("bob")
+    box = b.page.locator("#inbox-q")
+    box.fill("zeppelin")
+    box.press("Enter")
+    expect(b.page).to_have_url(re.compile(r"/search\?q=zeppelin"))
+    results = b.page.locator(".search-result")
+    expect(results).to_have_count(1)
+    expect(results.first.locator("mark")).to_have_text("zeppelin")
+    expect(results.first).to_contain_text("Launch")
+    b.page.set_viewport_size({"width": 1280, "height": 800})
+    b.page.screenshot(path=SCREENSHOTS / "search-1280.png")
+    results.first.locator("a").click()
+    expect(b.page).to_have_url(f"{b.base_url}/rooms/{room.slug}/?message={target}")
+    message = b.page.locator(f'{MESSAGES}[data-id="{target}"]')
+    expect(message).to_have_class(re.compile(r"\bhighlight\b"))
+    expect(message).to_be_in_viewport()
