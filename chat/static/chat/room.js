@@ -506,7 +506,8 @@ function renderMessage(msg) {
   } else {
     appendLinkified(body, msg.body);
   }
-  li.append(body);
+  if (msg.body || !msg.attachments?.length) li.append(body);
+  if (msg.attachments?.length && window.chatAttachments) li.append(window.chatAttachments.render(msg));
   li.append(renderReactions(msg));
 
   const actions = el("div", "actions");
@@ -978,8 +979,11 @@ function renderPending(body) {
   return li;
 }
 
-function post(body) {
-  const entry = { clientId: uuid(), body, li: renderPending(body), sentGen: 0, replyTo: replyTo?.id ?? null };
+function post(body, attachments = []) {
+  const entry = { clientId: uuid(), body, li: renderPending(body), sentGen: 0, replyTo: replyTo?.id ?? null, attachments };
+  if (attachments.length) {
+    entry.li.append(el("p", "pending-files", `+ ${attachments.length} file${attachments.length > 1 ? "s" : ""}`));
+  }
   cancelReply();
   pending.set(entry.clientId, entry);
   mutate(() => list.append(entry.li), { forceBottom: true });
@@ -994,6 +998,7 @@ function sendPost(entry) {
   if (!isReady || entry.sentGen === socketGen || Date.now() < pausedUntil) return;
   const frame = { type: "post", body: entry.body, client_id: entry.clientId };
   if (entry.replyTo !== null) frame.reply_to = entry.replyTo;
+  if (entry.attachments?.length) frame.attachments = entry.attachments;
   if (sendFrame(frame)) {
     entry.sentGen = socketGen;
   }
@@ -1074,10 +1079,17 @@ composer.addEventListener("submit", (event) => {
   event.preventDefault();
   if (fatal) return;
   const body = input.value;
-  if (!body.trim() || composedLength() > MAX_BODY) return;
+  const files = window.chatAttachments;
+  if (files?.busy()) {
+    composerHint.textContent = "Files are still uploading: the message goes once they are done.";
+    setTimeout(() => { composerHint.textContent = hintText; }, 3000);
+    return;
+  }
+  // A message needs some text or at least one uploaded file (§8).
+  if ((!body.trim() && !files?.ready()) || composedLength() > MAX_BODY) return;
   input.value = "";
   composerChanged();
-  post(body);
+  post(body, files ? files.take() : []);
   input.focus(); // after a click on Send, keep typing (and keep a phone's keyboard open)
 });
 
