@@ -1,5 +1,6 @@
 """Reads: history pages, replays since a cursor, and the changes that fill a gap."""
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -371,10 +372,34 @@ def _frame_size(message: Message) -> int:
 
 @dataclass(frozen=True)
 class Ready:
-    messages: list[Message]
+    messages: str  # the `messages` array, encoded (protocol.encode_messages)
     has_more: bool
     cursor: int
     reset: bool
+
+
+# The latest page of a room as a `ready` frame carries it, encoded, kept per process for the
+# rooms connected to most recently. Every change moves the room's cursor (and the page is read
+# after the cursor), so the page read at cursor c serves every connect that finds the room at c:
+# a crowd opening sockets to a room after a deploy reads and encodes it once, not once each.
+# The key holds the room's creation time too, so a room id used again (a restored or a test
+# database) never meets another room's page.
+LATEST_PAGES_KEPT = 256
+_latest_pages: "OrderedDict[tuple, tuple[str, bool]]" = OrderedDict()
+
+
+def latest_page(room: Room, cursor: int) -> tuple[str, bool]:
+    """The encoded latest page of the room at `cursor` and whether older messages exist."""
+    key = (room.pk, room.created, cursor)
+    page = _latest_pages.get(key)
+    if page is not None:
+        _latest_pages.move_to_end(key)
+        return page
+    messages, has_more = latest_messages(room, settings.CHAT_HISTORY_PAGE)
+    page = _latest_pages[key] = (protocol.encode_messages(messages), has_more)
+    while len(_latest_pages) > LATEST_PAGES_KEPT:
+        _latest_pages.popitem(last=False)
+    return page
 
 
 def ready_state(room: Room, since: int | None) -> Ready:
@@ -393,8 +418,8 @@ def ready_state(room: Room, since: int | None) -> Ready:
         size = sum(_frame_size(m) for m in changed)
         if size <= settings.CHAT_MAX_REPLAY_BYTES:
             older = Message.objects.filter(room=room, cursor__lte=since).exists()
-            return Ready(changed, older, cursor, reset=False)
-    messages, has_more = latest_messages(room, settings.CHAT_HISTORY_PAGE)
+            return Ready(protocol.encode_messages(changed), older, cursor, reset=False)
+    messages, has_more = latest_page(room, cursor)
     return Ready(messages, has_more, cursor, reset=True)
 
 

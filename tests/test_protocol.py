@@ -260,7 +260,7 @@ def test_a_tombstone_never_carries_its_text(by):
         protocol.ready_frame(
             room={"slug": "r", "name": "R"},
             username="u",
-            messages=[gone],
+            messages=protocol.encode_messages([gone]),
             has_more=False,
             cursor=3,
             online=[],
@@ -289,7 +289,7 @@ def test_the_ready_frame():
     text = protocol.ready_frame(
         room={"slug": "general-chat", "name": "General Chat"},
         username="alice",
-        messages=[message(), tombstone()],
+        messages=protocol.encode_messages([message(), tombstone()]),
         has_more=True,
         cursor=17,
         online=["alice", "bob"],
@@ -390,6 +390,8 @@ EVENTS = [
     events.UserTyping(room=3, user="ünï", frame=protocol.typing_frame("ünï")),
     events.UserKicked(room=3, user="bob", code=CloseCode.FORBIDDEN),
     events.RoomClosed(room=3, code=CloseCode.NO_SUCH_ROOM),
+    events.InboxChanged(user=3, room=3),
+    events.Notified(user=3, frame=protocol.room_removed_frame("r")),
 ]
 
 
@@ -400,7 +402,7 @@ def test_every_event_type_is_in_the_samples():
 @pytest.mark.parametrize("event", EVENTS, ids=lambda e: e.type)
 def test_an_event_survives_the_redis_layers_msgpack_round_trip(event):
     sent = events.message(event)
-    assert sent["type"] == event.type and sent["room"] == 3
+    assert sent["type"] == event.type and (sent.get("room") or sent.get("user")) == 3
     # channels-redis packs with msgpack, which carries no datetime or object: only primitives.
     assert _primitives_only(sent), sent
     received = msgpack.unpackb(msgpack.packb(sent), raw=False)
@@ -437,3 +439,26 @@ def _primitives_only(value) -> bool:
     if isinstance(value, list):
         return all(_primitives_only(v) for v in value)
     return value is None or isinstance(value, str | int | float | bool)
+
+
+def test_connects_at_the_same_cursor_share_one_read_of_the_latest_page(db):
+    """selectors.latest_page: a crowd connecting to a quiet room reads and encodes its latest
+    page once; any change (it moves the cursor) makes the next connect read it again."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from chat import selectors, services
+    from tests.helpers import create_room, create_user
+
+    alice = create_user("alice")
+    room = create_room("Crowd", alice)
+    services.post_message(room=room, author=alice, body="first")
+    room.refresh_from_db()
+    first = selectors.ready_state(room, None)
+    with CaptureQueriesContext(connection) as queries:
+        again = selectors.ready_state(room, None)
+    assert again == first and len(queries) == 1  # the cursor only
+    services.post_message(room=room, author=alice, body="second")
+    room.refresh_from_db()
+    moved = selectors.ready_state(room, None)
+    assert [m["body"] for m in json.loads(moved.messages)] == ["first", "second"]

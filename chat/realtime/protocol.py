@@ -153,28 +153,24 @@ def message_frame(message: Message, cursor: int, *, created: bool) -> str:
     )
 
 
+def encode_messages(messages: list[Message]) -> str:
+    """A list of Message objects as the JSON array a frame carries."""
+    return encode([message_object(m) for m in messages])  # type: ignore[arg-type]
+
+
 def ready_frame(
     *,
     room: dict[str, str],  # {slug, name, kind, topic} (chat.selectors.room_object)
     username: str,
-    messages: list[Message],
+    messages: str,  # the `messages` array, encoded (encode_messages; a page may be shared)
     has_more: bool,
     cursor: int,
     online: list[str],
     reset: bool,
 ) -> str:
-    return encode(
-        {
-            "type": "ready",
-            "room": room,
-            "user": {"username": username},
-            "messages": [message_object(m) for m in messages],
-            "has_more": has_more,
-            "cursor": cursor,
-            "online": online,
-            "reset": reset,
-        }
-    )
+    head = encode({"type": "ready", "room": room, "user": {"username": username}})
+    tail = encode({"has_more": has_more, "cursor": cursor, "online": online, "reset": reset})
+    return f'{head[:-1]},"messages":{messages},{tail[1:]}'
 
 
 def history_frame(messages: list[Message], has_more: bool, has_newer: bool | None = None) -> str:
