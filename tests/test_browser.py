@@ -1793,9 +1793,20 @@ def test_a_muted_user_sees_the_mute_in_place_of_the_composer_until_it_ends(
 
 
 def test_a_banned_user_sees_why_and_the_lobby_marks_the_room(people, alice, bob, room):
+    """Banned with the room open: the page says until when and why, and leads back; the lobby
+    marks the room; opening it again shows the ban's own page."""
+    b = people("bob", next=f"/rooms/{room.slug}/")
     orm(post, room, alice, "unread for bob")
     orm(restrict, room, bob, "ban", seconds=3600, reason="flooding")
-    b = people("bob")
+    alert = b.page.locator("#alerts .alert.fatal")
+    expect(alert).to_have_text(
+        re.compile(
+            r"^You are banned from this room until \d{1,2}:\d\d.* \(reason: flooding\)"
+            r" — back to the rooms$"
+        )
+    )
+    alert.get_by_role("link", name="back to the rooms").click()
+    expect(b.page).to_have_url(f"{b.base_url}/")
     row = lobby_row(b, room.slug)
     expect(row.locator(".banned-tag")).to_have_text("banned from this room")
     expect(row.locator(".unread")).to_have_count(0)

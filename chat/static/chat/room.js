@@ -1284,23 +1284,28 @@ function localTime(time) {
   time.title = fullFmt.format(date);
 }
 
-function muteSentence({ reason, until }) {
-  const parts = ["You are muted in this room "];
+// How long a ban or mute lasts, and why: " until 14:30 (reason: spam)", or " until a moderator
+// lifts it".
+function restrictionEnd({ reason, until }) {
+  const parts = [];
   if (until) {
     const time = el("time", "restriction-until");
     time.dateTime = until;
     localTime(time);
-    parts.push("until ", time);
+    parts.push(" until ", time);
   } else {
-    parts.push("until a moderator lifts it");
+    parts.push(" until a moderator lifts it");
   }
   if (reason) {
-    const why = el("span", "muted-reason", reason);
+    const why = el("span", "restriction-reason", reason);
     why.dir = "auto";
     parts.push(" (reason: ", why, ")");
   }
-  parts.push(".");
   return parts;
+}
+
+function muteSentence(mute) {
+  return ["You are muted in this room", ...restrictionEnd(mute), "."];
 }
 
 // `mute`: {reason, until} in force, or null (none): the notice or the composer.
@@ -1348,16 +1353,17 @@ function showFatal(code) {
   } else if (code === 4404) {
     showAlert(["No such room — ", link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
   } else {
-    // 4403: banned, or removed from a private or direct room. The room's page tells them
-    // apart: a room you were removed from no longer exists for you (404); a banned reader still
-    // gets the page.
+    // 4403: banned, or removed from a private or direct room. The restrictions door tells them
+    // apart: a room you were removed from no longer exists for you (404); a banned reader
+    // learns the ban's end and reason there.
     showAlert(["You can no longer read this room — ", link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
-    fetch(window.location.pathname, { credentials: "same-origin", cache: "no-store", redirect: "error" })
-      .then((response) => {
-        const why = response.status === 404 ? "You were removed from this room" : "You are banned from this room";
-        showAlert([`${why} — `, link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
-      })
-      .catch(() => {});
+    requestJSON(root.dataset.restrictionsUrl).then(({ ok, status, data }) => {
+      let why;
+      if (status === 404) why = ["You were removed from this room"];
+      else if (ok) why = ["You are banned from this room", ...(data.ban ? restrictionEnd(data.ban) : [])];
+      else return;
+      showAlert([...why, " — ", link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
+    });
     closeMembership();
   }
   sendButton.disabled = true;
