@@ -1870,13 +1870,16 @@ def test_delete_asks_once_in_the_toolbar_and_the_phone_screenshot(people, alice,
     mine = a.message("a typo I will delete")
     theirs = a.message(long)
 
+    expect(mine).to_have_count(1)
     for row in (theirs, mine):
-        toolbar = row.locator(".actions").bounding_box()
-        text = row.locator(".body").bounding_box()
-        assert toolbar and text
-        overlap = min(toolbar["y"] + toolbar["height"], text["y"] + text["height"]) - max(
-            toolbar["y"], text["y"]
+        # Both boxes in one go: the list may still be scrolling to the new message.
+        toolbar, text = row.evaluate(
+            """li => [".actions", ".body"].map((s) => {
+                const r = li.querySelector(s).getBoundingClientRect();
+                return { top: r.top, bottom: r.bottom };
+            })"""
         )
+        overlap = min(toolbar["bottom"], text["bottom"]) - max(toolbar["top"], text["top"])
         assert overlap <= 0, f"the toolbar covers the text: {toolbar} over {text}"
 
     mine.locator("button.delete").tap()
