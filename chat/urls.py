@@ -9,6 +9,7 @@ urlpatterns = [
     path("rooms/", views.create_room, name="create_room"),
     path("rooms/<slug:slug>/", views.room, name="room"),
     path("rooms/<slug:slug>/read", views.mark_read, name="mark_read"),
+    path("rooms/<slug:slug>/restrictions", views.restrictions, name="restrictions"),
     path("rooms/<slug:slug>/members", views.members, name="members"),
     path("rooms/<slug:slug>/notifications", views.notifications, name="notifications"),
     path("rooms/<slug:slug>/members/<str:username>", views.member, name="member"),

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from . import accounts, policy, redis_connections, selectors, services
 from .forms import DeleteAccountForm, RoomForm, SignupForm, ThrottledPasswordChangeForm
-from .models import Room
+from .models import Room, RoomRestriction
 from .realtime import protocol
 from .realtime.protocol import ChatError, ErrorCode
 from .shared_state import presence_key
@@ -80,11 +80,9 @@ def _lobby(request: HttpRequest, form: RoomForm, status: int = 200) -> HttpRespo
     size = settings.CHAT_LOBBY_PAGE_SIZE
     # One row more than a page says whether there is a next page, without counting them all.
     directory = policy.visible_rooms(request.user).filter(kind=Room.Kind.PUBLIC)
-    rooms = list(
-        selectors.lobby_rooms(directory, request.user, query, sort)[
-            (page - 1) * size : page * size + 1
-        ]
-    )
+    listed = selectors.lobby_rooms(directory, request.user, query, sort)
+    listed = policy.mark_banned(listed, request.user)
+    rooms = list(listed[(page - 1) * size : page * size + 1])
     has_next = len(rooms) > size
     rooms = rooms[:size]
     mine = my_rooms(request.user)
@@ -122,7 +120,8 @@ KIND_ORDER = {Room.Kind.DIRECT: 0, Room.Kind.PRIVATE: 0, Room.Kind.PUBLIC: 1}
 def my_rooms(user) -> list[Room]:
     """The user's rooms for the lobby: direct and private first, then joined public rooms, each
     group most recently active first; each with `unread`, `last_activity` and `display_name`."""
-    rooms = list(selectors.lobby_rooms(policy.member_rooms(user), user)[:MY_ROOMS_MAX])
+    listed = policy.mark_banned(selectors.lobby_rooms(policy.member_rooms(user), user), user)
+    rooms = list(listed[:MY_ROOMS_MAX])
     rooms.sort(key=lambda room: KIND_ORDER[room.kind])  # stable: activity order stays
     names = selectors.direct_names(rooms, user)
     for room in rooms:
@@ -172,6 +171,17 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
     if room is None:
         raise Http404("No such room.")
     access = policy.access(request.user, room)
+    # A ban or mute in force, with its reason and end: one more query, only when there is one.
+    in_force = policy.restrictions_in_force(request.user, room) if access.restrictions else {}
+    if access.can_read() == policy.Denial.BANNED:
+        # The room exists for them (they saw it), so say why they cannot read it, in the site's
+        # look, and lead back to their rooms; the socket would close 4403 anyway.
+        context = {
+            "room": room,
+            "seen_as": selectors.room_object(room, request.user),
+            "ban": in_force.get(RoomRestriction.Kind.BAN),
+        }
+        return render(request, "chat/banned.html", context, status=403)
     # A permalink (§6 `?message=<id>`): the page opens at that message, loading the history
     # around it. An id that is not a number is ignored; one not in the room, the page says so.
     target = request.GET.get("message", "")
@@ -187,6 +197,10 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
         "reports_handled": services.take_report_notices(user=request.user),
         "last_read_id": selectors.last_read(request.user, room),
         "max_body": settings.CHAT_MAX_BODY,
+        # Shown in place of the composer (PROTOCOL.md §3 `muted`), before any post bounces.
+        "mute": in_force.get(RoomRestriction.Kind.MUTE)
+        if access.can_post() == policy.Denial.MUTED
+        else None,
         "target_message": int(target) if target.isascii() and target.isdigit() else "",
     }
     return render(request, "chat/room.html", context)
@@ -383,6 +397,28 @@ def member(request: HttpRequest, slug: str, username: str) -> JsonResponse:
     except ChatError as error:
         return json_error(error)
     return JsonResponse({"members": listed})
+
+
+def _restriction(row: RoomRestriction | None) -> dict | None:
+    if row is None:
+        return None
+    return {"reason": row.reason, "until": protocol.iso(row.until)}
+
+
+@require_GET
+def restrictions(request: HttpRequest, slug: str) -> JsonResponse:
+    """`GET /rooms/<slug>/restrictions`: the caller's own ban and mute in force in the room,
+    `{"ban": null | {"reason", "until"}, "mute": ...}` (`until` ISO or null: until lifted). The
+    room page asks when it shows a mute and reconnects, or when a post bounces `muted`."""
+    if not request.user.is_authenticated:
+        return JsonResponse(NOT_LOGGED_IN, status=401)
+    room = policy.room_for(request.user, slug)
+    if room is None:
+        return JsonResponse(NO_SUCH_ROOM, status=404)
+    in_force = policy.restrictions_in_force(request.user, room)
+    return JsonResponse(
+        {kind: _restriction(in_force.get(kind)) for kind in RoomRestriction.Kind.values}
+    )
 
 
 @require_POST

@@ -111,6 +111,11 @@ def change_line(old: dict[str, Any], new: dict[str, Any]) -> str | None:
 KIND_WORDS = {"public": "public room", "private": "private room", "direct": "direct messages with"}
 
 
+def typing_line(user: str) -> str:
+    """`* alice is typing…` (PROTOCOL.md §2 `typing`)."""
+    return f"* {clean(user)} is typing…"
+
+
 def room_title(kind: str, name: str, slug: str) -> str:
     """`private room Plans (plans)`, `direct messages with alice (dm-…)`: kind and name as seen."""
     words = KIND_WORDS.get(kind)

@@ -8,6 +8,7 @@ import random
 import re
 import sys
 import threading
+import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from .display import (
     rooms_table,
     say,
     search_line,
+    typing_line,
 )
 from .inbox import Inbox
 from .login import USER_AGENT, login
@@ -51,6 +53,8 @@ MAX_FRAME_BYTES = 60 * 1024
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 10.0
 TYPING_EVERY = 2.0
+# Someone else's typing is told at most this often (s) per person (the server's own pace).
+TYPING_SHOWN_EVERY = 3.0
 
 _MESSAGE_ID = re.compile(r"(?i)^(?:id)?(\d+)$")
 
@@ -123,6 +127,7 @@ class ChatClient:
         self.paused_until = 0.0
         self.flush_timer: asyncio.TimerHandle | None = None
         self.last_typing = 0.0
+        self.typing_shown: dict[str, float] = {}  # username -> when their notice was last shown
         self.first_ready = asyncio.Event()
         self.all_sent = asyncio.Event()  # set whenever nothing is pending
         self.all_sent.set()
@@ -479,7 +484,9 @@ class ChatClient:
                 self.on_presence(frame)
             elif kind == "error":
                 self.on_error(frame)
-            # `typing` and anything unknown: ignored.
+            elif kind == "typing":
+                self.on_typing(frame)
+            # Anything unknown: ignored.
         except (KeyError, TypeError, ValueError, AttributeError):
             say(f"! ignored a malformed {clean(kind)} frame from the server")
 
@@ -588,6 +595,18 @@ class ChatClient:
             say(f"* {clean(joined)} joined")
         if left and left != self.me:
             say(f"* {clean(left)} left")
+
+    def on_typing(self, frame: dict[str, Any]) -> None:
+        """`alice is typing…`, at most once per TYPING_SHOWN_EVERY per user, never for oneself
+        (the server sends none back to the typist; a second session of one's own could)."""
+        user = frame.get("user")
+        if not isinstance(user, str) or not user or user == self.me:
+            return
+        now = time.monotonic()
+        if now - self.typing_shown.get(user, -TYPING_SHOWN_EVERY) < TYPING_SHOWN_EVERY:
+            return
+        self.typing_shown[user] = now
+        say(typing_line(user))
 
     def on_error(self, frame: dict[str, Any]) -> None:
         line = f"! {clean(frame.get('code'))}: {clean(frame.get('detail') or 'refused')}"

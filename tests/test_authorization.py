@@ -29,10 +29,12 @@ ROLES = ["anonymous", "member", "author", "banned", "muted", "moderator", "staff
 # fmt: off
 MATRIX: dict[str, tuple] = {
     #                       anonymous member     author  banned  muted     moderator  staff
-    "room page":            ("login", 200,        200,    200,    200,      200,       200),
+    # A banned reader gets the ban's own page (reason, end, the way back), status 403.
+    "room page":            ("login", 200,        200,    403,    200,      200,       200),
     "room page, archived":  ("login", 404,        404,    404,    404,      404,       404),
     "lobby":                ("login", "listed",   "listed", "listed", "listed", "listed", "listed"),
     "read marker":          (401,     200,        200,    200,    200,      200,       200),
+    "own restrictions":     (401,     200,        200,    200,    200,      200,       200),
     "socket":               (4401,    "ok",       "ok",   4403,   "ok",     "ok",      "ok"),
     "socket, archived":     (4401,    4404,       4404,   4404,   4404,     4404,      4404),
     "resume with since":    (4401,    "ok",       "ok",   4403,   "ok",     "ok",      "ok"),
@@ -236,6 +238,10 @@ async def read_marker(w: World, role: str):
     return await sync_to_async(mark)()
 
 
+async def own_restrictions(w: World, role: str):
+    return await sync_to_async(page)(w.users[role], f"/rooms/{w.room.slug}/restrictions")
+
+
 async def socket(w: World, role: str):
     return await socket_answer(w.users[role], w.room.slug, None)
 
@@ -387,6 +393,7 @@ DOORS: dict[str, Door] = {
     "room page, archived": archived_page,
     "lobby": lobby,
     "read marker": read_marker,
+    "own restrictions": own_restrictions,
     "socket": socket,
     "socket, archived": archived_socket,
     "resume with since": resume,
@@ -476,6 +483,11 @@ KIND_MATRIX: dict[str, dict[str, tuple]] = {
         "public":              (4401,    "ok",    "ok",    "ok",    "ok",    "ok"),
         "private":             (4401,    4404,    "ok",    "ok",    4404,    4404),
         "direct":              (4401,    4404,    "ok",    "ok",    4404,    4404),
+    },
+    "own restrictions": {
+        "public":              (401,     200,     200,     200,     200,     200),
+        "private":             (401,     404,     200,     200,     404,     404),
+        "direct":              (401,     404,     200,     200,     404,     404),
     },
     "members list": {
         "public":              (401,     200,     200,     200,     200,     200),
@@ -712,6 +724,7 @@ KIND_DOORS = {
     "read marker": lambda w, r: _json(
         w.users[r], "post", f"/rooms/{w.room.slug}/read", {"last_read_id": w.message.pk}
     ),
+    "own restrictions": lambda w, r: page(w.users[r], f"/rooms/{w.room.slug}/restrictions"),
     "members list": lambda w, r: _json(w.users[r], "get", f"/rooms/{w.room.slug}/members"),
     "join (add yourself)": lambda w, r: _json(
         w.users[r],

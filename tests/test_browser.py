@@ -336,6 +336,9 @@ def test_two_users_chat_delete_and_script_stays_text(people, alice, bob):
     hello = a.message("Hello bob")
     hello_id = hello.get_attribute("data-id")
     hello.locator("button.delete").click()
+    # It asks once, in the message's own toolbar.
+    expect(hello.locator(".actions .confirm-question")).to_have_text("Delete this message?")
+    hello.locator("button.delete-confirm").click()
     for person in (a, b):
         tombstone = person.page.locator(f'#messages li.message.tombstone[data-id="{hello_id}"]')
         expect(tombstone).to_contain_text("deleted by alice")
@@ -1104,6 +1107,14 @@ def test_keyboard_only_login_send_edit_delete(browser, server, alice, bob, room)
 
     # The focus stays on the message: Tab reaches its Delete button.
     tab_to(page, lambda info: "delete" in info["cls"].split())
+    page.keyboard.press("Enter")
+    # Delete asks once: the focus is on the toolbar's second Delete; Escape puts it back.
+    expect(row.locator("button.delete-confirm")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(row.locator("button.delete")).to_be_focused()
+    expect(row.locator("button.delete-confirm")).to_have_count(0)
+    page.keyboard.press("Enter")
+    expect(row.locator("button.delete-confirm")).to_be_focused()
     page.keyboard.press("Enter")
     expect(row).to_have_class(re.compile(r"\btombstone\b"))
     expect(row).to_contain_text("deleted by alice")
@@ -2103,3 +2114,209 @@ def test_search_from_the_sidebar_opens_the_room_at_the_highlighted_message(peopl
     message = b.page.locator(f'{MESSAGES}[data-id="{target}"]')
     expect(message).to_have_class(re.compile(r"\bhighlight\b"))
     expect(message).to_be_in_viewport()
+
+
+# --- a new user's first hour (issue 20) --------------------------------------------------------
+
+
+def restrict(room: Room, user, kind: str, *, seconds: float | None = None, reason: str = ""):
+    """A moderator's ban or mute of `user` in `room`, ending in `seconds` (None: until lifted)."""
+    from django.utils import timezone
+
+    until = None if seconds is None else timezone.now() + timedelta(seconds=seconds)
+    from django.contrib.auth import get_user_model
+
+    by = get_user_model().objects.filter(username="judge").first() or make_moderator("judge")
+    return services.restrict_user(
+        room=room, user=user, kind=kind, by=by, until=until, reason=reason
+    )
+
+
+def lift(restriction) -> None:
+    services.lift_restriction(restriction=restriction, by=restriction.created_by)
+
+
+def reconnect(person: Person) -> None:
+    """The network goes away and comes back (a phone in a tunnel): the page reconnects."""
+    person.page.context.set_offline(True)
+    expect(person.page.locator("#conn-state")).to_have_attribute("data-state", "offline")
+    person.page.context.set_offline(False)
+    person.expect_connected(timeout=RECONNECT_WAIT)
+
+
+@pytest.mark.parametrize(
+    "server_env", [{"CHAT_RATE_LIMIT_POSTS": "2", "CHAT_RATE_LIMIT_WINDOW": "3"}]
+)
+def test_alerts_replace_their_kind_and_clear_when_their_condition_ends(people, alice, room):
+    """One alert per kind, never a pile: a rate-limit alert goes when retry_after has passed
+    (its post then goes through), a "not connected" one when the connection is back."""
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    alerts = a.page.locator("#alerts .alert")
+    for n in range(1, 5):
+        a.send(f"quick {n}")
+    expect(alerts).to_have_count(1)
+    expect(alerts).to_contain_text("Slow down")
+    # retry_after (at most the 3 s window) passes: the alert goes, every post is stored once.
+    expect(alerts).to_have_count(0, timeout=8_000)
+    for n in range(1, 5):
+        expect(a.message(f"quick {n}")).to_have_count(1, timeout=8_000)
+
+    # Offline, a reaction is refused on the page; twice is still one alert, gone on reconnect.
+    a.page.context.set_offline(True)
+    expect(a.page.locator("#conn-state")).to_have_attribute("data-state", "offline")
+    row = a.message("quick 1")
+    for _ in range(2):
+        row.hover()
+        row.locator("button.react").click()
+        a.page.locator("#emoji-common button.emoji").first.click()
+    expect(alerts).to_have_count(1)
+    expect(alerts).to_have_text(re.compile("^Not connected: the reaction was not saved"))
+    a.page.context.set_offline(False)
+    a.expect_connected(timeout=RECONNECT_WAIT)
+    expect(alerts).to_have_count(0)
+
+
+def test_a_muted_user_sees_the_mute_in_place_of_the_composer_until_it_ends(
+    people, alice, bob, room
+):
+    """Muted before opening the room: the notice (reason, until) instead of the composer, which
+    comes back at `until`. Muted while the page is open: the post bounces, the alert and the
+    notice show; a moderator's lift is learned on reconnect, and the alert goes with it."""
+    orm(restrict, room, bob, "mute", seconds=6, reason="spam")
+    b = people("bob", next=f"/rooms/{room.slug}/")
+    notice = b.page.locator("#muted-notice")
+    composer = b.page.locator("#composer")
+    expect(notice).to_be_visible()
+    expect(notice.locator("#muted-text")).to_have_text(
+        re.compile(r"^You are muted in this room until \d{1,2}:\d\d.* \(reason: spam\)\.$")
+    )
+    expect(composer).to_be_hidden()
+    # At `until`, the page's timer brings the composer back (the server agrees: a post goes).
+    expect(composer).to_be_visible(timeout=12_000)
+    expect(notice).to_be_hidden()
+    b.send("free again")
+    expect(b.message("free again")).to_have_count(1)
+
+    # Muted while the page is open: the post bounces `muted`; the notice takes the composer.
+    mute = orm(restrict, room, bob, "mute")
+    b.send("can I still talk?")
+    alert = b.page.locator('#alerts .alert[data-key="muted"]')
+    expect(alert).to_have_text(re.compile("muted you"))
+    expect(notice.locator("#muted-text")).to_have_text(
+        "You are muted in this room until a moderator lifts it."
+    )
+    expect(composer).to_be_hidden()
+
+    # Lifted: the open page learns it when it reconnects; the alert goes, the composer is back.
+    orm(lift, mute)
+    reconnect(b)
+    expect(composer).to_be_visible()
+    expect(notice).to_be_hidden()
+    expect(b.page.locator("#alerts .alert")).to_have_count(0)
+    b.send("thank you")
+    expect(b.message("thank you")).to_have_count(1)
+
+
+def test_a_banned_user_sees_why_and_the_lobby_marks_the_room(people, alice, bob, room):
+    """Banned with the room open: the page says until when and why, and leads back; the lobby
+    marks the room; opening it again shows the ban's own page."""
+    b = people("bob", next=f"/rooms/{room.slug}/")
+    orm(post, room, alice, "unread for bob")
+    orm(restrict, room, bob, "ban", seconds=3600, reason="flooding")
+    alert = b.page.locator("#alerts .alert.fatal")
+    expect(alert).to_have_text(
+        re.compile(
+            r"^You are banned from this room until \d{1,2}:\d\d.* \(reason: flooding\)"
+            r" — back to the rooms$"
+        )
+    )
+    alert.get_by_role("link", name="back to the rooms").click()
+    expect(b.page).to_have_url(f"{b.base_url}/")
+    row = lobby_row(b, room.slug)
+    expect(row.locator(".banned-tag")).to_have_text("banned from this room")
+    expect(row.locator(".unread")).to_have_count(0)
+    expect(row.locator("button.join")).to_have_count(0)
+
+    row.locator("a").click()
+    expect(b.page).to_have_url(f"{b.base_url}/rooms/{room.slug}/")
+    expect(b.page.locator("h1")).to_have_text("You are banned from General Chat")
+    # The end in the reader's own time (local-times.js), the reason, and the way back.
+    expect(b.page.locator("#ban-end")).to_have_text(
+        re.compile(r"^A moderator banned you from this room until \d{1,2}:\d\d.*\.$")
+    )
+    expect(b.page.locator("#ban-reason")).to_have_text("Reason: flooding")
+    b.page.get_by_role("link", name="Back to your rooms").click()
+    expect(b.page).to_have_url(f"{b.base_url}/")
+
+
+def test_a_reload_makes_no_left_and_joined_pair_and_the_lines_can_be_hidden(
+    people, alice, bob, room
+):
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    b = people("bob", next=f"/rooms/{room.slug}/")
+    lines = a.page.locator("#messages li.join-leave")
+    expect(lines).to_have_text(["bob joined"])
+
+    # Bob reloads: his socket drops and comes back within the grace period: no lines.
+    b.page.reload()
+    b.expect_connected()
+    a.page.wait_for_timeout(6_500)  # past the 5 s grace a held "left" line would wait
+    expect(lines).to_have_text(["bob joined"])
+    expect(a.page.locator("#online li")).to_have_text(["alice", "bob"])
+
+    # Bob goes for good: the line comes after the grace period.
+    b.page.goto(f"{b.base_url}/")
+    expect(lines).to_have_text(["bob joined", "bob left"], timeout=10_000)
+
+    # The setting hides the lines (those shown too) and is kept in this browser.
+    toggle = a.page.get_by_label("Show who joins and leaves")
+    toggle.uncheck()
+    expect(lines).to_have_count(0)
+    b.open_room(room.slug)
+    expect(a.page.locator("#online li")).to_have_text(["alice", "bob"])
+    a.page.wait_for_timeout(500)
+    expect(lines).to_have_count(0)
+    a.page.reload()
+    a.expect_connected()
+    expect(a.page.get_by_label("Show who joins and leaves")).not_to_be_checked()
+    assert a.page.evaluate("localStorage.getItem('chat.showJoinLeave')") == "0"
+
+
+def test_delete_asks_once_in_the_toolbar_and_the_phone_screenshot(people, alice, bob, room):
+    """At 390 px: the toolbar of a long message sits in its own row, covering no text; Delete
+    asks in the toolbar (Cancel keeps the message). docs/screenshots/toolbar-phone.png."""
+    long = (
+        "A long message to see where the buttons go on a phone: the agenda for Thursday, "
+        "the notes from the last meeting, and who brings what to the launch."
+    )
+    orm(post, room, bob, long)
+    a = people("alice", next=f"/rooms/{room.slug}/", **PHONE)
+    a.send("a typo I will delete")
+    mine = a.message("a typo I will delete")
+    theirs = a.message(long)
+
+    expect(mine).to_have_count(1)
+    for row in (theirs, mine):
+        # Both boxes in one go: the list may still be scrolling to the new message.
+        toolbar, text = row.evaluate(
+            """li => [".actions", ".body"].map((s) => {
+                const r = li.querySelector(s).getBoundingClientRect();
+                return { top: r.top, bottom: r.bottom };
+            })"""
+        )
+        overlap = min(toolbar["bottom"], text["bottom"]) - max(toolbar["top"], text["top"])
+        assert overlap <= 0, f"the toolbar covers the text: {toolbar} over {text}"
+
+    mine.locator("button.delete").tap()
+    expect(mine.locator(".confirm-question")).to_have_text("Delete this message?")
+    expect(mine.locator("button.delete-confirm")).to_be_focused()
+    assert a.page.evaluate("document.documentElement.scrollWidth") <= 390
+    a.page.screenshot(path=SCREENSHOTS / "toolbar-phone.png")
+    mine.locator("button.delete-cancel").tap()
+    expect(mine.locator("button.delete")).to_be_visible()
+    assert not orm(Message.objects.get, body="a typo I will delete").deleted_at
+
+    mine.locator("button.delete").tap()
+    mine.locator("button.delete-confirm").tap()
+    expect(mine).to_have_count(0)  # a tombstone now: its body is gone
+    expect(a.page.locator("#messages li.tombstone")).to_contain_text("deleted by alice")

@@ -654,3 +654,53 @@ async def test_search_from_the_terminal(daphne_factory, terminals):
     await omkar.expect_exact("* nothing found for typo")
     await omkar.sendline("/search")
     await omkar.expect_exact("! usage: /search words")
+
+
+# --- typing notices (PROTOCOL.md §2 `typing`) ---------------------------------------------------
+
+
+def test_typing_is_shown_at_most_once_per_3_seconds_per_user_and_never_for_oneself(
+    capsys, monkeypatch
+):
+    import chat_client.room as room_module
+    from chat_client.room import ChatClient
+
+    now = [1000.0]
+    monkeypatch.setattr(room_module.time, "monotonic", lambda: now[0])
+    client = ChatClient("http://127.0.0.1:1", "general", "omkar", "-")
+    for user in ("bob", "bob", "omkar", "ann", "\x1b[2Jeve"):
+        asyncio.run(client.on_frame({"type": "typing", "user": user}))
+    now[0] += 2.9
+    asyncio.run(client.on_frame({"type": "typing", "user": "bob"}))  # within 3 s: quiet
+    now[0] += 0.2
+    asyncio.run(client.on_frame({"type": "typing", "user": "bob"}))
+    for malformed in ({"type": "typing"}, {"type": "typing", "user": 5}):
+        asyncio.run(client.on_frame(malformed))
+    assert capsys.readouterr().out.splitlines() == [
+        "* bob is typing…",
+        "* ann is typing…",
+        "* ?[2Jeve is typing…",
+        "* bob is typing…",
+    ]
+
+
+async def test_the_terminal_sends_and_shows_typing_notices(daphne_factory, terminals):
+    server = daphne_factory()
+    slug, _, bob_cookie = await seed_room()
+    omkar = terminals(server.url, slug, "omkar")
+    await omkar.expect_exact("/help for commands")
+    web = await Client.open(server.url, bob_cookie, slug)
+    try:
+        # Typing in the terminal (no Enter yet) tells the room.
+        await asyncio.to_thread(omkar.child.send, "half a thou")
+        frame = await web.receive_type("typing")
+        assert frame == {"type": "typing", "user": "omkar"}
+        await asyncio.to_thread(omkar.child.sendline, "ght")
+        await next_message(web, body="half a thought")
+
+        # Someone else typing shows as a line above the prompt.
+        await web.send({"type": "typing"})
+        await omkar.expect_exact("* bob is typing…")
+    finally:
+        await web.close()
+    assert "omkar is typing" not in omkar.screen()

@@ -869,8 +869,8 @@ function resetMessages(messages) {
   for (const msg of messages) upsert(msg);
 }
 
-function systemLine(text) {
-  const li = el("li", "system", text);
+function systemLine(text, kind) {
+  const li = el("li", kind ? `system ${kind}` : "system", text);
   li.title = fullFmt.format(new Date());
   mutate(() => list.insertBefore(li, tailAnchor()));
 }
@@ -946,7 +946,48 @@ function saveEdit(id, body) {
   settleLater(id);
 }
 
+// Delete asks once, inside the message's own toolbar: "Delete this message? [Delete] [Cancel]",
+// the focus on the second Delete (Enter twice deletes from the keyboard). Cancel, Escape or
+// taking the focus elsewhere puts the toolbar back as it was.
 function deleteMessage(id) {
+  const entry = shown.get(id);
+  const li = entry?.li;
+  const actions = li?.querySelector(".actions");
+  if (!entry || entry.msg.deleted || !actions || li.classList.contains("confirming")) return;
+  const kept = [...actions.childNodes];
+  const listening = new AbortController();
+  const restore = ({ refocus }) => {
+    listening.abort();
+    li.classList.remove("confirming");
+    actions.replaceChildren(...kept);
+    if (refocus) actions.querySelector("button.delete")?.focus();
+  };
+  const question = el("span", "confirm-question", "Delete this message?");
+  question.id = `delete-question-${id}`;
+  const yes = button("delete-confirm", "Delete", () => {
+    restore({ refocus: false });
+    li.focus({ preventScroll: true }); // the row keeps the focus as it turns into a tombstone
+    sendDelete(id);
+  });
+  yes.setAttribute("aria-describedby", question.id);
+  const no = button("delete-cancel", "Cancel", () => restore({ refocus: true }));
+  li.classList.add("confirming");
+  actions.replaceChildren(question, yes, no);
+  actions.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") {
+      event.preventDefault();
+      restore({ refocus: true });
+    }
+  }, { signal: listening.signal });
+  actions.addEventListener("focusout", (event) => {
+    // Only a focus that went somewhere else (a browser that does not focus clicked buttons
+    // moves it nowhere: that is still a click on Delete or Cancel).
+    if (event.relatedTarget && !actions.contains(event.relatedTarget)) restore({ refocus: false });
+  }, { signal: listening.signal });
+  yes.focus();
+}
+
+function sendDelete(id) {
   const entry = shown.get(id);
   if (!entry || entry.msg.deleted) return;
   if (!sendFrame({ type: "delete", id })) {
@@ -1261,11 +1302,70 @@ input.addEventListener("blur", closeMentions);
 let onlineBefore = null;
 
 function describeCrowd(names, verb) {
-  const others = names.filter((name) => name !== me);
+  let others = names.filter((name) => name !== me);
+  // Back within the grace period: neither line (see announceLeave).
+  if (verb === "joined") others = others.filter((name) => !cancelHeldLeave(name));
   if (!others.length) return;
   const shown = others.length <= 3 ? others.join(", ") : `${others.length} people`;
-  systemLine(`${shown} ${verb}`);
+  joinLeaveLine(`${shown} ${verb}`);
 }
+
+// Join and leave lines. A socket that drops and comes back within PRESENCE_GRACE (a reload,
+// moving between pages, a flaky phone) makes no "left"/"joined" pair: a `left` line waits that
+// long and is dropped if the same user joins meanwhile. The presence frames and the online list
+// are as the server sends them (PROTOCOL.md §2); only these lines wait.
+const PRESENCE_GRACE = 5000;
+const heldLeaves = new Map(); // username -> timeout of their pending "left" line
+const showJoinsBox = $("show-joins");
+const SHOW_JOINS_KEY = "chat.showJoinLeave"; // in localStorage: "0" hides the lines everywhere
+
+let joinsShown = (() => {
+  try {
+    return localStorage.getItem(SHOW_JOINS_KEY) !== "0";
+  } catch {
+    return true; // storage refused (a private window's policy): the default
+  }
+})();
+
+function joinLeaveLine(text) {
+  if (!joinsShown) return;
+  systemLine(text, "join-leave");
+}
+
+function cancelHeldLeave(name) {
+  if (!heldLeaves.has(name)) return false;
+  clearTimeout(heldLeaves.get(name));
+  heldLeaves.delete(name);
+  return true;
+}
+
+function announceLeave(name) {
+  cancelHeldLeave(name);
+  heldLeaves.set(name, setTimeout(() => {
+    heldLeaves.delete(name);
+    joinLeaveLine(`${name} left`);
+  }, PRESENCE_GRACE));
+}
+
+function announceJoin(name) {
+  if (!cancelHeldLeave(name)) joinLeaveLine(`${name} joined`);
+}
+
+// The setting: off removes the lines shown and shows no more (in every room, in this browser).
+showJoinsBox.checked = joinsShown;
+showJoinsBox.addEventListener("change", () => {
+  joinsShown = showJoinsBox.checked;
+  try {
+    localStorage.setItem(SHOW_JOINS_KEY, showJoinsBox.checked ? "1" : "0");
+  } catch {
+    // Not stored: it holds for this page only.
+  }
+  if (!showJoinsBox.checked) {
+    mutate(() => {
+      for (const line of list.querySelectorAll(":scope > li.join-leave")) line.remove();
+    });
+  }
+});
 
 function renderOnline(names) {
   onlineBefore = new Set(names);
@@ -1297,24 +1397,140 @@ function setTyping(user, on) {
   renderTyping();
 }
 
-// --- alerts -----------------------------------------------------------------------------------
+// --- alerts ---------------------------------------------------------------------------------
+//
+// One area, one alert per kind (`key`): a new alert replaces the last of its kind, never stacks
+// under it. Each clears itself when its condition ends: after `clearAfter` seconds (a rate limit's
+// retry_after; a passing note), or at an event named in `clearOn` (clearAlerts(event)): "ready"
+// (the connection is back), "unmuted" (the mute was lifted or ended), "posted" (a post went
+// through). Fatal alerts stay.
+const ALERT_SHOW_FOR = 10; // s: a one-off refusal or note, when nothing else clears it
+// The kinds whose condition ends with an event rather than a time.
+const ALERT_CLEARED_BY = {
+  "offline-action": ["ready"], // "Not connected: … was not saved"
+  muted: ["unmuted", "posted"],
+};
+const alertTimers = new Map(); // key -> timeout
 
-// One alert per key (repeats replace the text rather than pile up). `parts`: strings and nodes.
-function showAlert(parts, { key, fatal: isFatal = false } = {}) {
+function showAlert(parts, { key, fatal: isFatal = false, clearAfter, clearOn } = {}) {
   const k = key || String(parts);
+  clearOn = clearOn ?? ALERT_CLEARED_BY[k] ?? [];
   let box = [...alerts.children].find((node) => node.dataset.key === k);
   if (!box) {
-    box = el("div", isFatal ? "alert fatal" : "alert");
+    box = el("div", "alert");
     box.dataset.key = k;
     alerts.append(box);
   }
+  box.classList.toggle("fatal", isFatal);
+  box.dataset.clearOn = [].concat(clearOn).join(" ");
   const text = el("p", "alert-text");
   text.append(...[].concat(parts));
   box.replaceChildren(text);
-  if (!isFatal) {
-    box.append(button("dismiss", "×", () => box.remove(), "Dismiss"));
+  clearTimeout(alertTimers.get(k));
+  alertTimers.delete(k);
+  if (isFatal) return;
+  box.append(button("dismiss", "×", () => clearAlert(k), "Dismiss"));
+  const seconds = clearAfter ?? (clearOn.length ? null : ALERT_SHOW_FOR);
+  if (seconds !== null) {
+    alertTimers.set(k, setTimeout(() => clearAlert(k), Math.max(0.2, Number(seconds) || 1) * 1000));
   }
 }
+
+function clearAlert(key) {
+  clearTimeout(alertTimers.get(key));
+  alertTimers.delete(key);
+  const box = [...alerts.children].find((node) => node.dataset.key === key);
+  if (!box) return;
+  // The focus was on its Dismiss button: keep it in the conversation rather than lose it.
+  if (box.contains(document.activeElement)) input.focus({ preventScroll: true });
+  box.remove();
+}
+
+// The condition `event` ended: every alert waiting for it goes.
+function clearAlerts(event) {
+  for (const box of [...alerts.children]) {
+    if ((box.dataset.clearOn || "").split(" ").includes(event)) clearAlert(box.dataset.key);
+  }
+}
+
+// --- a mute (PROTOCOL.md §3): the notice in place of the composer ---------------------------
+//
+// The room page shows a mute in force when it opens (server-rendered: reason, until). It ends on
+// the page at its `until` (a timer, then the server is asked to be sure: an overlapping mute may
+// last longer). A moderator's lift is learned from the server (GET restrictions) on reconnect,
+// or on the next page load; a post that bounces `muted` asks too, and shows the notice.
+
+const mutedNotice = $("muted-notice");
+const mutedText = $("muted-text");
+// setTimeout's longest delay (about 24.8 days): a mute that ends later is learned on reconnect.
+const MAX_TIMER = 2 ** 31 - 1;
+let muted = !mutedNotice.hidden;
+let muteTimer = null;
+
+function localTime(time) {
+  const date = new Date(time.dateTime);
+  if (Number.isNaN(date.getTime())) return;
+  time.textContent = shortDate(date);
+  time.title = fullFmt.format(date);
+}
+
+// How long a ban or mute lasts, and why: " until 14:30 (reason: spam)", or " until a moderator
+// lifts it".
+function restrictionEnd({ reason, until }) {
+  const parts = [];
+  if (until) {
+    const time = el("time", "restriction-until");
+    time.dateTime = until;
+    localTime(time);
+    parts.push(" until ", time);
+  } else {
+    parts.push(" until a moderator lifts it");
+  }
+  if (reason) {
+    const why = el("span", "restriction-reason", reason);
+    why.dir = "auto";
+    parts.push(" (reason: ", why, ")");
+  }
+  return parts;
+}
+
+function muteSentence(mute) {
+  return ["You are muted in this room", ...restrictionEnd(mute), "."];
+}
+
+// `mute`: {reason, until} in force, or null (none): the notice or the composer.
+function showMute(mute, { rendered = false } = {}) {
+  clearTimeout(muteTimer);
+  muteTimer = null;
+  const wasMuted = muted;
+  muted = Boolean(mute);
+  if (mute) {
+    if (!rendered) mutedText.replaceChildren(...muteSentence(mute));
+    const left = mute.until ? new Date(mute.until) - Date.now() : null;
+    if (left !== null && left < MAX_TIMER) {
+      muteTimer = setTimeout(() => learnRestrictions({ ended: true }), Math.max(0, left) + 500);
+    }
+  } else {
+    clearAlerts("unmuted");
+  }
+  const focusBack = !muted && wasMuted && mutedNotice.contains(document.activeElement);
+  mutedNotice.hidden = !muted;
+  composer.hidden = muted;
+  if (focusBack || (wasMuted && !muted && document.activeElement === document.body)) {
+    input.focus({ preventScroll: true });
+  }
+}
+
+// Ask the server whether a mute is in force. `ended`: its `until` has passed on this clock, so
+// without an answer (offline) the composer comes back; the server still refuses a post if not.
+async function learnRestrictions({ ended = false } = {}) {
+  const { ok, data } = await requestJSON(root.dataset.restrictionsUrl);
+  if (ok && typeof data === "object") showMute(data.mute || null);
+  else if (ended) showMute(null);
+}
+
+for (const time of mutedNotice.querySelectorAll("time[datetime]")) localTime(time);
+if (muted) showMute({ until: mutedNotice.dataset.until || null }, { rendered: true });
 
 function showFatal(code) {
   const link = (href, text) => {
@@ -1327,16 +1543,17 @@ function showFatal(code) {
   } else if (code === 4404) {
     showAlert(["No such room — ", link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
   } else {
-    // 4403: banned, or removed from a private or direct room. The room's page tells them
-    // apart: a room you were removed from no longer exists for you (404); a banned reader still
-    // gets the page.
+    // 4403: banned, or removed from a private or direct room. The restrictions door tells them
+    // apart: a room you were removed from no longer exists for you (404); a banned reader
+    // learns the ban's end and reason there.
     showAlert(["You can no longer read this room — ", link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
-    fetch(window.location.pathname, { credentials: "same-origin", cache: "no-store", redirect: "error" })
-      .then((response) => {
-        const why = response.status === 404 ? "You were removed from this room" : "You are banned from this room";
-        showAlert([`${why} — `, link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
-      })
-      .catch(() => {});
+    requestJSON(root.dataset.restrictionsUrl).then(({ ok, status, data }) => {
+      let why;
+      if (status === 404) why = ["You were removed from this room"];
+      else if (ok) why = ["You are banned from this room", ...(data.ban ? restrictionEnd(data.ban) : [])];
+      else return;
+      showAlert([...why, " — ", link(root.dataset.lobbyUrl, "back to the rooms")], { key: "fatal", fatal: true });
+    });
     closeMembership();
   }
   sendButton.disabled = true;
@@ -1493,6 +1710,8 @@ const handlers = {
     fillViewport();
     noteRead();
     refreshMembers();
+    clearAlerts("ready");
+    if (muted || alerts.querySelector('[data-key="muted"]')) learnRestrictions();
   },
 
   message(frame) {
@@ -1511,6 +1730,11 @@ const handlers = {
       if (frame.client_id && msg.author === me) removePending(frame.client_id);
       upsert(msg);
     }, { live: isNew });
+    if (frame.client_id && msg.author === me) {
+      // A post went through: whatever mute an alert spoke of is over (the server says if not).
+      clearAlerts("posted");
+      if (muted) learnRestrictions();
+    }
     if (msg.author !== me && typers.has(msg.author)) setTyping(msg.author, false);
     // Someone joined, left, was added or removed: the member list follows.
     if (msg.system && isNew) refreshMembersSoon();
@@ -1553,9 +1777,9 @@ const handlers = {
       describeCrowd(frame.online.filter((name) => !before.has(name)), "joined");
       describeCrowd([...before].filter((name) => !onlineBefore.has(name)), "left");
     }
-    if (frame.joined && frame.joined !== me) systemLine(`${frame.joined} joined`);
+    if (frame.joined && frame.joined !== me) announceJoin(frame.joined);
     if (frame.left && frame.left !== me) {
-      systemLine(`${frame.left} left`);
+      announceLeave(frame.left);
       setTyping(frame.left, false);
     }
   },
@@ -1586,7 +1810,12 @@ const handlers = {
       for (const p of pending.values()) p.sentGen = 0;
       pausePosts(frame.retry_after);
     }
-    showAlert(frame.detail || "Something went wrong.", { key: frame.code });
+    // rate_limited and unavailable end when retry_after has passed; muted when the mute does.
+    showAlert(frame.detail || "Something went wrong.", {
+      key: frame.code,
+      clearAfter: retry ? frame.retry_after : undefined,
+    });
+    if (frame.code === "muted") learnRestrictions();
   },
 };
 
