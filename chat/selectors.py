@@ -298,10 +298,6 @@ def last_read(user, room: Room) -> int | None:
     )
 
 
-def room_cursor(room_id: int) -> int:
-    return Room.objects.values_list("cursor", flat=True).get(pk=room_id)
-
-
 def room_position(room_id: int) -> tuple[int, int]:
     """The room's cursor and members epoch."""
     return Room.objects.values_list("cursor", "members_epoch").get(pk=room_id)
@@ -403,10 +399,12 @@ def latest_page(room: Room, cursor: int) -> tuple[str, bool]:
 
 
 def ready_state(room: Room, since: int | None) -> Ready:
-    """What a new connection is told first: a replay since its cursor, or the latest page."""
-    # The cursor is read before the messages, so the replay can only be ahead of it, never behind:
-    # a change the replay misses is one the live stream will still send.
-    cursor = room_cursor(room.pk)
+    """What a new connection is told first: a replay since its cursor, or the latest page.
+
+    `room` must have just been read (chat.policy.room_for, in the same trip to the database):
+    its cursor is read before the messages, so the replay can only be ahead of it, never behind,
+    and a change the replay misses is one the live stream will still send."""
+    cursor = room.cursor
     servable = (
         since is not None
         and 0 <= since <= cursor
