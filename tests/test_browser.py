@@ -1004,7 +1004,7 @@ def focus_info(page: Page) -> dict[str, Any]:
     return page.evaluate(
         """() => { const el = document.activeElement; const style = getComputedStyle(el);
             return { tag: el.tagName.toLowerCase(), cls: el.className,
-                     href: el.getAttribute('href'), name: el.getAttribute('name'),
+                     href: el.getAttribute('href'), name: el.getAttribute('name'), id: el.id,
                      visible: el.matches(':focus-visible') && style.outlineStyle !== 'none'
                               && parseFloat(style.outlineWidth) > 0 }; }"""
     )
@@ -1068,8 +1068,8 @@ def test_keyboard_only_login_send_edit_delete(browser, server, alice, bob, room)
     page.keyboard.press("Enter")
     expect(page).to_have_url(f"{server.url}/")
 
-    # The lobby: search, then Tab to the room and open it.
-    tab_to(page, lambda info: info["name"] == "q")
+    # The lobby: search its rooms (past the sidebar's message search), then Tab to the room.
+    tab_to(page, lambda info: info["id"] == "room-search-input")
     page.keyboard.type("general")
     page.keyboard.press("Enter")
     expect(page).to_have_url(f"{server.url}/?q=general")
