@@ -54,6 +54,9 @@ MATRIX: dict[str, tuple] = {
     "inbox hears a mention": (4401,   "notify",   "summary", "nothing", "notify", "notify", "notify"),  # noqa: E501
     "notification setting": (401,     200,        200,    403,    200,      200,       200),
     "search":               (401,     "found",    "found", "absent", "found", "found",   "found"),
+    # Files (§8): whoever may post uploads; a posted file is for the room's readers.
+    "upload":               (401,     201,        201,    403,    403,      201,       201),
+    "file":                 (404,     200,        200,    404,    200,      200,       200),
 }
 # fmt: on
 
@@ -133,6 +136,26 @@ def search_finds(user, words: str):
         return response.status_code
     bodies = [result["message"]["body"] for result in response.json()["results"]]
     return "found" if words in bodies else "absent"
+
+
+def upload_door(user, room: Room) -> int:
+    """`POST /rooms/<slug>/uploads` with a small file: its status."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    file = SimpleUploadedFile("matrix.txt", b"matrix")
+    return http_client(user).post(f"/rooms/{room.slug}/uploads", {"file": file}).status_code
+
+
+def file_door(user, room: Room, author) -> int:
+    """`author` posts a file in `room`; `GET` its URL as `user`: the status."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from chat.realtime.protocol import attachment_object
+
+    file = SimpleUploadedFile("matrix.txt", b"matrix")
+    attachment = services.upload_attachment(room=room, by=author, file=file)
+    services.post_message(room=room, author=author, body="a file", attach=(attachment.pk,))
+    return http_client(user).get(attachment_object(attachment)["url"]).status_code
 
 
 def choose_notifications(user, room: Room) -> int:
@@ -382,6 +405,8 @@ DOORS: dict[str, Door] = {
         w.users[role], w.room
     ),
     "search": lambda w, role: sync_to_async(search_finds)(w.users[role], "someone else's"),
+    "upload": lambda w, role: sync_to_async(upload_door)(w.users[role], w.room),
+    "file": lambda w, role: sync_to_async(file_door)(w.users[role], w.room, w.users["author"]),
 }
 
 
@@ -531,6 +556,18 @@ KIND_MATRIX: dict[str, dict[str, tuple]] = {
         "public":              (401,     "found", "found", "found", "found", "found"),
         "private":             (401,     "absent", "found", "found", "absent", "absent"),
         "direct":              (401,     "absent", "found", "found", "absent", "absent"),
+    },
+    # Files (§8): uploads where one may post; a file for the room's readers, and for site
+    # moderators in the rooms the admin shows them (not direct ones).
+    "upload": {
+        "public":              (401,     201,     201,     201,     201,     201),
+        "private":             (401,     404,     201,     201,     404,     404),
+        "direct":              (401,     404,     201,     201,     404,     404),
+    },
+    "file": {
+        "public":              (404,     200,     200,     200,     200,     200),
+        "private":             (404,     404,     200,     200,     404,     200),
+        "direct":              (404,     404,     200,     200,     404,     404),
     },
 }
 # fmt: on
@@ -683,6 +720,8 @@ KIND_DOORS = {
     "admin: report page": _admin_report_page,
     "notification setting": lambda w, r: choose_notifications(w.users[r], w.room),
     "search": lambda w, r: search_finds(w.users[r], "owner's words"),
+    "upload": lambda w, r: upload_door(w.users[r], w.room),
+    "file": lambda w, r: file_door(w.users[r], w.room, w.users["owner"]),
 }
 KIND_SOCKET_DOORS = {
     "socket": lambda w, r: socket_answer(w.users[r], w.room.slug, None),
@@ -737,8 +776,9 @@ async def test_kind_matrix(door: str, kind: str):
 def _flush_world() -> None:
     from django.contrib.auth import get_user_model
 
-    from chat.models import Change, Membership, ModerationAction, ReadMarker, Report
+    from chat.models import Attachment, Change, Membership, ModerationAction, ReadMarker, Report
 
+    Attachment.objects.all().delete()
     Report.objects.all().delete()
     ModerationAction.objects.all().delete()
     Change.objects.all().delete()
