@@ -185,6 +185,7 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
         "reports_handled": services.take_report_notices(user=request.user),
         "last_read_id": selectors.last_read(request.user, room),
         "max_body": settings.CHAT_MAX_BODY,
+        "max_upload": settings.CHAT_MAX_UPLOAD_BYTES,  # the upload tray's limit (§8)
         "target_message": int(target) if target.isascii() and target.isdigit() else "",
     }
     return render(request, "chat/room.html", context)
