@@ -21,6 +21,9 @@ RUN pip install --require-hashes --no-deps -r requirements.lock
 COPY . .
 RUN DJANGO_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput
 
+# Attachments (CHAT_MEDIA_ROOT): the compose file mounts a named volume here, which takes this
+# directory's owner when it is first made, so the server can write it.
+RUN mkdir -p /srv/chat-media && chown chat:chat /srv/chat-media
 USER chat
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \

@@ -333,11 +333,16 @@ class Raw(Process):
 
 
 def nginx_site(
-    *, listen: int, upstreams: list[int], access_log: bool = True, redirect_dir: Path | None = None
+    *,
+    listen: int,
+    upstreams: list[int],
+    access_log: bool = True,
+    redirect_dir: Path | None = None,
+    media_root: Path | None = None,
 ) -> str:
     """deploy/nginx.conf with only its addresses changed, for loopback servers (the bench turns
     the access log off; tests/test_nginx.py keeps it, and gives the directory where
-    deploy/nginx-tls.sh writes its redirect to HTTPS)."""
+    deploy/nginx-tls.sh writes its redirect to HTTPS, and where the attachments are)."""
     deploy = ROOT / "deploy"
     servers = "".join(f"    server 127.0.0.1:{port};\n" for port in upstreams)
     text = (deploy / "nginx.conf").read_text()
@@ -349,6 +354,9 @@ def nginx_site(
         "include /etc/nginx/chat/common.conf;": f"include {deploy / 'nginx-common.conf'};",
         "include /etc/nginx/chat-redirect/*.conf;": (
             f"include {redirect_dir}/*.conf;" if redirect_dir else ""
+        ),
+        "set $chat_media_root /srv/chat-media;": (
+            f"set $chat_media_root {media_root or '/srv/chat-media'};"
         ),
     }
     if not access_log:

@@ -22,6 +22,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -29,7 +30,15 @@ from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 
 from . import selectors, services
-from .models import Membership, Message, ModerationAction, Report, Room, RoomRestriction
+from .models import (
+    Attachment,
+    Membership,
+    Message,
+    ModerationAction,
+    Report,
+    Room,
+    RoomRestriction,
+)
 from .realtime.protocol import ChatError
 
 
@@ -96,6 +105,53 @@ class MembershipInline(admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("user")
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class AttachmentInline(admin.TabularInline):
+    """A message's files (§8), read here: name (a link to the file, which the access policy lets
+    moderators open, a hidden message's too), size, type. Hiding the message hides them from
+    everyone else; the author's deletion erases them."""
+
+    model = Attachment
+    fields = ["file", "size_shown", "content_type", "dimensions", "uploader", "created"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False
+    verbose_name_plural = "attachments"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("uploader")
+
+    @admin.display(description="file")
+    def file(self, obj: Attachment) -> str:
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">{}</a>',
+            reverse("chat:file", args=[obj.pk, obj.name]),
+            obj.name,
+        )
+
+    @admin.display(description="size")
+    def size_shown(self, obj: Attachment) -> str:
+        return filesizeformat(obj.size)
+
+    @admin.display(description="image")
+    def dimensions(self, obj: Attachment) -> str:
+        return f"{obj.width} x {obj.height}" if obj.width else "-"
+
+    # Shown wherever its message is (the message's page decides who sees it).
+    def has_view_permission(self, request, obj=None) -> bool:
+        return True
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -273,6 +329,7 @@ class MessageAdmin(ReadOnlyAdmin):
         "cursor",
     ]
     actions = ["hide_messages", "restore_messages"]
+    inlines = [AttachmentInline]
     show_full_result_count = False  # no COUNT(*) over 100,000 rows on every page
 
     class Media:

@@ -420,3 +420,44 @@ class UsernameSkeleton(models.Model):
 
     def __str__(self) -> str:
         return self.skeleton
+
+
+class Attachment(models.Model):
+    """A file uploaded to a room (PROTOCOL.md §8): first on its own, then attached to one message
+    by a `post` of its uploader's. Its bytes are in the "attachments" storage (chat.attachments)
+    under `key`, an image's thumbnail under `thumbnail_key`; served only through the view that
+    asks the access policy."""
+
+    uploader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments"
+    )
+    room = models.ForeignKey(Room, on_delete=models.CASCADE, related_name="attachments")
+    # Empty until a post attaches it. A message is never removed (only made a tombstone, whose
+    # files are erased); should one be removed by hand, its files fall to the unattached purge.
+    message = models.ForeignKey(
+        Message, on_delete=models.SET_NULL, null=True, blank=True, related_name="attachments"
+    )
+    name = models.CharField(max_length=200)  # cleaned (chat.attachments.clean_name)
+    size = models.BigIntegerField()  # bytes as served (an image re-encoded)
+    content_type = models.CharField(max_length=100)  # an image's from its content
+    key = models.CharField(max_length=200, unique=True)
+    thumbnail_key = models.CharField(max_length=200, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["uploader", "room"], name="attachment_uploader_room"),
+            models.Index(
+                fields=["created"], condition=Q(message__isnull=True), name="attachment_unattached"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.size} bytes)"
+
+    @property
+    def is_image(self) -> bool:
+        return bool(self.thumbnail_key)

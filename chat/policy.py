@@ -18,6 +18,9 @@ role).
 - **Moderating** (hide, restore, ban, mute, archive, removing members) is for staff with the
   moderation permissions; a staff account is banned or muted only by a superuser. The owners of
   a private room moderate it too, on the site: they hide messages and remove members there.
+- **Files** (PROTOCOL.md §8): whoever may post uploads; a file is fetched by whoever may read
+  its room while its message stands (by its uploader alone before it is posted); a hidden
+  message's files by moderators only.
 - **Reporting** (PROTOCOL.md §9): any reader reports a message, not a room notice, not their
   own; moderators read reports in the admin.
 - **Earlier versions** of an edited message: its author, and the room's moderators (site
@@ -248,6 +251,21 @@ class Access:
         if message.author_id != self.user.pk:
             return Denial.NOT_AUTHOR
         return self.can_read()
+
+    def can_fetch_file(self, *, uploader_id: int, message: Message | None) -> Denial | None:
+        """A file (§8) is for those who may read its room while its message stands; before it
+        is posted, for its uploader alone. A message's files after a moderator hid it (an
+        author's deletion erases them) are for moderators, who read the files of every room
+        the admin shows them (public and private) as they read the messages there."""
+        if message is not None and is_moderator(self.user) and not self.room.is_direct:
+            return None
+        if denial := self.can_read():
+            return denial
+        if message is None:
+            return None if uploader_id == self.user.pk else Denial.NO_SUCH_ROOM
+        if message.is_deleted:
+            return Denial.TOMBSTONE
+        return None
 
     def can_choose_notifications(self) -> Denial | None:
         """A member who may read the room chooses which of its messages notify them (§5)."""

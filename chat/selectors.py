@@ -23,7 +23,8 @@ from .models import (
 from .realtime import protocol
 
 # What a Message object (protocol.message_object) reads besides the row: authors, the replied-to
-# message, the reactions and who made them; in a fixed number of queries for a whole page.
+# message, the reactions and who made them, the attachments; in a fixed number of queries for a
+# whole page.
 MESSAGE_RELATED = ("author", "deleted_by", "reply_to__author")
 
 
@@ -32,7 +33,9 @@ def _reactions(prefix: str = "") -> Prefetch:
 
 
 def _messages():
-    return Message.objects.select_related(*MESSAGE_RELATED).prefetch_related(_reactions())
+    return Message.objects.select_related(*MESSAGE_RELATED).prefetch_related(
+        _reactions(), "attachments"
+    )
 
 
 def message(room: Room, message_id: int) -> Message | None:
@@ -426,7 +429,7 @@ def change_frames(room_id: int, after: int, upto: int) -> list[tuple[int, str]]:
     changes = (
         Change.objects.filter(room_id=room_id, cursor__gt=after, cursor__lte=upto)
         .select_related(*(f"message__{related}" for related in MESSAGE_RELATED))
-        .prefetch_related(_reactions("message__"))
+        .prefetch_related(_reactions("message__"), "message__attachments")
         .order_by("cursor")
     )
     return [

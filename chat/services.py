@@ -23,8 +23,20 @@ from django.db.models.functions import Length
 from django.utils import timezone
 from django.utils.text import slugify
 
-from . import limits, metrics, policy, reactions, rendering, search, selectors, text, throttle
+from . import (
+    attachments,
+    limits,
+    metrics,
+    policy,
+    reactions,
+    rendering,
+    search,
+    selectors,
+    text,
+    throttle,
+)
 from .models import (
+    Attachment,
     Change,
     Membership,
     Mention,
@@ -73,6 +85,14 @@ def clean_body(body: str, *, ref: object = None) -> str:
     return body
 
 
+def clean_post_body(body: str, *, attached: bool, ref: object = None) -> str:
+    """A post's body as stored: `clean_body`'s rule, except that a post with attachments (§8)
+    may leave it empty."""
+    if attached and not body.strip():
+        return ""
+    return clean_body(body, ref=ref)
+
+
 def _lock_room(room_id: int) -> None:
     """Take the room's row lock for the rest of the transaction (writers queue here)."""
     Room.objects.select_for_update().only("id").get(pk=room_id)
@@ -109,17 +129,23 @@ def _record(
     kind: str,
     *,
     archived_ok: bool = False,
+    attach: tuple[int, ...] = (),
 ) -> None:
     """Move the room's cursor by one for this change, log it, and broadcast after commit.
 
     Refuses a change in an archived room unless `archived_ok` (a moderator's hide or restore).
+    A new message takes the uploads `attach` (§8), or the transaction fails with `invalid`.
     """
     cursor, epoch = _next_cursor(room_id, archived_ok=archived_ok)
     message.cursor = cursor
     if message.pk is None:
         message.save()
-        # A new message has no reactions: its frame need not ask the database.
-        message._prefetched_objects_cache = {"reactions": Reaction.objects.none()}
+        # A new message has no reactions, and only the files it attaches now: its frame need
+        # not ask the database.
+        message._prefetched_objects_cache = {
+            "reactions": Reaction.objects.none(),
+            "attachments": attachments.attach(message=message, ids=attach),
+        }
     else:
         message.save(
             update_fields=[
@@ -254,12 +280,14 @@ def post_message(
     client_id: str | None = None,
     reply_to: int | None = None,
     parsed: rendering.Document | None = None,
+    attach: tuple[int, ...] = (),
 ) -> Posted:
-    """Store a new message, answering the message `reply_to` (an id in this room) if given. A
-    retry of a stored post (same `client_id`) stores nothing and returns the stored message with
-    `created=False`, even if the author can no longer post. `parsed`: the body already parsed
-    (`rendering.parse`), else it is parsed here."""
-    body = clean_body(body, ref=client_id)
+    """Store a new message, answering the message `reply_to` (an id in this room) if given, with
+    the author's uploads `attach` (§8: then the body may be empty). A retry of a stored post
+    (same `client_id`) stores nothing and returns the stored message with `created=False`, even
+    if the author can no longer post. `parsed`: the body already parsed (`rendering.parse`),
+    else it is parsed here."""
+    body = clean_post_body(body, attached=bool(attach), ref=client_id)
     try:
         access = policy.access(author, room)
         policy.require(access.can_post(), ref=client_id)
@@ -277,7 +305,7 @@ def post_message(
                     [Membership(room=room, user=author)], ignore_conflicts=True
                 )
                 _tell_inbox(author.pk, room.pk)
-            _record(room.pk, message, Change.Kind.CREATE)
+            _record(room.pk, message, Change.Kind.CREATE, attach=attach)
             _notify(room, message)
     except (ChatError, IntegrityError):
         # The common path does not look the client_id up first: the unique constraint on
@@ -363,8 +391,9 @@ def toggle_reaction(*, room: Room, message_id: int, by, emoji: str) -> Message:
 def delete_message(*, room: Room, message_id: int, by, moderator: bool = False) -> Message:
     """Soft-delete: the message stays as a tombstone naming who deleted it.
 
-    Authors delete their own messages; `moderator=True` (the admin) deletes anyone's.
-    Deleting a tombstone again changes nothing.
+    Authors delete their own messages, and its files are erased (§8); `moderator=True` (the
+    admin) deletes anyone's, and its files stay for moderators. Deleting a tombstone again
+    changes nothing.
     """
     with transaction.atomic():
         _lock_room(room.pk)
@@ -376,6 +405,8 @@ def delete_message(*, room: Room, message_id: int, by, moderator: bool = False) 
             return message
         message.deleted_at = timezone.now()
         message.deleted_by = by
+        if not moderator:
+            attachments.erase(Attachment.objects.filter(message=message))
         _record(room.pk, message, Change.Kind.DELETE, archived_ok=moderator)
     return message
 
@@ -520,11 +551,17 @@ RATE_LIMITS: dict[str, limits.Limit] = {
 
 
 async def submit_post(
-    *, room: Room, author, body: str, client_id: str | None, reply_to: int | None = None
+    *,
+    room: Room,
+    author,
+    body: str,
+    client_id: str | None,
+    reply_to: int | None = None,
+    attach: tuple[int, ...] = (),
 ) -> Posted:
     """A post from a socket. A retry of a stored post (same `client_id`) is answered with the
     stored message (`created=False`), past the limit or not: the client must learn it landed."""
-    body = clean_body(body, ref=client_id)
+    body = clean_post_body(body, attached=bool(attach), ref=client_id)
     try:
         await limits.hit(RATE_LIMITS["post"], user_id=author.pk, room_id=room.pk, ref=client_id)
     except ChatError:
@@ -534,7 +571,13 @@ async def submit_post(
         return Posted(stored, created=False)
     parsed = await _parse(body)
     return await db(post_message)(
-        room=room, author=author, body=body, client_id=client_id, reply_to=reply_to, parsed=parsed
+        room=room,
+        author=author,
+        body=body,
+        client_id=client_id,
+        reply_to=reply_to,
+        parsed=parsed,
+        attach=attach,
     )
 
 
@@ -643,8 +686,9 @@ def delete_account(*, user) -> str:
     rights. Its sessions end with it, so its open sockets close with 4401 within
     CHAT_SESSION_CHECK_INTERVAL (the hub's session watcher). Then every message of theirs
     becomes a tombstone deleted by that name, announced to open pages like any deletion; each
-    room is its own transaction, so a long history holds no lock for long. Running it again
-    finishes an erasure that was interrupted.
+    room is its own transaction, so a long history holds no lock for long. Their files are
+    erased, posted or not, hidden or not (§8). Running it again finishes an erasure that was
+    interrupted.
     """
     from .accounts import DELETED_PREFIX
     from .models import ReadMarker
@@ -671,6 +715,8 @@ def delete_account(*, user) -> str:
                 message.author = message.deleted_by = user  # frames carry the new name
                 message.deleted_at = now
                 _record(room_id, message, Change.Kind.DELETE)
+    with transaction.atomic():
+        attachments.erase(Attachment.objects.filter(uploader=user))
     return user.get_username()
 
 
@@ -700,6 +746,16 @@ def erase_deleted_text(*, older_than, batch_size: int = 500) -> int:
         # from the text (its render, its mentions, the texts its edits replaced) goes with it.
         erased += due.filter(pk__in=ids).update(body="", html="", mentions=[])
         MessageRevision.objects.filter(message__in=ids, message__body="").delete()
+
+
+def purge_uploads(*, older_than) -> int:
+    """Erase uploads never attached to a message made before `older_than` (§8); how many."""
+    return attachments.erase_unattached(older_than=older_than)
+
+
+def upload_attachment(*, room: Room, by, file) -> Attachment:
+    """An upload to a room (§8): chat.attachments.upload, the policy and limits included."""
+    return attachments.upload(room=room, by=by, file=file)
 
 
 def render_stale_messages(*, batch_size: int = 500) -> int:

@@ -10,14 +10,14 @@ from django.contrib.auth import login, logout
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from . import accounts, policy, redis_connections, selectors, services
+from . import accounts, attachments, policy, redis_connections, selectors, services
 from .forms import DeleteAccountForm, RoomForm, SignupForm, ThrottledPasswordChangeForm
 from .models import Room, RoomRestriction
 from .realtime import protocol
@@ -201,6 +201,7 @@ def room(request: HttpRequest, slug: str) -> HttpResponse:
         "mute": in_force.get(RoomRestriction.Kind.MUTE)
         if access.can_post() == policy.Denial.MUTED
         else None,
+        "max_upload": settings.CHAT_MAX_UPLOAD_BYTES,  # the upload tray's limit (§8)
         "target_message": int(target) if target.isascii() and target.isdigit() else "",
     }
     return render(request, "chat/room.html", context)
@@ -621,3 +622,62 @@ def rooms(request: HttpRequest) -> JsonResponse:
         for room in my_rooms(request.user)
     ]
     return JsonResponse({"rooms": listed})
+
+
+# --- files (PROTOCOL.md §8) ---------------------------------------------------------------------
+
+# What a multipart body may add to the file itself (boundaries, the part's headers, the CSRF
+# field) before its Content-Length alone says it is too large.
+MULTIPART_SLACK = 64 * 1024
+
+
+@require_POST
+def upload(request: HttpRequest, slug: str) -> JsonResponse:
+    """`POST /rooms/<slug>/uploads`, multipart with the field `file` (and the CSRF header): 201
+    with the Attachment, for a `post` to attach. 413 over CHAT_MAX_UPLOAD_BYTES or past the
+    user's quota, 400 for an empty file, 404 for a room the user cannot see."""
+    if not request.user.is_authenticated:
+        return JsonResponse(NOT_LOGGED_IN, status=401)
+    room = policy.room_for(request.user, slug)
+    if room is None:
+        return JsonResponse(NO_SUCH_ROOM, status=404)
+    try:
+        # Refused by its declared length before Django parses (and spools) the body.
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        attachments.check_size(max(1, declared - MULTIPART_SLACK))
+        file = request.FILES.get("file")
+        if file is None:
+            return JsonResponse(
+                {"error": "Send the file as the multipart field `file`."}, status=400
+            )
+        attachment = services.upload_attachment(room=room, by=request.user, file=file)
+    except ChatError as error:
+        return json_error(error)
+    except ValueError:  # a Content-Length that is not a number
+        return JsonResponse({"error": "Bad Content-Length."}, status=400)
+    return JsonResponse(protocol.attachment_object(attachment), status=201)
+
+
+@require_GET
+def file(request: HttpRequest, attachment_id: int, name: str = "") -> HttpResponseBase:
+    """`GET /files/<id>/<name>` (and `/files/thumbnails/<id>`, an image's thumbnail): the bytes,
+    for whoever the policy lets read the file; 404 for anyone else, logged in or not. The name
+    is for the reader's eyes and their browser's save dialog: the id alone finds the file."""
+    try:
+        download = attachments.download_for(
+            user=request.user, attachment_id=attachment_id, thumbnail=False
+        )
+        return attachments.response_for(download)
+    except attachments.NotFound:
+        raise Http404("No such file.") from None
+
+
+@require_GET
+def thumbnail(request: HttpRequest, attachment_id: int) -> HttpResponseBase:
+    try:
+        download = attachments.download_for(
+            user=request.user, attachment_id=attachment_id, thumbnail=True
+        )
+        return attachments.response_for(download)
+    except attachments.NotFound:
+        raise Http404("No such file.") from None

@@ -12,6 +12,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from typing import Any
 
 from .login import USER_AGENT
@@ -44,8 +45,11 @@ def call(
     path: str,
     body: dict[str, Any] | None = None,
     timeout: float = 10,
+    *,
+    raw: tuple[bytes, str] | None = None,
 ) -> dict[str, Any]:
-    """`method path` with a JSON `body`; the JSON object answered, or ApiError."""
+    """`method path` with a JSON `body` (or `raw`: bytes and their Content-Type); the JSON object
+    answered (200 or 201), or ApiError."""
     headers = {
         "User-Agent": USER_AGENT,
         "Cookie": cookie,
@@ -59,6 +63,8 @@ def call(
     if body is not None:
         data = json.dumps(body).encode()
         headers["Content-Type"] = "application/json"
+    if raw is not None:
+        data, headers["Content-Type"] = raw
     request = urllib.request.Request(f"{server}{path}", data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
@@ -73,10 +79,28 @@ def call(
         answer_data = None
     if not isinstance(answer_data, dict):
         raise ApiError(status, f"the server answered HTTP {status} without JSON")
-    if status != 200:
+    if status not in (200, 201):
         message = answer_data.get("error")
         raise ApiError(status, str(message) if message else f"refused (HTTP {status})")
     return answer_data
+
+
+def upload(server: str, cookie: str, path: str, name: str, data: bytes) -> dict[str, Any]:
+    """`POST path` with the file as the multipart field `file` (PROTOCOL.md §8): the
+    Attachment, or ApiError."""
+    boundary = f"chat-client-{uuid.uuid4().hex}"
+    quoted = name.replace("\\", "_").replace('"', "_").replace("\r", "_").replace("\n", "_")
+    body = (
+        (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{quoted}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    content_type = f"multipart/form-data; boundary={boundary}"
+    return call(server, cookie, "POST", path, timeout=120, raw=(body, content_type))
 
 
 def quote(part: str) -> str:

@@ -19,6 +19,7 @@ Commands:
   /delete ID        delete your message ID (e.g. /delete 3 or /delete Id3)
   /edit ID text     replace the text of your message ID
   /reply ID text    answer message ID (shown as "↳ reply to IdN author: …")
+  /upload PATH [caption]   send a file (an image, a PDF…) with an optional caption
   /react ID EMOJI   add your reaction to message ID, or take it back (e.g. /react Id12 👍)
   /who              who is online
   /history          print the page of messages before the oldest one shown
@@ -88,8 +89,30 @@ def message_line(message: dict[str, Any]) -> str:
     if message.get("edited"):
         line += " (edited)"
     line += reactions_text(message)
+    line += "".join(f"\n    {file}" for file in attachment_lines(message))
     quote = reply_line(message)
     return f"{quote}\n{line}" if quote else line
+
+
+def attachment_lines(message: dict[str, Any]) -> list[str]:
+    """`[file: photo.jpg (1.2 MB)]` for each of a message's attachments (PROTOCOL.md §8)."""
+    lines = []
+    for item in message.get("attachments") or ():
+        if isinstance(item, dict):
+            lines.append(f"[file: {clean(item.get('name'))} ({size_text(item.get('size'))})]")
+    return lines
+
+
+def size_text(size: Any) -> str:
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return "?"
+    if size < 1000:
+        return f"{size} B"
+    for unit in ("kB", "MB", "GB"):
+        size /= 1000
+        if size < 1000 or unit == "GB":
+            return f"{size:.1f} {unit}"
+    return "?"
 
 
 def change_line(old: dict[str, Any], new: dict[str, Any]) -> str | None:

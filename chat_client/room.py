@@ -12,6 +12,7 @@ import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -27,6 +28,7 @@ from .display import (
     rooms_table,
     say,
     search_line,
+    size_text,
     typing_line,
 )
 from .inbox import Inbox
@@ -73,6 +75,18 @@ class Pending:
     slug: str  # the room it was typed in: it is only ever sent there
     sent_on: int | None = None  # the socket generation it was last sent on
     reply_to: int | None = None  # the message it answers (/reply)
+    attachments: tuple[int, ...] = ()  # upload ids (/upload, PROTOCOL.md §8)
+
+
+def split_path(rest: str) -> tuple[str, str]:
+    """`PATH caption…` or `"PATH with spaces" caption…`: (path, caption)."""
+    rest = rest.strip()
+    if rest[:1] in ('"', "'"):
+        end = rest.find(rest[0], 1)
+        if end > 0:
+            return rest[1:end], rest[end + 1 :].strip()
+    path, _, caption = rest.partition(" ")
+    return path, caption.strip()
 
 
 @dataclass
@@ -661,15 +675,21 @@ class ChatClient:
             frame = {"type": "post", "body": entry.body, "client_id": client_id}
             if entry.reply_to is not None:
                 frame["reply_to"] = entry.reply_to
+            if entry.attachments:
+                frame["attachments"] = list(entry.attachments)
             if not await self.send(frame):
                 entry.sent_on = None
                 return
 
-    async def post(self, body: str, reply_to: int | None = None) -> None:
+    async def post(
+        self, body: str, reply_to: int | None = None, attachments: tuple[int, ...] = ()
+    ) -> None:
         if len(body.encode("utf-8", "replace")) > MAX_FRAME_BYTES:
             say("! too_long: that message is far too long to send")
             return
-        self.pending[uuid.uuid4().hex] = Pending(body, self.slug, reply_to=reply_to)
+        self.pending[uuid.uuid4().hex] = Pending(
+            body, self.slug, reply_to=reply_to, attachments=attachments
+        )
         self.all_sent.clear()
         if not self.ready and not (self.announce and self.ever_ready and not self.reconnecting):
             # (Just after a switch the new room's socket is opening: it goes out there.)
@@ -734,6 +754,8 @@ class ChatClient:
             await self.list_rooms()
         elif command == "/search":
             await self.search(rest)
+        elif command == "/upload":
+            await self.upload(rest)
         elif command == "/invite":
             await self.invite(rest)
         elif command == "/kick":
@@ -774,11 +796,21 @@ class ChatClient:
     # --- rooms and people: the JSON doors (§4) ---------------------------------------------
 
     async def call(
-        self, method: str, path: str, body: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        file: tuple[str, bytes] | None = None,
     ) -> dict[str, Any] | None:
-        """A JSON request as the logged-in user; None after printing the server's refusal."""
+        """A JSON request as the logged-in user (or, `file`, an upload of that name and
+        content); None after printing the server's refusal."""
         for attempt in (1, 2):
             try:
+                if file is not None:
+                    return await asyncio.to_thread(
+                        api.upload, self.server, self.cookie, path, *file
+                    )
                 return await asyncio.to_thread(
                     api.call, self.server, self.cookie, method, path, body
                 )
@@ -796,6 +828,31 @@ class ChatClient:
                 say(f"! {clean(error.message)}")
                 return None
         return None
+
+    async def upload(self, rest: str) -> None:
+        """`/upload PATH [caption]` (a PATH with spaces in quotes): upload the file to this room
+        (PROTOCOL.md §8), then post it with the caption, if any."""
+        path, caption = split_path(rest)
+        if not path:
+            say('! usage: /upload PATH [caption] (a path with spaces in "quotes")')
+            return
+        file = await asyncio.to_thread(lambda: Path(path).expanduser())
+        try:
+            data = await asyncio.to_thread(file.read_bytes)
+        except OSError as error:
+            say(f"! cannot read {clean(path)}: {clean(error.strerror or error)}")
+            return
+        say(f"* uploading {clean(file.name)} ({size_text(len(data))})…")
+        answer = await self.call(
+            "POST", f"/rooms/{api.quote(self.slug)}/uploads", file=(file.name, data)
+        )
+        if answer is None:
+            return
+        attachment = answer.get("id")
+        if not isinstance(attachment, int):
+            say("! the server did not say which upload it stored")
+            return
+        await self.post(caption, attachments=(attachment,))
 
     async def message_people(self, rest: str) -> None:
         """`/msg alice,bob text`: the direct room of those people (made on first use), and the

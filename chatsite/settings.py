@@ -255,8 +255,46 @@ USE_TZ = True
 
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Attachments (PROTOCOL.md §8, chat/attachments.py) go through the storage called "attachments":
+# a local directory by default (a named volume in docker-compose.yml), or an S3-compatible object
+# store when CHAT_S3_BUCKET is set (README, "Files on S3"). Never a public folder: every file is
+# served by a view that asks the access policy first.
+CHAT_MEDIA_ROOT = os.environ.get("CHAT_MEDIA_ROOT") or str(BASE_DIR / "media")
+CHAT_S3_BUCKET = os.environ.get("CHAT_S3_BUCKET", "")
+CHAT_S3_ENDPOINT_URL = os.environ.get("CHAT_S3_ENDPOINT_URL", "")
+# Seconds a signed download link stays good: the view checks the policy at each request and
+# redirects to a fresh link, so keep it short.
+CHAT_S3_URL_EXPIRY = env_int("CHAT_S3_URL_EXPIRY", 60)
+
+
+def _attachment_storage() -> dict:
+    if not CHAT_S3_BUCKET:
+        return {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": CHAT_MEDIA_ROOT, "base_url": None},
+        }
+    return {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": CHAT_S3_BUCKET,
+            "endpoint_url": CHAT_S3_ENDPOINT_URL or None,
+            "access_key": os.environ.get("CHAT_S3_ACCESS_KEY_ID") or None,
+            "secret_key": os.environ.get("CHAT_S3_SECRET_ACCESS_KEY") or None,
+            "region_name": os.environ.get("CHAT_S3_REGION") or None,
+            # Another store than AWS (MinIO, Ceph, a provider's) rarely has a DNS name per bucket.
+            "addressing_style": "path" if CHAT_S3_ENDPOINT_URL else None,
+            "signature_version": "s3v4",
+            "default_acl": None,  # private: reached only through a signed link
+            "querystring_auth": True,
+            "querystring_expire": CHAT_S3_URL_EXPIRY,
+            "file_overwrite": False,
+        },
+    }
+
+
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "attachments": _attachment_storage(),
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
@@ -354,6 +392,26 @@ CHAT_RATE_LIMIT_LOOKUPS_WINDOW = env_int("CHAT_RATE_LIMIT_LOOKUPS_WINDOW", 10)
 # Searches (§7) per user per window.
 CHAT_RATE_LIMIT_SEARCH = env_int("CHAT_RATE_LIMIT_SEARCH", 20)
 CHAT_RATE_LIMIT_SEARCH_WINDOW = env_int("CHAT_RATE_LIMIT_SEARCH_WINDOW", 10)
+# Attachments (§8): bytes per file (nginx's client_max_body_size in deploy/nginx-common.conf is a
+# little more: the multipart envelope), bytes per user in all (their files not yet erased),
+# uploads per user per window, and the most pixels an image may have (width x height x frames;
+# more is refused before it is decoded). Thumbnails fit in a square this many pixels wide.
+CHAT_MAX_UPLOAD_BYTES = env_int("CHAT_MAX_UPLOAD_BYTES", 25 * 1024 * 1024)
+CHAT_UPLOAD_QUOTA_BYTES = env_int("CHAT_UPLOAD_QUOTA_BYTES", 1024**3)
+CHAT_RATE_LIMIT_UPLOADS = env_int("CHAT_RATE_LIMIT_UPLOADS", 20)
+CHAT_RATE_LIMIT_UPLOADS_WINDOW = env_int("CHAT_RATE_LIMIT_UPLOADS_WINDOW", 60)
+CHAT_MAX_IMAGE_PIXELS = env_int("CHAT_MAX_IMAGE_PIXELS", 50_000_000)
+CHAT_THUMBNAIL_SIZE = env_int("CHAT_THUMBNAIL_SIZE", 400)
+# Uploads never attached to a message are erased after this many hours (`manage.py
+# purge_uploads`, run by the web container's entrypoint loop every CHAT_UPLOAD_PURGE_INTERVAL s).
+CHAT_UPLOAD_MAX_AGE_HOURS = env_int("CHAT_UPLOAD_MAX_AGE_HOURS", 24)
+# Behind nginx (docker-compose.yml sets it): Django checks the policy and answers with
+# X-Accel-Redirect to nginx's internal location for the media volume, and nginx sends the bytes.
+# Off (`make run`), Django sends the file itself.
+CHAT_MEDIA_ACCEL = env_bool("CHAT_MEDIA_ACCEL", False)
+# Django holds an upload in memory up to this size, on disk (FILE_UPLOAD_TEMP_DIR) past it; the
+# upload view refuses a body over CHAT_MAX_UPLOAD_BYTES by its Content-Length before reading it.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # PostgreSQL text-search configurations a message is indexed in (a word matches in any of them);
 # after changing it, run `manage.py rebuild_search_index`.
 CHAT_SEARCH_CONFIGS = os.environ.get("CHAT_SEARCH_CONFIGS") or "simple,english"

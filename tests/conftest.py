@@ -115,13 +115,28 @@ def _redis_channel_layer(redis_server: RedisServer) -> Iterator[None]:
             else {"hosts": [redis_server.url], "capacity": 5000, "expiry": 30},
         }
     }
-    # In-process page tests render templates without a collectstatic manifest.
+    # In-process page tests render templates without a collectstatic manifest. Attachments land
+    # in a directory of this run's (server subprocesses too), never in the project's media/.
+    media = tempfile.mkdtemp(prefix="chat-media-")
     storages = {
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        "attachments": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": media, "base_url": None},
+        },
     }
-    with override_settings(REDIS_URL=redis_server.url, CHANNEL_LAYERS=layers, STORAGES=storages):
+    with (
+        override_settings(
+            REDIS_URL=redis_server.url,
+            CHANNEL_LAYERS=layers,
+            STORAGES=storages,
+            CHAT_MEDIA_ROOT=media,
+        ),
+        settings_env(CHAT_MEDIA_ROOT=media),
+    ):
         yield
+    shutil.rmtree(media, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -60,6 +60,9 @@ MATRIX: dict[str, tuple] = {
     # Earlier versions (issue 17): the author's own, and anyone's for moderators; 404 otherwise.
     "versions of own":      (401,     200,        200,    404,    200,      200,       200),
     "versions of another's": (401,    404,        404,    404,    404,      200,       404),
+    # Files (§8): whoever may post uploads; a posted file is for the room's readers.
+    "upload":               (401,     201,        201,    403,    403,      201,       201),
+    "file":                 (404,     200,        200,    404,    200,      200,       200),
 }
 # fmt: on
 
@@ -149,6 +152,26 @@ def search_page_finds(user, message_id: int, words: str):
     if response.status_code != 200:
         return response.status_code
     return "found" if f"?message={message_id}" in response.content.decode() else "absent"
+
+
+def upload_door(user, room: Room) -> int:
+    """`POST /rooms/<slug>/uploads` with a small file: its status."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    file = SimpleUploadedFile("matrix.txt", b"matrix")
+    return http_client(user).post(f"/rooms/{room.slug}/uploads", {"file": file}).status_code
+
+
+def file_door(user, room: Room, author) -> int:
+    """`author` posts a file in `room`; `GET` its URL as `user`: the status."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from chat.realtime.protocol import attachment_object
+
+    file = SimpleUploadedFile("matrix.txt", b"matrix")
+    attachment = services.upload_attachment(room=room, by=author, file=file)
+    services.post_message(room=room, author=author, body="a file", attach=(attachment.pk,))
+    return http_client(user).get(attachment_object(attachment)["url"]).status_code
 
 
 def choose_notifications(user, room: Room) -> int:
@@ -421,6 +444,8 @@ DOORS: dict[str, Door] = {
     ),
     "versions of own": versions_of_own,
     "versions of another's": versions_of_anothers,
+    "upload": lambda w, role: sync_to_async(upload_door)(w.users[role], w.room),
+    "file": lambda w, role: sync_to_async(file_door)(w.users[role], w.room, w.users["author"]),
 }
 
 
@@ -593,6 +618,18 @@ KIND_MATRIX: dict[str, dict[str, tuple]] = {
         "private":             (401,     404,     200,     200,     404,     404),
         "direct":              (401,     404,     200,     404,     404,     404),
     },
+    # Files (§8): uploads where one may post; a file for the room's readers, and for site
+    # moderators in the rooms the admin shows them (not direct ones).
+    "upload": {
+        "public":              (401,     201,     201,     201,     201,     201),
+        "private":             (401,     404,     201,     201,     404,     404),
+        "direct":              (401,     404,     201,     201,     404,     404),
+    },
+    "file": {
+        "public":              (404,     200,     200,     200,     200,     200),
+        "private":             (404,     404,     200,     200,     404,     200),
+        "direct":              (404,     404,     200,     200,     404,     404),
+    },
 }
 # fmt: on
 
@@ -756,6 +793,8 @@ KIND_DOORS = {
     "versions of a member's message": lambda w, r: _versions_door(
         w.users[r], w.room, _members_message(w)
     ),
+    "upload": lambda w, r: upload_door(w.users[r], w.room),
+    "file": lambda w, r: file_door(w.users[r], w.room, w.users["owner"]),
 }
 KIND_SOCKET_DOORS = {
     "socket": lambda w, r: socket_answer(w.users[r], w.room.slug, None),
@@ -810,8 +849,9 @@ async def test_kind_matrix(door: str, kind: str):
 def _flush_world() -> None:
     from django.contrib.auth import get_user_model
 
-    from chat.models import Change, Membership, ModerationAction, ReadMarker, Report
+    from chat.models import Attachment, Change, Membership, ModerationAction, ReadMarker, Report
 
+    Attachment.objects.all().delete()
     Report.objects.all().delete()
     ModerationAction.objects.all().delete()
     Change.objects.all().delete()

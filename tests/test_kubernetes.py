@@ -194,6 +194,7 @@ def test_the_migrations_job_runs_what_the_entrypoint_runs_with_the_web_image():
         'python manage.py wait_for_services --timeout "${CHAT_STARTUP_WAIT:-60}"',
         "python manage.py run_locked migrate --noinput",
         "python manage.py run_locked purge_deleted_text",
+        "python manage.py run_locked purge_uploads",
         "python manage.py run_locked render_messages",
         "python manage.py run_locked ensure_superuser",
     ]

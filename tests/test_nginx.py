@@ -15,6 +15,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
@@ -28,6 +29,7 @@ from django.conf import settings
 from websockets.asyncio.client import connect
 
 from bench.servers import free_port, nginx_site, wait_for_healthz
+from chat import services
 from chat.models import Message
 from tests.conftest import ROOT, Daphne, need
 from tests.helpers import create_room, create_user, password_for
@@ -414,3 +416,159 @@ def tls_daphne(daphne_factory) -> Daphne:
         DJANGO_ALLOWED_HOSTS="127.0.0.1",
         args=["--proxy-headers"],
     )
+
+
+# --- files (PROTOCOL.md §8): Django checks, nginx sends -------------------------------------------
+
+
+@pytest.fixture
+def files_proxied(daphne_factory) -> Iterator[Proxied]:
+    """One daphne process told it is behind nginx (CHAT_MEDIA_ACCEL), and nginx serving this
+    run's media directory (tests/conftest.py) from the repository's internal location."""
+    media = Path(settings.CHAT_MEDIA_ROOT)
+    media.chmod(0o755)  # nginx's workers (nobody, when started as root) read it
+    server = daphne_factory(CHAT_MEDIA_ACCEL="1", CHAT_MEDIA_ROOT=str(media))
+    nginx = Nginx()
+    try:
+        nginx.start([server.port], site=nginx_site(
+            listen=nginx.port, upstreams=[server.port], media_root=media
+        ))  # fmt: skip
+        yield Proxied(nginx, [server])
+    finally:
+        nginx.stop()
+
+
+def fetch(base: str, path: str, cookie: str = "", **kwargs) -> tuple[int, dict, bytes]:
+    """One request through the proxy: status, headers (case-insensitive), body."""
+    headers = {"Cookie": cookie, "Origin": base, **kwargs.pop("headers", {})}
+    request = urllib.request.Request(f"{base}{path}", headers=headers, **kwargs)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, answer.headers, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def csrf_cookie(base: str, session: str, slug: str) -> str:
+    """The session and CSRF cookies, as the room page sets the latter."""
+    cookie = f"{settings.SESSION_COOKIE_NAME}={session}"
+    _, headers, _ = fetch(base, f"/rooms/{slug}/", cookie)
+    token = re.search(r"csrftoken=([^;]+)", headers["Set-Cookie"]).group(1)
+    return f"{cookie}; {settings.CSRF_COOKIE_NAME}={token}", token
+
+
+def multipart(name: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "chat-test-boundary-7f3a"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def upload_through(base: str, cookie: str, token: str, slug: str, name: str, data: bytes):
+    body, content_type = multipart(name, data)
+    return fetch(
+        base,
+        f"/rooms/{slug}/uploads",
+        cookie,
+        data=body,
+        method="POST",
+        headers={"Content-Type": content_type, "X-CSRFToken": token},
+    )
+
+
+@database_sync_to_async
+def private_room(*usernames: str) -> object:
+    users = [create_user(name) for name in usernames]
+    room = services.create_room(
+        name="Files", created_by=users[0], kind="private", enforce_limit=False
+    )
+    services.add_member(room=room, by=users[0], username=usernames[1])
+    return room
+
+
+def media_files() -> list[Path]:
+    return [p for p in Path(settings.CHAT_MEDIA_ROOT).rglob("*") if p.is_file()]
+
+
+async def test_a_file_behind_nginx_is_sent_by_nginx_after_djangos_check_and_never_directly(
+    files_proxied: Proxied,
+):
+    from chat.models import Attachment
+
+    room = await private_room("alice", "bob", "carol")
+    base = files_proxied.url
+    alice = await asyncio.to_thread(login, base, "alice")
+    cookie, token = await asyncio.to_thread(csrf_cookie, base, alice, room.slug)
+    content = b"%PDF-1.4 " + bytes(range(256)) * 40
+    status, _, body = await asyncio.to_thread(
+        upload_through, base, cookie, token, room.slug, "minutes.pdf", content
+    )
+    assert status == 201, body
+    uploaded = json.loads(body)
+    await database_sync_to_async(services.post_message)(
+        room=room, author=await database_sync_to_async(get_user)("alice"), body="",
+        attach=(uploaded["id"],),
+    )  # fmt: skip
+
+    bob = f"{settings.SESSION_COOKIE_NAME}={await asyncio.to_thread(login, base, 'bob')}"
+    status, headers, body = await asyncio.to_thread(fetch, base, uploaded["url"], bob)
+    assert status == 200
+    assert body == content
+    assert headers["Content-Type"] == "application/pdf"
+    assert headers["Content-Disposition"] == 'attachment; filename="minutes.pdf"'
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Content-Security-Policy"] == "sandbox"
+    # nginx's static file module sent it (Django's answer had no body and no ranges).
+    assert headers["Accept-Ranges"] == "bytes" and "ETag" in headers
+    status, _, part = await asyncio.to_thread(
+        fetch, base, uploaded["url"], bob, headers={"Range": "bytes=0-3"}
+    )
+    assert (status, part) == (206, b"%PDF")
+
+    carol = f"{settings.SESSION_COOKIE_NAME}={await asyncio.to_thread(login, base, 'carol')}"
+    assert (await asyncio.to_thread(fetch, base, uploaded["url"], carol))[0] == 404
+    assert (await asyncio.to_thread(fetch, base, uploaded["url"]))[0] == 404
+    # The internal location is only reached through Django's X-Accel-Redirect.
+    key = (await database_sync_to_async(Attachment.objects.get)(pk=uploaded["id"])).key
+    for who in (bob, carol, ""):
+        status, _, body = await asyncio.to_thread(fetch, base, f"/_chat_files/{key}", who)
+        assert status == 404 and content not in body
+
+
+async def test_a_body_over_the_upload_limit_is_refused_by_nginx_with_413_and_nothing_is_stored(
+    files_proxied: Proxied,
+):
+    from chat.models import Attachment
+
+    room = await private_room("alice", "bob")
+    base = files_proxied.url
+    alice = await asyncio.to_thread(login, base, "alice")
+    cookie, token = await asyncio.to_thread(csrf_cookie, base, alice, room.slug)
+    before = media_files()
+    big = b"\0" * (27 * 1024 * 1024)
+    status, _, _ = await asyncio.to_thread(
+        upload_through, base, cookie, token, room.slug, "big.bin", big
+    )
+    assert status == 413
+    assert await database_sync_to_async(Attachment.objects.count)() == 0
+    assert media_files() == before
+    # Under nginx's limit but over Django's (25 MiB): refused by the view, nothing kept either.
+    status, _, body = await asyncio.to_thread(
+        upload_through, base, cookie, token, room.slug, "big.bin", big[: 25 * 1024 * 1024 + 1]
+    )
+    assert status == 413, body
+    assert "at most 25 MiB" in json.loads(body)["error"]
+    assert await database_sync_to_async(Attachment.objects.count)() == 0
+    assert media_files() == before
+
+
+def get_user(username: str):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.get(username=username)

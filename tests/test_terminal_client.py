@@ -704,3 +704,29 @@ async def test_the_terminal_sends_and_shows_typing_notices(daphne_factory, termi
     finally:
         await web.close()
     assert "omkar is typing" not in omkar.screen()
+
+
+async def test_upload_from_the_terminal_posts_the_file_with_its_caption(
+    daphne_factory, terminals, tmp_path
+):
+    """`/upload PATH [caption]` (PROTOCOL.md §8): the file goes up, then a post attaches it;
+    every client shows it as `[file: name (size)]`."""
+    server = daphne_factory()
+    slug, _ids, bob_cookie = await seed_room()
+    notes = tmp_path / "meeting notes.txt"
+    notes.write_bytes(b"x" * 2048)
+    omkar = terminals(server.url, slug, "omkar")
+    await omkar.expect_exact("logged in as omkar")
+    web = await Client.open(server.url, bob_cookie, slug)
+    try:
+        await omkar.sendline(f'/upload "{notes}" the notes')
+        frame = await next_message(web, body="the notes")
+        (attachment,) = frame["message"]["attachments"]
+        assert (attachment["name"], attachment["size"]) == ("meeting notes.txt", 2048)
+        await omkar.expect_exact("    [file: meeting notes.txt (2.0 kB)]")
+        await omkar.sendline(f"/upload {tmp_path}/missing.txt")
+        await omkar.expect_exact("! cannot read")
+        await omkar.sendline("/upload")
+        await omkar.expect_exact("! usage: /upload PATH [caption]")
+    finally:
+        await web.connection.close()

@@ -266,6 +266,7 @@ class RoomConsumer(Consumer):
             body=frame.body,
             client_id=frame.client_id,
             reply_to=frame.reply_to,
+            attach=frame.attachments,
         )
         if not posted.created:
             await self.send(text_data=protocol.ack_frame(frame.client_id, posted.message.pk))

@@ -12,9 +12,10 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 from django.conf import settings
+from django.urls import reverse
 
 from .. import rendering
-from ..models import Message
+from ..models import Attachment, Message
 
 
 class CloseCode(IntEnum):
@@ -98,8 +99,33 @@ def message_object(message: Message) -> dict[str, Any]:
         "mentions": [] if deleted else list(message.mentions),
         "reply_to": _reply_object(message),
         "reactions": [] if deleted else reactions(message),
-        "attachments": [],
+        "attachments": [] if deleted else [attachment_object(a) for a in attachments(message)],
     }
+
+
+def attachment_object(attachment: Attachment) -> dict[str, Any]:
+    """The Attachment object (§8), and our addition: an image's `width` and `height` as served
+    (upright), so a page reserves its place before it loads (null for other files)."""
+    thumbnail = attachment.thumbnail_key
+    return {
+        "id": attachment.pk,
+        "name": attachment.name,
+        "size": attachment.size,
+        "content_type": attachment.content_type,
+        "url": reverse("chat:file", args=[attachment.pk, attachment.name]),
+        "thumbnail_url": reverse("chat:thumbnail", args=[attachment.pk]) if thumbnail else None,
+        "width": attachment.width,
+        "height": attachment.height,
+    }
+
+
+def attachments(message: Message) -> list[Attachment]:
+    prefetched = getattr(message, "_prefetched_objects_cache", {})
+    if "attachments" in prefetched:  # chat.selectors' queries fetch them for a whole page
+        return list(prefetched["attachments"])
+    if message._state.adding:
+        return []
+    return list(message.attachments.all())
 
 
 def _html(message: Message) -> str:
@@ -254,6 +280,7 @@ class Post:
     body: str
     client_id: str | None
     reply_to: int | None = None
+    attachments: tuple[int, ...] = ()  # upload ids (§8)
 
     @property
     def ref(self) -> str | None:
@@ -315,6 +342,9 @@ class Report:
         return self.id
 
 
+# Attachments on one message, at most (PROTOCOL.md §8).
+MAX_ATTACHMENTS = 10
+
 # A report's reason, at most (PROTOCOL.md §9).
 REPORT_REASON_MAX = 500
 
@@ -353,6 +383,21 @@ def _client_id(data: dict[str, Any]) -> str | None:
     return value
 
 
+def _attachment_ids(data: dict[str, Any], ref: Any) -> tuple[int, ...]:
+    value = data.get("attachments")
+    if value is None:
+        return ()
+    ids = value if isinstance(value, list) else None
+    valid = ids is not None and all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 < i <= MAX_ID for i in ids
+    )
+    if not valid or len(ids) > MAX_ATTACHMENTS or len(set(ids)) != len(ids):
+        raise _invalid(
+            f"`attachments` must be a list of at most {MAX_ATTACHMENTS} different upload ids.", ref
+        )
+    return tuple(ids)
+
+
 def parse(text: str) -> ClientFrame:
     """Turn one text frame into a typed client frame, or raise ChatError('invalid'|'too_long')."""
     if len(text.encode("utf-8", "surrogatepass")) > settings.CHAT_MAX_FRAME_BYTES:
@@ -371,7 +416,12 @@ def parse(text: str) -> ClientFrame:
         reply_to = None
         if data.get("reply_to") is not None:
             reply_to = _message_id(data, "reply_to", client_id)
-        return Post(body=_string(data, "body", client_id), client_id=client_id, reply_to=reply_to)
+        return Post(
+            body=_string(data, "body", client_id),
+            client_id=client_id,
+            reply_to=reply_to,
+            attachments=_attachment_ids(data, client_id),
+        )
     if kind == "edit":
         message_id = _message_id(data, "id")
         return Edit(id=message_id, body=_string(data, "body", message_id))
