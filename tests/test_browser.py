@@ -2320,3 +2320,61 @@ def test_delete_asks_once_in_the_toolbar_and_the_phone_screenshot(people, alice,
     mine.locator("button.delete-confirm").tap()
     expect(mine).to_have_count(0)  # a tombstone now: its body is gone
     expect(a.page.locator("#messages li.tombstone")).to_contain_text("deleted by alice")
+
+
+# --- files and images (PROTOCOL.md §8) -----------------------------------------------------------
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (width, height), (53, 82, 200))
+    ImageDraw.Draw(image).ellipse(
+        (width // 4, height // 4, width * 3 // 4, height * 3 // 4), "#fff"
+    )
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+PASTE_FILE = """([name, type, bytes]) => {
+  const data = new DataTransfer();
+  data.items.add(new File([new Uint8Array(bytes)], name, { type }));
+  const box = document.getElementById("composer-input");
+  box.focus();
+  const init = { clipboardData: data, bubbles: true, cancelable: true };
+  box.dispatchEvent(new ClipboardEvent("paste", init));
+}"""
+
+
+def test_a_pasted_image_shows_on_the_other_page_and_a_pdf_downloads(people, alice, bob, room):
+    a = people("alice", next=f"/rooms/{room.slug}/")
+    b = people("bob", next=f"/rooms/{room.slug}/")
+    # Paste a screenshot: it uploads with a progress bar, then goes with an empty message.
+    a.page.evaluate(PASTE_FILE, ["screenshot.png", "image/png", list(_png(1200, 800))])
+    expect(a.page.locator("#upload-tray li.upload.done")).to_have_count(1)
+    a.page.locator("#composer-input").press("Enter")
+    image = b.page.locator("#messages .attachment-image img")
+    expect(image).to_have_count(1)
+    # Its box is reserved before it loads (no jump), and it loads through the permission check.
+    assert (image.get_attribute("width"), image.get_attribute("height")) == ("400", "267")
+    b.page.wait_for_function(
+        "() => document.querySelector('#messages .attachment-image img').naturalWidth > 0"
+    )
+    expect(a.page.locator("#upload-tray")).to_be_hidden()
+
+    # A PDF from the file picker, with a caption: a card on bob's page that downloads.
+    a.page.locator("#upload-input").set_input_files(
+        files=[{"name": "report.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4\n%..."}]
+    )
+    expect(a.page.locator("#upload-tray li.upload.done")).to_have_count(1)
+    a.send("the quarterly report")
+    card = b.message("the quarterly report").locator(".attachment-file")
+    expect(card).to_contain_text("report.pdf")
+    with b.page.expect_download() as download:
+        card.click()
+    assert download.value.suggested_filename == "report.pdf"
+    b.page.set_viewport_size({"width": 1280, "height": 800})
+    b.page.screenshot(path=SCREENSHOTS / "attachments-1280.png")

@@ -165,6 +165,23 @@
 
   // --- showing a message's attachments -------------------------------------------------------
 
+  const SVG = "http://www.w3.org/2000/svg";
+
+  function fileIcon() {
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("viewBox", "0 0 16 16");
+    svg.setAttribute("class", "attachment-icon");
+    svg.setAttribute("aria-hidden", "true");
+    const path = document.createElementNS(SVG, "path");
+    path.setAttribute("d", "M4 1.5h5l3.5 3.5v9.5H4zM9 1.5V5h3.5");
+    path.setAttribute("fill", "none");
+    path.setAttribute("stroke", "currentColor");
+    path.setAttribute("stroke-width", "1.2");
+    path.setAttribute("stroke-linejoin", "round");
+    svg.append(path);
+    return svg;
+  }
+
   function render(msg) {
     const box = el("div", "attachments");
     for (const file of msg.attachments || []) {
@@ -198,7 +215,7 @@
         const name = el("span", "attachment-name", file.name);
         name.dir = "auto";
         card.append(
-          el("span", "attachment-icon", "📄"),
+          fileIcon(),
           name,
           el("span", "attachment-meta", `${size(file.size)} · ${file.content_type}`),
         );
