@@ -137,7 +137,7 @@ def fts5_query(text: str) -> str:
     return " AND ".join(parts)
 
 
-def _conditions(author_id, before, after_time, until_time, has_link) -> tuple[str, list]:
+def _conditions(author_id, before, after_time, until_time, has_link, has_file) -> tuple[str, list]:
     where, params = [], []
     if author_id is not None:
         where.append("m.author_id = %s")
@@ -154,6 +154,8 @@ def _conditions(author_id, before, after_time, until_time, has_link) -> tuple[st
     if has_link:
         where.append("m.html LIKE %s")
         params.append("%<a href=%")
+    if has_file:
+        where.append("EXISTS (SELECT 1 FROM chat_attachment a WHERE a.message_id = m.id)")
     return "".join(f" AND {condition}" for condition in where), params
 
 
@@ -166,12 +168,13 @@ def statement(
     after_time=None,
     until_time=None,
     has_link: bool = False,
+    has_file: bool = False,
     limit: int = 20,
 ) -> tuple[str, list] | None:
     """The SQL (and parameters) of a search: rows of (message id, snippet), newest first. None
     when the text holds nothing to search for (SQLite: no word)."""
     rooms_sql, rooms_params = rooms
-    extra, params = _conditions(author_id, before, after_time, until_time, has_link)
+    extra, params = _conditions(author_id, before, after_time, until_time, has_link, has_file)
     if postgres():
         return (
             f"WITH q AS (SELECT ({_query_sql()}) AS query) "

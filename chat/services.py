@@ -1077,6 +1077,7 @@ def search_messages(
     after_time=None,
     until_time=None,
     has_link: bool = False,
+    has_file: bool = False,
 ) -> SearchPage:
     """Messages the user can read right now (the policy's rooms, `room` among them if given)
     matching `text`, newest first, SEARCH_PAGE at a time. Rate limited per user."""
@@ -1108,6 +1109,7 @@ def search_messages(
         after_time=after_time,
         until_time=until_time,
         has_link=has_link,
+        has_file=has_file,
         limit=SEARCH_PAGE + 1,
     )
     has_more = len(hits) > SEARCH_PAGE

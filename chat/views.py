@@ -518,7 +518,9 @@ def _search_filters(request: HttpRequest) -> dict:
             if field == "until":
                 day += datetime.timedelta(days=1)  # through the end of that day
             filters[name] = datetime.datetime.combine(day, datetime.time(), tzinfo=datetime.UTC)
-    filters["has_link"] = params.get("has") == "link"
+    has = params.getlist("has")
+    filters["has_link"] = "link" in has
+    filters["has_file"] = "file" in has
     return filters
 
 
@@ -545,6 +547,7 @@ def search_page(request: HttpRequest) -> HttpResponse:
     context: dict = {
         "q": request.GET.get("q", ""),
         "params": request.GET,
+        "has": request.GET.getlist("has"),
         "rooms": [
             {"slug": room.slug, "name": room.display_name} for room in my_rooms(request.user)
         ],

@@ -544,7 +544,7 @@ def test_screenshots(people, alice, bob):
         a.page.mouse.move(0, 0)
         a.page.screenshot(path=SCREENSHOTS / f"lobby-{size}.png")
         assert a.page.evaluate("document.documentElement.scrollWidth") <= width, (
-            f"the lobby scrolls sideways at {width}px"
+            f"the lobby scrolls sideways at {width}px: {wider_than(a.page, width)}"
         )
 
         a.open_room("general-chat")
@@ -560,7 +560,7 @@ def test_screenshots(people, alice, bob):
         a.page.evaluate("document.activeElement?.blur()")
         a.page.screenshot(path=SCREENSHOTS / f"room-{size}.png")
         assert a.page.evaluate("document.documentElement.scrollWidth") <= width, (
-            f"the room scrolls sideways at {width}px"
+            f"the room scrolls sideways at {width}px: {wider_than(a.page, width)}"
         )
         composer = a.page.locator("#composer-input").bounding_box()
         assert composer is not None
@@ -998,6 +998,19 @@ def test_scroll_back_through_200_messages_without_jumps_or_duplicates(people, al
     # The full date of a message on hover.
     title = b.messages.nth(0).locator("time").get_attribute("title") or ""
     assert str(start.year) in title and ":00" in title, title
+
+
+def wider_than(page: Page, width: int) -> list[str]:
+    """The visible elements reaching past `width` px (what makes a page scroll sideways)."""
+    return page.evaluate(
+        """width => [...document.querySelectorAll("body *")]
+            .filter(el => el.getBoundingClientRect().right > width + 0.5
+                          && el.getClientRects().length)
+            .slice(0, 8)
+            .map(el => `${el.tagName.toLowerCase()}#${el.id}.${el.className}`
+                       + ` ${Math.round(el.getBoundingClientRect().right)}`)""",
+        width,
+    )
 
 
 def focus_info(page: Page) -> dict[str, Any]:

@@ -233,3 +233,17 @@ def test_the_search_page_lists_results_that_open_the_room_at_the_message(people)
     assert client.get("/search", {"q": "x", "room": "never-was"}).status_code == 404
     assert client.get("/search").status_code == 200  # the empty form
     assert Client().get("/search", {"q": "x"}).status_code == 302  # to the login page
+
+
+def test_has_a_file_finds_only_messages_with_attachments(people):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    alice, *_ = people
+    room = services.create_room(name="Town Square", created_by=alice)
+    post(room, alice, "budget without a file")
+    upload = services.upload_attachment(
+        room=room, by=alice, file=SimpleUploadedFile("budget.txt", b"1,2,3")
+    )
+    services.post_message(room=room, author=alice, body="budget attached", attach=(upload.pk,))
+    assert found(alice, "budget", has="file") == ["budget attached"]
+    assert len(found(alice, "budget")) == 2
