@@ -211,7 +211,7 @@ def explain(query: str) -> str:
     from chat import policy, search
 
     reader = User.objects.get(username="reader")
-    rooms = policy.readable_rooms(reader).order_by().values("id").query.sql_with_params()
+    rooms = list(policy.readable_rooms(reader).order_by().values_list("id", flat=True))
     sql, params = search.statement(query, rooms, limit=21)
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)

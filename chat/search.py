@@ -161,7 +161,7 @@ def _conditions(author_id, before, after_time, until_time, has_link, has_file) -
 
 def statement(
     text: str,
-    rooms: tuple[str, list],
+    room_ids: list[int],
     *,
     author_id: int | None = None,
     before: int | None = None,
@@ -171,25 +171,32 @@ def statement(
     has_file: bool = False,
     limit: int = 20,
 ) -> tuple[str, list] | None:
-    """The SQL (and parameters) of a search: rows of (message id, snippet), newest first. None
-    when the text holds nothing to search for (SQLite: no word)."""
-    rooms_sql, rooms_params = rooms
+    """The SQL (and parameters) of a search in these rooms: rows of (message id, snippet),
+    newest first. None when there is nothing to search (no room; SQLite: no word).
+
+    The rooms and the query are constants in the statement, not subqueries: so PostgreSQL can
+    estimate the query's matches and take them from the GIN index on (room, vector), instead
+    of walking every message newest first and testing each (what it chose for a subquery)."""
+    if not room_ids:
+        return None
     extra, params = _conditions(author_id, before, after_time, until_time, has_link, has_file)
     if postgres():
+        query = f"({_query_sql()})"
+        words = [text] * len(configs())
         return (
-            f"WITH q AS (SELECT ({_query_sql()}) AS query) "
-            "SELECT m.id, ts_headline(%s, translate(m.body, E'\\x01\\x02', ''), q.query, %s) "
+            f"SELECT m.id, ts_headline(%s, translate(m.body, E'\\x01\\x02', ''), {query}, %s) "
             "FROM ("
-            "  SELECT m.id FROM chat_message m, q"
-            f"  WHERE m.room_id IN ({rooms_sql}) AND m.search_vector @@ q.query{extra}"
+            "  SELECT m.id FROM chat_message m"
+            f"  WHERE m.room_id = ANY(%s) AND m.search_vector @@ {query}{extra}"
             "  ORDER BY m.id DESC LIMIT %s"
-            ") found JOIN chat_message m ON m.id = found.id, q ORDER BY m.id DESC",
+            ") found JOIN chat_message m ON m.id = found.id ORDER BY m.id DESC",
             [
-                *([text] * len(configs())),
                 configs()[-1],
+                *words,
                 f"StartSel={START}, StopSel={STOP}, MaxWords={SNIPPET_WORDS}, MinWords=8, "
                 "ShortWord=2, HighlightAll=false, MaxFragments=2, FragmentDelimiter= … ",
-                *rooms_params,
+                list(room_ids),
+                *words,
                 *params,
                 limit,
             ],
@@ -197,20 +204,21 @@ def statement(
     match = fts5_query(text)
     if not match:
         return None
+    slots = ",".join(["%s"] * len(room_ids))
     return (
         f"SELECT m.id, snippet({FTS_TABLE}, 0, %s, %s, ' … ', 16) "
         f"FROM {FTS_TABLE} JOIN chat_message m ON m.id = {FTS_TABLE}.rowid "
-        f"WHERE {FTS_TABLE} MATCH %s AND m.room_id IN ({rooms_sql}){extra} "
+        f"WHERE {FTS_TABLE} MATCH %s AND m.room_id IN ({slots}){extra} "
         f"ORDER BY {FTS_TABLE}.rowid DESC LIMIT %s",
-        [START, STOP, match, *rooms_params, *params, limit],
+        [START, STOP, match, *room_ids, *params, limit],
     )
 
 
-def find(text: str, rooms: tuple[str, list], **filters) -> list[Hit]:
-    """The newest live messages matching `text` in the rooms the SQL `rooms` (a query of room
-    ids, with its parameters) selects, with their snippets (see `statement` for the filters).
-    The caller decides the rooms (the access policy); this only searches."""
-    query = statement(text, rooms, **filters)
+def find(text: str, room_ids: list[int], **filters) -> list[Hit]:
+    """The newest live messages matching `text` in these rooms, with their snippets (see
+    `statement` for the filters). The caller decides the rooms (the access policy); this only
+    searches."""
+    query = statement(text, room_ids, **filters)
     if query is None:
         return []
     with connection.cursor() as cursor:

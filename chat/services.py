@@ -1103,7 +1103,7 @@ def search_messages(
             return SearchPage([], False)
     hits = search.find(
         cleaned,
-        rooms.order_by().values("id").query.sql_with_params(),
+        list(rooms.order_by().values_list("id", flat=True)),
         author_id=author_id,
         before=before,
         after_time=after_time,
