@@ -662,8 +662,11 @@ def write(data: dict, docs: Path) -> list[Path]:
         from .search import MARK_BEGIN, MARK_END
 
         old = markdown.read_text()
+        inbox = ("<!-- inbox bench: begin -->", "<!-- inbox bench: end -->")
+        if "I" not in data.get("scenarios", {}) and inbox[0] in old and inbox[1] in old:
+            kept = inbox[0] + old.split(inbox[0], 1)[1].split(inbox[1], 1)[0] + inbox[1] + "\n\n"
         if MARK_BEGIN in old and MARK_END in old:
-            kept = MARK_BEGIN + old.split(MARK_BEGIN, 1)[1].split(MARK_END, 1)[0] + MARK_END
+            kept += MARK_BEGIN + old.split(MARK_BEGIN, 1)[1].split(MARK_END, 1)[0] + MARK_END
     write_markdown(data, markdown)
     if kept:
         markdown.write_text(markdown.read_text().rstrip() + "\n\n" + kept + "\n")
