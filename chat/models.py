@@ -259,6 +259,10 @@ class RestrictionQuerySet(models.QuerySet):
         now = now or timezone.now()
         return self.filter(lifted_at__isnull=True).filter(Q(until__isnull=True) | Q(until__gt=now))
 
+    def bans(self):
+        """The bans in force (a banned user may not read the room)."""
+        return self.active().filter(kind=RoomRestriction.Kind.BAN)
+
 
 class RoomRestriction(models.Model):
     """A ban (no entry) or mute (no posting) of one user in one room, until a time or for good."""

@@ -159,23 +159,25 @@ def member_rooms(user) -> QuerySet[Room]:
     return Room.objects.filter(archived_at__isnull=True, memberships__user=user)
 
 
+def _banned(room, user) -> Exists:
+    """Whether a ban in force keeps `user` out of `room` (either may be an OuterRef): one
+    subquery for every query here that leaves banned readers out or marks them."""
+    return Exists(RoomRestriction.objects.bans().filter(room=room, user=user))
+
+
 def readable_memberships() -> QuerySet[Membership]:
     """Memberships whose member can read the room now: not archived, no ban in force. An inbox
     (§5) summarizes these rooms and no others; a membership that drops out of it is
     `room_removed`."""
-    banned = RoomRestriction.objects.active().filter(
-        room=OuterRef("room_id"), user=OuterRef("user_id"), kind=RoomRestriction.Kind.BAN
+    return Membership.objects.filter(room__archived_at__isnull=True).exclude(
+        _banned(OuterRef("room_id"), OuterRef("user_id"))
     )
-    return Membership.objects.filter(room__archived_at__isnull=True).exclude(Exists(banned))
 
 
 def readable_rooms(user) -> QuerySet[Room]:
     """Every room this user can read now: the visible ones without a ban in force (search, §7,
     looks in these and no others)."""
-    banned = RoomRestriction.objects.active().filter(
-        room=OuterRef("pk"), user=user, kind=RoomRestriction.Kind.BAN
-    )
-    return visible_rooms(user).exclude(Exists(banned))
+    return visible_rooms(user).exclude(_banned(OuterRef("pk"), user))
 
 
 def room_for(user, slug: str) -> Room | None:
@@ -433,10 +435,7 @@ def restrictions_in_force(user, room: Room) -> dict[str, RoomRestriction]:
 def mark_banned(rooms: QuerySet[Room], user) -> QuerySet[Room]:
     """`rooms`, each with `banned`: a ban in force keeps this user out of it (the lobby marks
     such a room rather than offer its unread count). One subquery, not a query per room."""
-    bans = RoomRestriction.objects.active().filter(
-        room=OuterRef("pk"), user=user, kind=RoomRestriction.Kind.BAN
-    )
-    return rooms.annotate(banned=Exists(bans))
+    return rooms.annotate(banned=_banned(OuterRef("pk"), user))
 
 
 def can_restrict(*, actor, target) -> Denial | None:

@@ -78,6 +78,26 @@ def _stored_html(body: str, html: str, version: int, mentions: list[str]) -> str
     return html if version == rendering.RENDERER_VERSION else rendering.render(body, mentions)
 
 
+def _unread(room, reader, seen):
+    """How many messages others wrote in `room` after message id `seen`, tombstones and
+    notices left out (0 for none): unread, as the lobby and the inbox count it. Each argument
+    may be an outer reference."""
+    count = (
+        Message.objects.filter(room=room, deleted_at__isnull=True, system=False, id__gt=seen)
+        .filter(~Q(author_id=reader))
+        .order_by()
+        .values("room")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(count), 0)
+
+
+def _last_activity(room):
+    """When `room`'s newest message was written (None for none)."""
+    return Subquery(Message.objects.filter(room=room).order_by("-id").values("created")[:1])
+
+
 def lobby_rooms(rooms, user, query: str = "", sort: str = "active"):
     """Of `rooms` (those the user can see: chat.policy.visible_rooms), those matching `query`,
     with `unread` for `user`, `last_activity` and `joined` (the user is a member), in one
@@ -89,20 +109,11 @@ def lobby_rooms(rooms, user, query: str = "", sort: str = "active"):
     marker = ReadMarker.objects.filter(room=OuterRef(OuterRef("pk")), user=user).values(
         "last_read_id"
     )[:1]
-    unread = (
-        Message.objects.filter(room=OuterRef("pk"), deleted_at__isnull=True, system=False)
-        .filter(~Q(author=user), id__gt=Coalesce(Subquery(marker), 0))
-        .order_by()
-        .values("room")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    latest = Message.objects.filter(room=OuterRef("pk")).order_by("-id").values("created")[:1]
     if query:
         rooms = rooms.filter(name__icontains=query)
     rooms = rooms.annotate(
-        unread=Coalesce(Subquery(unread), 0),
-        last_activity=Subquery(latest),
+        unread=_unread(OuterRef("pk"), user.pk, Coalesce(Subquery(marker), 0)),
+        last_activity=_last_activity(OuterRef("pk")),
         joined=Exists(Membership.objects.filter(room=OuterRef("pk"), user=user)),
     )
     if sort == "name":
@@ -121,16 +132,6 @@ def summaries(memberships) -> list[tuple[int, int, int, dict]]:
     marker = ReadMarker.objects.filter(room=OuterRef("room_id"), user=OuterRef("user_id")).values(
         "last_read_id"
     )[:1]
-    unread = (
-        Message.objects.filter(
-            room=OuterRef("room_id"), deleted_at__isnull=True, system=False, id__gt=OuterRef("seen")
-        )
-        .filter(~Q(author_id=OuterRef("user_id")))
-        .order_by()
-        .values("room")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
     mentioned = (
         Mention.objects.filter(
             user=OuterRef("user_id"),
@@ -144,14 +145,13 @@ def summaries(memberships) -> list[tuple[int, int, int, dict]]:
         .annotate(n=Count("pk"))
         .values("n")
     )
-    latest = Message.objects.filter(room=OuterRef("room_id")).order_by("-id").values("created")[:1]
     rows = list(
         memberships.order_by()
         .annotate(seen=Coalesce(Subquery(marker), 0))
         .annotate(
-            unread=Coalesce(Subquery(unread), 0),
+            unread=_unread(OuterRef("room_id"), OuterRef("user_id"), OuterRef("seen")),
             mentioned=Coalesce(Subquery(mentioned), 0),
-            last_activity=Subquery(latest),
+            last_activity=_last_activity(OuterRef("room_id")),
         )
         .values_list(
             "user_id",
@@ -167,18 +167,11 @@ def summaries(memberships) -> list[tuple[int, int, int, dict]]:
             "notifications",
         )
     )
-    direct = {row[1] for row in rows if row[5] == Room.Kind.DIRECT}
-    people: dict[int, list[tuple[int, str]]] = {room_id: [] for room_id in direct}
-    if direct:
-        for room_id, user_id, username in Membership.objects.filter(room_id__in=direct).values_list(
-            "room_id", "user_id", "user__username"
-        ):
-            people[room_id].append((user_id, username))
+    people = _people({row[1] for row in rows if row[5] == Room.Kind.DIRECT})
     result = []
     for user_id, room_id, cursor, slug, name, kind, topic, unread_n, mention_n, at, level in rows:
         if kind == Room.Kind.DIRECT:
-            others = sorted((n for u, n in people[room_id] if u != user_id), key=str.casefold)
-            name = ", ".join(others) or "just you"
+            name = _direct_name(people[room_id], user_id)
         summary = {
             "slug": slug,
             "name": name,
@@ -221,33 +214,36 @@ def readers_named(room: Room, names: list[str]) -> dict[str, str]:
     for name in names:
         wanted |= Q(**{f"{field}__iexact": name})
     users = User._default_manager.filter(wanted, is_active=True).exclude(
-        pk__in=RoomRestriction.objects.active()
-        .filter(room=room, kind=RoomRestriction.Kind.BAN)
-        .values("user_id")
+        pk__in=RoomRestriction.objects.bans().filter(room=room).values("user_id")
     )
     if room.kind != Room.Kind.PUBLIC:
         users = users.filter(memberships__room=room)
     return {username.casefold(): username for username in users.values_list(field, flat=True)}
 
 
+def _people(room_ids) -> dict[int, list[tuple[int, str]]]:
+    """{room id: [(user id, username)]} of these rooms' members, in one query (none for none)."""
+    people: dict[int, list[tuple[int, str]]] = {room_id: [] for room_id in room_ids}
+    if people:
+        rows = Membership.objects.filter(room_id__in=people).values_list(
+            "room_id", "user_id", "user__username"
+        )
+        for room_id, user_id, username in rows:
+            people[room_id].append((user_id, username))
+    return people
+
+
+def _direct_name(people: list[tuple[int, str]], user_id: int) -> str:
+    """A direct room's name as one of its people sees it: the others' usernames,
+    comma-separated, in alphabetical order."""
+    others = sorted((name for other, name in people if other != user_id), key=str.casefold)
+    return ", ".join(others) or "just you"
+
+
 def direct_names(rooms, user) -> dict[int, str]:
-    """For the direct rooms among `rooms`, their name as `user` sees it: the other people's
-    usernames, comma-separated, in alphabetical order (one query for all of them)."""
-    ids = [room.pk for room in rooms if room.kind == Room.Kind.DIRECT]
-    if not ids:
-        return {}
-    others: dict[int, list[str]] = {room_id: [] for room_id in ids}
-    rows = (
-        Membership.objects.filter(room_id__in=ids)
-        .exclude(user=user)
-        .values_list("room_id", "user__username")
-    )
-    for room_id, username in rows:
-        others[room_id].append(username)
-    return {
-        room_id: ", ".join(sorted(names, key=str.casefold)) or "just you"
-        for room_id, names in others.items()
-    }
+    """For the direct rooms among `rooms`, their name as `user` sees it (one query for all)."""
+    people = _people(room.pk for room in rooms if room.kind == Room.Kind.DIRECT)
+    return {room_id: _direct_name(members, user.pk) for room_id, members in people.items()}
 
 
 def room_names(room: Room, user_ids: list[int]) -> dict[int, str]:
@@ -255,12 +251,8 @@ def room_names(room: Room, user_ids: list[int]) -> dict[int, str]:
     query for a direct room, none otherwise)."""
     if room.kind != Room.Kind.DIRECT:
         return {user_id: room.name for user_id in user_ids}
-    people = list(Membership.objects.filter(room=room).values_list("user_id", "user__username"))
-    names = {}
-    for user_id in user_ids:
-        others = sorted((name for other, name in people if other != user_id), key=str.casefold)
-        names[user_id] = ", ".join(others) or "just you"
-    return names
+    people = _people([room.pk])[room.pk]
+    return {user_id: _direct_name(people, user_id) for user_id in user_ids}
 
 
 def display_names(rooms, user) -> dict[int, str]:
