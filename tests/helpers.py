@@ -72,6 +72,16 @@ def create_room(name: str, by) -> Room:
     return services.create_room(name=name, created_by=by, enforce_limit=False)
 
 
+def private_room(owner, name: str = "Secret Plans", *, members=()) -> Room:
+    """A private room `owner` made, with `members` added by them (each a notice in it)."""
+    room = services.create_room(
+        name=name, created_by=owner, kind=Room.Kind.PRIVATE, enforce_limit=False
+    )
+    for user in members:
+        services.add_member(room=room, by=owner, username=user.get_username())
+    return room
+
+
 make_user = database_sync_to_async(create_user)
 make_room = database_sync_to_async(create_room)
 session_cookie = database_sync_to_async(session_cookie_for)

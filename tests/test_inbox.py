@@ -21,6 +21,7 @@ from tests.helpers import (
     inbox,
     make_moderator,
     open_socket,
+    private_room,
     session_cookie_for,
 )
 from tests.wsclient import Client as WsClient
@@ -28,13 +29,6 @@ from tests.wsclient import Client as WsClient
 db = database_sync_to_async
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("sockets_closed")]
-
-
-def private_room(owner, name: str = "Secret Plans", *, members=()) -> Room:
-    room = services.create_room(name=name, created_by=owner, kind=Room.Kind.PRIVATE)
-    for member in members:
-        services.add_member(room=room, by=owner, username=member.get_username())
-    return room
 
 
 def post(room: Room, author, body: str) -> Message:

@@ -17,19 +17,10 @@ from websockets.exceptions import ConnectionClosed
 from chat import services
 from chat.models import Membership, Message, Room
 from chat.realtime.protocol import ChatError
-from tests.helpers import create_user, open_socket, session_cookie_for
+from tests.helpers import create_user, open_socket, private_room, session_cookie_for
 from tests.wsclient import Client as WsClient
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def private_room(owner, name: str = "Secret Plans", *, members=()) -> Room:
-    room = services.create_room(
-        name=name, created_by=owner, kind=Room.Kind.PRIVATE, enforce_limit=False
-    )
-    for user in members:
-        services.add_member(room=room, by=owner, username=user.get_username())
-    return room
 
 
 def http(user, *, csrf: bool = False) -> Client:

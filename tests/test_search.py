@@ -13,16 +13,9 @@ from django.test import Client
 from chat import search, services
 from chat.models import Room, RoomRestriction
 from tests.conftest import ROOT
-from tests.helpers import create_user, make_moderator
+from tests.helpers import create_user, make_moderator, private_room
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def private_room(owner, name: str = "Secret Plans", *, members=()) -> Room:
-    room = services.create_room(name=name, created_by=owner, kind=Room.Kind.PRIVATE)
-    for member in members:
-        services.add_member(room=room, by=owner, username=member.get_username())
-    return room
 
 
 def post(room: Room, author, body: str):
