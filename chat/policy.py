@@ -391,28 +391,50 @@ ROLE_PREFIX = "role:"
 def access(user, room: Room) -> Access:
     """What `user` may do in `room` now: their restrictions in force and their role, in one
     query (a UNION of both), as every frame asks it."""
-    if not _logged_in(user):
-        return Access(user=user, room=room, restrictions=frozenset())
-    restrictions = (
-        RoomRestriction.objects.active()
-        .filter(room=room, user=user)
-        .order_by()
-        .values_list("kind", flat=True)
-    )
-    role = (
-        Membership.objects.filter(room=room, user=user)
-        .order_by()
-        .annotate(kind=Concat(Value(ROLE_PREFIX), "role"))
-        .values_list("kind", flat=True)
-    )
-    rows = set(restrictions.union(role, all=True))
-    roles = [row.removeprefix(ROLE_PREFIX) for row in rows if row.startswith(ROLE_PREFIX)]
-    return Access(
-        user=user,
-        room=room,
-        restrictions=frozenset(row for row in rows if not row.startswith(ROLE_PREFIX)),
-        role=roles[0] if roles else None,
-    )
+    return accesses([(user, room)])[0]
+
+
+def accesses(pairs: list[tuple[object, Room]]) -> list[Access]:
+    """`access(user, room)` for each pair, in one query whatever their number (sockets opening
+    at once: chat.realtime.consumers.openings). The same facts, the same Access."""
+    logged_in = [(user, room) for user, room in pairs if _logged_in(user)]
+    facts: dict[tuple[int, int], list[str]] = {}
+    if logged_in:
+        rooms = {room.pk for _, room in logged_in}
+        users = {user.pk for user, _ in logged_in}
+        restrictions = (
+            RoomRestriction.objects.active()
+            .filter(room_id__in=rooms, user_id__in=users)
+            .order_by()
+            .values_list("room_id", "user_id", "kind")
+        )
+        roles = (
+            Membership.objects.filter(room_id__in=rooms, user_id__in=users)
+            .order_by()
+            .annotate(kind=Concat(Value(ROLE_PREFIX), "role"))
+            .values_list("room_id", "user_id", "kind")
+        )
+        for room_id, user_id, kind in restrictions.union(roles, all=True):
+            facts.setdefault((room_id, user_id), []).append(kind)
+    answers = []
+    for user, room in pairs:
+        rows = facts.get((room.pk, user.pk), []) if _logged_in(user) else []
+        roles = [row.removeprefix(ROLE_PREFIX) for row in rows if row.startswith(ROLE_PREFIX)]
+        answers.append(
+            Access(
+                user=user,
+                room=room,
+                restrictions=frozenset(row for row in rows if not row.startswith(ROLE_PREFIX)),
+                role=roles[0] if roles else None,
+            )
+        )
+    return answers
+
+
+def rooms_at(slugs: list[str]) -> dict[str, Room]:
+    """The rooms at these slugs, whoever asks: only with `accesses` (whose `can_see` is the rule
+    `room_for` applies), for a batch of sockets opening at once."""
+    return {room.slug: room for room in Room.objects.filter(slug__in=set(slugs))}
 
 
 def restrictions_in_force(user, room: Room) -> dict[str, RoomRestriction]:

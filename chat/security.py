@@ -7,6 +7,7 @@ site's own origin (the Host the socket was opened on, with the matching scheme, 
 allowed by ALLOWED_HOSTS) or one listed in CSRF_TRUSTED_ORIGINS. No Origin, or `null`, is refused.
 """
 
+import copy
 import logging
 from importlib import import_module
 from urllib.parse import urlsplit
@@ -14,8 +15,13 @@ from urllib.parse import urlsplit
 from channels.auth import get_user
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.http.cookie import parse_cookie
 from django.http.request import split_domain_port, validate_host
+from django.utils import timezone
+from django.utils.crypto import constant_time_compare
+
+from .realtime.batching import Batched
 
 logger = logging.getLogger(__name__)
 
@@ -113,12 +119,84 @@ async def admit(scope) -> dict | None:
     key = parse_cookie(cookie).get(settings.SESSION_COOKIE_NAME) if cookie else None
     user = session_key = None
     if key:
-        session = import_module(settings.SESSION_ENGINE).SessionStore(key)
-        # channels' get_user: one database thread hop, verifies the session's auth hash.
-        user = await get_user({"session": session})
-        session_key = session.session_key if user.is_authenticated else None
+        # With every socket opening now, in one call (session_users).
+        user = await session_user(key)
+        if user is ASK_ALONE:
+            session = import_module(settings.SESSION_ENGINE).SessionStore(key)
+            # channels' get_user: verifies the session's auth hash, flushes a stale session.
+            user = await get_user({"session": session})
+        if user is not None and user.is_authenticated:
+            session_key = key
     if user is None:
         from django.contrib.auth.models import AnonymousUser
 
         user = AnonymousUser()
     return {**scope, "user": user, "session_key": session_key}
+
+
+# A session `session_users` leaves to channels' get_user, one socket at a time.
+ASK_ALONE = object()
+DATABASE_SESSIONS = "django.contrib.sessions.backends.db"
+
+
+def session_users(keys: list[str]) -> list:
+    """For each session key, what channels' `get_user` would find, for every socket opening at
+    once in two queries (the sessions, their users): the user, or None for no one (no such
+    session, expired, no user in it, the user gone or inactive). `ASK_ALONE` where that takes
+    more than reading: a session whose auth hash no longer matches its user's password (get_user
+    flushes it), a backend other than the site's own, a session engine other than the database.
+    """
+    from django.contrib.auth import (
+        BACKEND_SESSION_KEY,
+        HASH_SESSION_KEY,
+        SESSION_KEY,
+        get_user_model,
+        load_backend,
+    )
+    from django.contrib.auth.backends import ModelBackend
+    from django.contrib.sessions.models import Session
+
+    from .accounts import LoginThrottleBackend
+
+    if settings.SESSION_ENGINE != DATABASE_SESSIONS:
+        return [ASK_ALONE] * len(keys)
+    User = get_user_model()
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    rows = Session.objects.filter(session_key__in=set(keys), expire_date__gt=timezone.now())
+    found: dict[str, tuple] = {}
+    for key, data in rows.values_list("session_key", "session_data"):
+        data = store.decode(data)  # {} when the signature does not hold
+        try:
+            user_id = User._meta.pk.to_python(data[SESSION_KEY])
+            backend = data[BACKEND_SESSION_KEY]
+        except (KeyError, ValidationError):
+            continue
+        if backend in settings.AUTHENTICATION_BACKENDS:
+            found[key] = (user_id, backend, data.get(HASH_SESSION_KEY))
+    users = User._default_manager.in_bulk({user_id for user_id, _, _ in found.values()})
+    answers: list = []
+    handed: set[int] = set()
+    for key in keys:
+        if key not in found:
+            answers.append(None)
+            continue
+        user_id, backend, session_hash = found[key]
+        finder = getattr(load_backend(backend).get_user, "__func__", None)
+        if finder not in (ModelBackend.get_user, LoginThrottleBackend.get_user):
+            answers.append(ASK_ALONE)
+            continue
+        user = users.get(user_id)
+        if user is None or not ModelBackend().user_can_authenticate(user):
+            answers.append(None)
+        elif not session_hash or not constant_time_compare(
+            session_hash, user.get_session_auth_hash()
+        ):
+            answers.append(ASK_ALONE)
+        else:
+            # Each socket its own instance, as one get_user each would give.
+            answers.append(copy.copy(user) if user.pk in handed else user)
+            handed.add(user.pk)
+    return answers
+
+
+session_user = Batched(session_users)

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, Subquery
 from django.db.models.functions import Coalesce
 
@@ -293,9 +294,11 @@ def last_read(user, room: Room) -> int | None:
     )
 
 
-def room_position(room_id: int) -> tuple[int, int]:
-    """The room's cursor and members epoch."""
-    return Room.objects.values_list("cursor", "members_epoch").get(pk=room_id)
+def room_positions(room_ids: list[int]) -> list[tuple[int, int] | Exception]:
+    """Each room's cursor and members epoch (Room.DoesNotExist for a room gone), in one query."""
+    rows = Room.objects.filter(pk__in=set(room_ids)).values_list("pk", "cursor", "members_epoch")
+    found = {pk: (cursor, epoch) for pk, cursor, epoch in rows}
+    return [found.get(pk) or Room.DoesNotExist(f"room {pk}") for pk in room_ids]
 
 
 def room_cursors(room_ids: list[int]) -> dict[int, tuple[int, int]]:
@@ -374,22 +377,69 @@ class Ready:
 # after the cursor), so the page read at cursor c serves every connect that finds the room at c:
 # a crowd opening sockets to a room after a deploy reads and encodes it once, not once each.
 # The key holds the room's creation time too, so a room id used again (a restored or a test
-# database) never meets another room's page.
-LATEST_PAGES_KEPT = 256
-_latest_pages: "OrderedDict[tuple, tuple[str, bool]]" = OrderedDict()
+# database) never meets another room's page. Bounded by rooms and by characters: a workspace's
+# rooms are mostly small and quiet (a few hundred characters a page), a busy room's page can be
+# half a megabyte. Replays from a `since` cursor are kept here too (ready_state).
+LATEST_PAGES_KEPT = 4096
+LATEST_PAGES_CHARACTERS = 32 * 1024 * 1024
+_latest_pages: "OrderedDict[tuple, tuple[str | None, bool]]" = OrderedDict()
+_latest_pages_characters = 0
 
 
 def latest_page(room: Room, cursor: int) -> tuple[str, bool]:
     """The encoded latest page of the room at `cursor` and whether older messages exist."""
-    key = (room.pk, room.created, cursor)
+    key = _page_key(room, cursor)
     page = _latest_pages.get(key)
     if page is not None:
         _latest_pages.move_to_end(key)
         return page
-    messages, has_more = latest_messages(room, settings.CHAT_HISTORY_PAGE)
-    page = _latest_pages[key] = (protocol.encode_messages(messages), has_more)
-    while len(_latest_pages) > LATEST_PAGES_KEPT:
-        _latest_pages.popitem(last=False)
+    return _keep_page(room, cursor, *latest_messages(room, settings.CHAT_HISTORY_PAGE))
+
+
+def read_latest_pages(rooms: list[Room]) -> None:
+    """Put the latest pages of these rooms (at the cursors just read with them) in the cache,
+    in a fixed number of queries on PostgreSQL: many sockets opening at once to many rooms
+    (chat.realtime.consumers.openings). SQLite reads them one room at a time (`latest_page`)."""
+    missing = {room.pk: room for room in rooms if _page_key(room, room.cursor) not in _latest_pages}
+    if len(missing) < 2 or connection.vendor != "postgresql":
+        return
+    limit = settings.CHAT_HISTORY_PAGE
+    with connection.cursor() as cursor:
+        # Each room's newest limit + 1 message ids through the (room, id) index, never a scan
+        # of a long history.
+        cursor.execute(
+            "SELECT newest.id FROM unnest(%s::bigint[]) AS wanted(room_id) CROSS JOIN LATERAL "
+            "(SELECT id FROM chat_message WHERE room_id = wanted.room_id ORDER BY id DESC "
+            "LIMIT %s) AS newest",
+            [list(missing), limit + 1],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+    by_room: dict[int, list[Message]] = {pk: [] for pk in missing}
+    for message in _messages().filter(pk__in=ids).order_by("-id"):
+        by_room[message.room_id].append(message)
+    for pk, rows in by_room.items():
+        room = missing[pk]
+        _keep_page(room, room.cursor, rows[:limit][::-1], len(rows) > limit)
+
+
+def _page_key(room: Room, cursor: int) -> tuple:
+    return (room.pk, room.created, cursor)
+
+
+def _keep_page(room: Room, cursor: int, messages: list[Message], has_more: bool):
+    return _keep(_page_key(room, cursor), (protocol.encode_messages(messages), has_more))
+
+
+def _keep(key: tuple, page: tuple[str | None, bool]) -> tuple[str | None, bool]:
+    global _latest_pages_characters
+    if key in _latest_pages:
+        _latest_pages_characters -= len(_latest_pages.pop(key)[0] or "")
+    _latest_pages[key] = page
+    _latest_pages_characters += len(page[0] or "")
+    while len(_latest_pages) > 1 and (
+        len(_latest_pages) > LATEST_PAGES_KEPT or _latest_pages_characters > LATEST_PAGES_CHARACTERS
+    ):
+        _latest_pages_characters -= len(_latest_pages.popitem(last=False)[1][0] or "")
     return page
 
 
@@ -406,14 +456,29 @@ def ready_state(room: Room, since: int | None) -> Ready:
         and cursor - since <= settings.CHAT_RESUME_MAX_CHANGES
     )
     if servable:
-        changed = messages_changed_since(room, since)
-        # A replay must fit in one frame the server may send (daphne's message limit).
-        size = sum(_frame_size(m) for m in changed)
-        if size <= settings.CHAT_MAX_REPLAY_BYTES:
-            older = Message.objects.filter(room=room, cursor__lte=since).exists()
-            return Ready(protocol.encode_messages(changed), older, cursor, reset=False)
+        # Kept like the latest pages: after a restart a room's sockets all resume from the
+        # cursor they last saw, mostly the same one, and the replay from it is the same.
+        key = ("since", *_page_key(room, cursor), since)
+        replay = _latest_pages.get(key)
+        if replay is not None:
+            _latest_pages.move_to_end(key)
+        else:
+            replay = _keep(key, _replay(room, since))
+        if replay[0] is not None:
+            return Ready(replay[0], replay[1], cursor, reset=False)
     messages, has_more = latest_page(room, cursor)
     return Ready(messages, has_more, cursor, reset=True)
+
+
+def _replay(room: Room, since: int) -> tuple[str | None, bool]:
+    """The changes after `since`, encoded, and whether older messages exist; (None, False)
+    when they would not fit in one frame the server may send (daphne's message limit)."""
+    changed = messages_changed_since(room, since)
+    size = sum(_frame_size(m) for m in changed)
+    if size > settings.CHAT_MAX_REPLAY_BYTES:
+        return None, False
+    older = Message.objects.filter(room=room, cursor__lte=since).exists()
+    return protocol.encode_messages(changed), older
 
 
 def change_frames(room_id: int, after: int, upto: int) -> list[tuple[int, str]]:

@@ -38,6 +38,7 @@ from django.conf import settings
 from .. import metrics, selectors
 from ..shared_state import presence_entry, socket_entry
 from . import events, inboxes, presence, sessions
+from .batching import Batched
 from .events import group_name, user_group
 from .protocol import CloseCode
 from .transport import Outgoing
@@ -150,10 +151,16 @@ class Feed:
                 await socket.send_live(frame)
 
 
+# The cursors and members epochs of rooms whose feeds are being made, read for all at once.
+positions = Batched(selectors.room_positions)
+
+
 class Hub:
     def __init__(self) -> None:
         self.layer = get_channel_layer()
         self.feeds: dict[int, Feed] = {}
+        # Rooms whose feed one attach is making (joining the group, reading the cursor).
+        self.making: dict[int, asyncio.Future] = {}
         self.channel: str | None = None
         # The channel-layer groups this process is in: rooms' and (for inboxes) users'.
         self.subscribed: set[str] = set()
@@ -166,16 +173,43 @@ class Hub:
     # --- sockets -------------------------------------------------------------------------
 
     async def attach(self, room_id: int, socket: Socket) -> Feed:
-        async with self.lock:
-            feed = self.feeds.get(room_id)
-            if feed is None:
+        """Add a socket to its room's feed, making the feed if it is the room's first here.
+
+        A new feed joins the room's group and then reads the room's cursor: any change after
+        that cursor rings this process's bell. Many rooms' feeds are made at once (a crowd
+        connecting after a deploy): only bookkeeping is under the hub's lock, the joins and the
+        reads (batched, `positions`) are not, and a room's later sockets wait for its feed."""
+        while True:
+            async with self.lock:
                 await self._start()
+                feed = self.feeds.get(room_id)
+                if feed is not None:
+                    feed.sockets.add(socket)
+                    break
+                making = self.making.get(room_id)
+                if making is None:
+                    making = self.making[room_id] = asyncio.get_running_loop().create_future()
+                    maker = True
+                else:
+                    maker = False
+            if not maker:
+                await asyncio.shield(making)  # then take the feed under the lock, above
+                continue
+            position = None
+            try:
                 await self._subscribe(group_name(room_id))
-                # Read after joining the group: any change after this cursor rings our bell.
-                cursor, epoch = await database_sync_to_async(selectors.room_position)(room_id)
-                feed = self.feeds[room_id] = Feed(room_id, cursor)
-                feed.epoch = epoch
-            feed.sockets.add(socket)
+                position = await positions(room_id)
+            finally:
+                async with self.lock:
+                    del self.making[room_id]
+                    making.set_result(None)
+                    if position is not None:
+                        feed = self.feeds.get(room_id)  # an inbox's watch made it meanwhile
+                        if feed is None:
+                            feed = self.feeds[room_id] = Feed(room_id, position[0])
+                            feed.epoch = position[1]
+                        feed.sockets.add(socket)
+            break
         if socket.epoch < feed.epoch:
             # Someone was removed between this socket's check and now: is it still in?
             async with feed.lock:
@@ -294,7 +328,8 @@ class Hub:
         return leaving
 
     def _stop_if_idle(self) -> list[asyncio.Task]:
-        return self._stop() if not self.feeds and not self.inbox.users else []
+        idle = not self.feeds and not self.inbox.users and not self.making
+        return self._stop() if idle else []
 
     async def _leave(self, groups: list[str], channel: str | None, tasks: list) -> None:
         """Leave groups and wait for stopped tasks, outside the lock."""
