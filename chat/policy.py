@@ -394,14 +394,16 @@ def access(user, room: Room) -> Access:
     return accesses([(user, room)])[0]
 
 
-def accesses(pairs: list[tuple[object, Room]]) -> list[Access]:
+def accesses(pairs: list[tuple[object, Room]], *, always: bool = False) -> list[Access]:
     """`access(user, room)` for each pair, in one query whatever their number (sockets opening
-    at once: chat.realtime.consumers.openings). The same facts, the same Access."""
+    at once: chat.realtime.consumers.openings). The same facts, the same Access. `always`: run
+    the query even for no pairs (it finds nothing), so that costs what a refusal costs."""
     logged_in = [(user, room) for user, room in pairs if _logged_in(user)]
     facts: dict[tuple[int, int], list[str]] = {}
-    if logged_in:
-        rooms = {room.pk for _, room in logged_in}
-        users = {user.pk for user, _ in logged_in}
+    if logged_in or always:
+        # No room id is negative: with no pairs the query runs and finds nothing.
+        rooms = {room.pk for _, room in logged_in} or {-1}
+        users = {user.pk for user, _ in logged_in} or {-1}
         restrictions = (
             RoomRestriction.objects.active()
             .filter(room_id__in=rooms, user_id__in=users)

@@ -386,6 +386,13 @@ _latest_pages: "OrderedDict[tuple, tuple[str | None, bool]]" = OrderedDict()
 _latest_pages_characters = 0
 
 
+def forget_latest_pages() -> None:
+    """Empty the cache (tests that count a cold start's queries)."""
+    global _latest_pages_characters
+    _latest_pages.clear()
+    _latest_pages_characters = 0
+
+
 def latest_page(room: Room, cursor: int) -> tuple[str, bool]:
     """The encoded latest page of the room at `cursor` and whether older messages exist."""
     key = _page_key(room, cursor)
