@@ -28,8 +28,9 @@ from functools import cache
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import BaseBackend, ModelBackend
-from django.contrib.auth.signals import user_login_failed
+from django.contrib.auth.signals import user_logged_out, user_login_failed
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 from django.http import HttpRequest
@@ -303,3 +304,31 @@ def _keep_skeleton(sender, instance, raw=False, **kwargs) -> None:
         return  # a login's last_login, say
     value = skeleton(instance.get_username())
     UsernameSkeleton.objects.update_or_create(user_id=instance.pk, defaults={"skeleton": value})
+
+
+# --- open sockets follow their sessions at once --------------------------------------------------
+
+
+def sessions_changed(user_id: int) -> None:
+    """After the commit: every process checks this user's open sockets against their sessions
+    now (chat.realtime.sessions), not at its next periodic check, which remains for what no
+    signal tells (a session deleted in the database by hand, or expiring)."""
+    from .realtime import events
+
+    transaction.on_commit(lambda: events.publish_now(events.SessionsChanged(user=user_id)))
+
+
+@receiver(user_logged_out, dispatch_uid="chat.accounts.logged_out")
+def _logged_out(sender, request, user, **kwargs) -> None:
+    if user is not None and user.pk is not None:
+        sessions_changed(user.pk)
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="chat.accounts.sessions")
+def _account_saved(sender, instance, created=False, raw=False, **kwargs) -> None:
+    """A password change or deactivation ends the user's sessions (Django's session auth hash,
+    `is_active`); any other save costs one check of that user's sockets, nothing more."""
+    update_fields = kwargs.get("update_fields")
+    if raw or created or (update_fields is not None and set(update_fields) == {"last_login"}):
+        return
+    sessions_changed(instance.pk)

@@ -431,9 +431,11 @@ CHAT_RESYNC_INTERVAL = env_float("CHAT_RESYNC_INTERVAL", 2)
 # after a quiet spell goes out at once, the rest of a burst together at the interval's end.
 CHAT_INBOX_INTERVAL = env_float("CHAT_INBOX_INTERVAL", 0.25)
 
-# How often each process checks that its sockets' sessions still stand (logout, password
-# change, expiry, deactivation close them with 4401).
-CHAT_SESSION_CHECK_INTERVAL = env_float("CHAT_SESSION_CHECK_INTERVAL", 3)
+# How often each process checks that its sockets' sessions still stand (4401 when not). Logging
+# out, a password change and deactivation through Django close the sockets at once on every
+# process (chat.accounts.sessions_changed); the check catches the rest: a session expiring or
+# deleted in the database by hand. It reads every socket's session, so it is not made often.
+CHAT_SESSION_CHECK_INTERVAL = env_float("CHAT_SESSION_CHECK_INTERVAL", 30)
 
 # Mail (password resets): SMTP when EMAIL_HOST is set, else printed on stdout (the console
 # backend), so a local run works without a mail server.

@@ -286,7 +286,7 @@ def test_settings_left_empty_by_compose_take_their_defaults():
         "INFO",
         0.25,
         2,
-        3,
+        30,
         10,
         0,
     ]

@@ -138,18 +138,20 @@ async def test_the_hubs_tasks_start_with_its_first_room_and_stop_with_its_last(h
     a = await FakeSocket(alice).open(hub, room.pk)
     tasks = list(hub.tasks)
     assert sorted(task.get_name() for task in tasks) == ["hub-read", "hub-sessions", "hub-tick"]
-    assert hub.subscribed == {group_name(room.pk)} and hub.channel
+    # The room's group, and every hub's group for events about sockets anywhere (sessions).
+    assert hub.subscribed == {group_name(room.pk), events.SESSIONS_GROUP} and hub.channel
 
     b = await FakeSocket(alice).open(hub, other.pk)
     c = await FakeSocket(alice).open(hub, room.pk)
     assert hub.tasks == tasks and not any(task.done() for task in tasks)
     assert a.feed is c.feed and a.feed.sockets == {a, c}
-    assert hub.subscribed == {group_name(room.pk), group_name(other.pk)}
+    assert hub.subscribed == {group_name(room.pk), group_name(other.pk), events.SESSIONS_GROUP}
 
     await hub.detach(room.pk, a)
     assert room.pk in hub.feeds
     await hub.detach(room.pk, c)
-    assert room.pk not in hub.feeds and hub.subscribed == {group_name(other.pk)}
+    assert room.pk not in hub.feeds
+    assert hub.subscribed == {group_name(other.pk), events.SESSIONS_GROUP}
     assert hub.tasks == tasks  # another room still here
 
     await hub.detach(other.pk, b)
@@ -524,9 +526,40 @@ async def test_a_session_found_standing_is_judged_again_when_its_password_change
     assert a.closes == []
 
     def change_password():
+        # Behind Django's back (no post_save, so no SessionsChanged): the periodic check alone.
         alice.set_password("a new password 123")
-        alice.save()
+        type(alice).objects.filter(pk=alice.pk).update(password=alice.password)
 
     await db(change_password)()
     await hub.close_revoked_sessions()
+    assert a.closes == [4401]
+
+
+@pytest.mark.parametrize("how", ["password", "deactivated", "logged out"])
+async def test_a_session_ended_through_django_closes_its_sockets_without_waiting_for_the_check(
+    hub, alice, room, how
+):
+    """The periodic check is 60 s here: the signal's SessionsChanged closes the socket at once,
+    on every process (it goes through the channel layer to every hub)."""
+    from django.contrib.auth import user_logged_out
+
+    key = await db(session_cookie_for)(alice)
+    a = await FakeSocket(alice, session_key=key).open(hub, room.pk)
+
+    def end():
+        if how == "password":
+            alice.set_password("a new password 123")
+            alice.save()
+        elif how == "deactivated":
+            alice.is_active = False
+            alice.save()
+        else:  # what django.contrib.auth.logout does: flush the session, send the signal
+            Session.objects.filter(session_key=key).delete()
+            user_logged_out.send(sender=type(alice), request=None, user=alice)
+
+    await db(end)()
+    for _ in range(100):
+        if a.closes:
+            break
+        await asyncio.sleep(0.05)
     assert a.closes == [4401]

@@ -111,8 +111,28 @@ class Notified:
     frame: str
 
 
+# Every hub is in this group while it holds sockets: events about sockets anywhere.
+SESSIONS_GROUP = "sessions"
+
+
+@dataclass(frozen=True)
+class SessionsChanged:
+    """`user`'s sessions may have ended (logged out, password changed, deactivated): every
+    process checks that user's sockets now instead of at its next periodic session check."""
+
+    type: ClassVar[str] = "user.sessions"
+    user: int
+
+
 Event = (
-    RoomChanged | PresenceChanged | UserTyping | UserKicked | RoomClosed | InboxChanged | Notified
+    RoomChanged
+    | PresenceChanged
+    | UserTyping
+    | UserKicked
+    | RoomClosed
+    | InboxChanged
+    | Notified
+    | SessionsChanged
 )
 EVENTS: dict[str, type[Event]] = {
     cls.type: cls
@@ -124,6 +144,7 @@ EVENTS: dict[str, type[Event]] = {
         RoomClosed,
         InboxChanged,
         Notified,
+        SessionsChanged,
     )
 }
 # The events addressed to a user rather than a room.
@@ -131,6 +152,8 @@ USER_EVENTS = (InboxChanged, Notified)
 
 
 def group_of(event: Event) -> str:
+    if isinstance(event, SessionsChanged):
+        return SESSIONS_GROUP
     if isinstance(event, USER_EVENTS):
         return user_group(event.user)
     return group_name(event.room)

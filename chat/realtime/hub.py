@@ -307,6 +307,13 @@ class Hub:
         self.channel = await self.layer.new_channel()
         self.joined_all = asyncio.get_running_loop().time()
         await self._mark()
+        await self._subscribe(events.SESSIONS_GROUP)
+        try:
+            # Registers this process while it holds little or nothing: the first upkeep beat
+            # would otherwise find its set incomplete and register every socket again.
+            await self.keep_presence()
+        except Exception:
+            logger.warning("presence upkeep failed", exc_info=True)
         self.tasks = [
             asyncio.create_task(self._read(), name="hub-read"),
             asyncio.create_task(self._tick(), name="hub-tick"),
@@ -333,6 +340,8 @@ class Hub:
 
     async def _leave(self, groups: list[str], channel: str | None, tasks: list) -> None:
         """Leave groups and wait for stopped tasks, outside the lock."""
+        if tasks:  # the hub stopped: out of the process-wide group too
+            groups = [*groups, events.SESSIONS_GROUP]
         for group in groups:
             try:
                 await self.layer.group_discard(group, channel)
@@ -343,6 +352,7 @@ class Hub:
 
     def _stop(self) -> list[asyncio.Task]:
         """Cancel the hub's tasks (no room left here); the next attach starts fresh ones."""
+        self.subscribed.discard(events.SESSIONS_GROUP)
         tasks, self.tasks = self.tasks, []
         for task in tasks:
             task.cancel()
@@ -403,6 +413,9 @@ class Hub:
                 return
             case events.Notified(user=user, frame=frame):
                 await self.inbox.notify(user, frame)
+                return
+            case events.SessionsChanged(user=user):
+                await sessions.close_revoked([s for s in self.sockets() if s.user_id == user])
                 return
         feed = self.feeds.get(event.room)
         if feed is None:
