@@ -77,7 +77,7 @@ class ManyRooms:
         self.closed = 0
         self.other_frames = 0
         self.last_frame = time.monotonic()
-        # Told of every post: (room index, author index, when sent) (scenario I's inboxes).
+        # Told of every post: (room index, author index, when sent) (scenario N's inboxes).
         self.observers: list = []
 
     async def _open(self, index: int) -> ClientConnection:

@@ -402,7 +402,7 @@ def scenario_m(runs: dict[str, dict]) -> str:
     return table(header, rows)
 
 
-def scenario_i(runs: dict[str, dict]) -> str:
+def scenario_n(runs: dict[str, dict]) -> str:
     """The inbox (issue 16): memory per idle inbox socket, and post → `room` frame latency."""
     rows = []
     for peer, run in runs.items():
@@ -557,8 +557,8 @@ def write_markdown(data: dict, path: Path) -> None:
         ]
     if "M" in s:
         out += [f"## M: {s['M']['spec']['title']}", "", scenario_m(s["M"]["runs"]), ""]
-    if "I" in s:
-        out += [f"## I: {s['I']['spec']['title']}", "", scenario_i(s["I"]["runs"]), ""]
+    if "N" in s:
+        out += [f"## N: {s['N']['spec']['title']}", "", scenario_n(s["N"]["runs"]), ""]
     out += ["## The plot", "", "![Latency distribution and throughput](performance.png)", ""]
     findings = ROOT / "bench" / "findings.md"
     if findings.exists():
@@ -663,7 +663,7 @@ def write(data: dict, docs: Path) -> list[Path]:
 
         old = markdown.read_text()
         inbox = ("<!-- inbox bench: begin -->", "<!-- inbox bench: end -->")
-        if "I" not in data.get("scenarios", {}) and inbox[0] in old and inbox[1] in old:
+        if "N" not in data.get("scenarios", {}) and inbox[0] in old and inbox[1] in old:
             kept = inbox[0] + old.split(inbox[0], 1)[1].split(inbox[1], 1)[0] + inbox[1] + "\n\n"
         if MARK_BEGIN in old and MARK_END in old:
             kept += MARK_BEGIN + old.split(MARK_BEGIN, 1)[1].split(MARK_END, 1)[0] + MARK_END

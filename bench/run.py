@@ -75,7 +75,7 @@ class Spec:
     # rooms; `idle` seconds of measuring while nobody posts, then `rate` posts/s to random rooms.
     rooms: int = 1
     idle: float = 0.0
-    inboxes: bool = False  # scenario I: each user also has an inbox socket (ours only)
+    inboxes: bool = False  # scenario N: each user also has an inbox socket (ours only)
 
 
 STANDARD = [
@@ -119,7 +119,7 @@ STANDARD = [
         drain=8,
     ),
     Spec(
-        "I",
+        "N",
         "the inbox: 1,000 users over 200 rooms, each with a room socket and an inbox socket; "
         "idle, then 20 posts/s",
         receivers=1000,
@@ -160,7 +160,7 @@ SMOKE = [
         time_limit=45,
     ),
     Spec(
-        "I",
+        "N",
         "smoke: 40 users over 8 rooms, each with an inbox socket; 10 posts/s for 2 s",
         receivers=40,
         senders=0,

@@ -66,8 +66,8 @@ def test_a_tiny_bench_run_of_all_three_peers_reports_sane_numbers(tmp_path):
     assert 0 < posts["p50_ms"] <= posts["p99_ms"] <= posts["max_ms"] < 10_000, posts
     assert many["sockets_closed_by_server"] == 0
 
-    # I: the same with an inbox socket per user; every post's count reaches each other member.
-    inbox = data["scenarios"]["I"]["runs"]["ours"]
+    # N: the same with an inbox socket per user; every post's count reaches each other member.
+    inbox = data["scenarios"]["N"]["runs"]["ours"]
     assert "error" not in inbox, inbox
     assert inbox["inbox_connect"]["sockets"] == 40, inbox["inbox_connect"]
     shown = inbox["inbox"]
@@ -77,7 +77,7 @@ def test_a_tiny_bench_run_of_all_three_peers_reports_sane_numbers(tmp_path):
 
     report = (tmp_path / "performance.md").read_text()
     assert "## A:" in report and "ours ÷ tutorial" in report
-    assert "## I:" in report
+    assert "## N:" in report
 
 
 def test_the_search_bench_runs_and_reports(tmp_path):
