@@ -345,7 +345,7 @@ async def drive_storm(
             "all_back": len(load.resumed_at) == everyone,
             "resumed_by_s": {
                 f"{s}": sum(1 for t in load.resumed_at.values() if t - back <= s)
-                for s in (1, 2, 5, 10, 20, 30)
+                for s in (1, 2, 5, 10, 20, 30, 60, 120)
             },
             "resets": load.resets,
             "fatal_closes": sorted(load.fatal.values()),
@@ -372,9 +372,14 @@ async def drive_storm(
             "replayed": load.replayed,
             "errors": load.errors,
             "during_storm": latency(load.live_latency, back, resumed),
+            "posts_sent_during_storm": sum(
+                1 for t in load.wire.values() if back * 1e9 <= t < resumed * 1e9
+            ),
             "after_storm": latency(load.live_latency, resumed, time.monotonic()),
             "before_kill": latency(load.live_latency, 0, killed),
         }
+        if not result["storm"]["all_back"]:
+            result["storm"]["server_log"] = server.output(3000)
     finally:
         stop_chat.set()
         if chat is not None:
@@ -384,9 +389,14 @@ async def drive_storm(
 
 
 def top(failures: list[str], count: int = 5) -> dict[str, int]:
-    """The most common failures, numbers (ports, counts) replaced by N but close codes kept."""
+    """The most common failures, numbers (ports, counts) replaced by N but close codes and HTTP
+    statuses kept."""
     kinds: dict[str, int] = {}
     for failure in failures:
-        key = failure if failure.startswith("closed") else re.sub(r"\d+", "N", failure)
+        key = (
+            failure
+            if failure.startswith("closed")
+            else re.sub(r"(?<!\d)(?<!HTTP )\d+", "N", failure)
+        )
         kinds[key] = kinds.get(key, 0) + 1
     return dict(sorted(kinds.items(), key=lambda kv: -kv[1])[:count])
