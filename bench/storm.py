@@ -343,6 +343,7 @@ async def drive_storm(
             "resumed": len(load.resumed_at),
             "back_s": round(last - back, 2),  # /healthz → the last socket's `ready`
             "all_back": len(load.resumed_at) == everyone,
+            "limit_s": storm_limit,  # how long the bench waited for them
             "resumed_by_s": {
                 f"{s}": sum(1 for t in load.resumed_at.values() if t - back <= s)
                 for s in (1, 2, 5, 10, 20, 30, 60, 120)
