@@ -119,7 +119,8 @@ clean:
 # seconds), then the fan-out benchmark (issue 9), then search (issue 18, bench/search.py: 1,000,000
 # messages on the PostgreSQL in DATABASE_URL, about 5 minutes; skipped without one): ours, the
 # tutorial consumer and a raw websockets server through
-# scenarios A-E, 10 to 15 minutes on 2 cores; writes docs/performance.md and docs/performance.png.
+# scenarios A-E, M, N (the inbox), S (reconnect storm) and I (idle capacity), more than 20 minutes
+# on 2 cores; writes docs/performance.md and docs/performance.png.
 # Ours runs on the PostgreSQL in DATABASE_URL (a database of its own, dropped after), else on a
 # temporary SQLite file. BENCH_ARGS="--scenarios A,C" runs a subset.
 .PHONY: bench

@@ -1,4 +1,4 @@
-"""Scenario I: the inbox (issue 16). Scenario M's users, each with an inbox socket (PROTOCOL.md
+"""Scenario N: the inbox (issue 16). Scenario M's users, each with an inbox socket (PROTOCOL.md
 §5) beside their room socket: what an idle inbox costs in server memory, and how long after a
 post each other member's inbox shows it (a `room` frame whose `unread` has counted it).
 

@@ -15,7 +15,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from .loadgen import MARK, PAD, Target, percentile
-from .servers import cpu_seconds, machine_busy_seconds
+from .servers import cpu_seconds, machine_busy_seconds, rss_kib
 
 
 class RedisCounter:
@@ -62,7 +62,8 @@ class DatabaseCounter:
 
 
 class ManyRooms:
-    """`sockets` sockets over `urls` (socket i in room i mod len(urls)), one user each."""
+    """`sockets` sockets over `urls` (socket i in room `room_of(i)`: i mod len(urls)), one user
+    each."""
 
     def __init__(self, target: Target, urls: list[str]) -> None:
         self.target = target
@@ -77,15 +78,18 @@ class ManyRooms:
         self.closed = 0
         self.other_frames = 0
         self.last_frame = time.monotonic()
-        # Told of every post: (room index, author index, when sent) (scenario I's inboxes).
+        # Told of every post: (room index, author index, when sent) (scenario N's inboxes).
         self.observers: list = []
+
+    def room_of(self, index: int) -> int:
+        return index % len(self.urls)
 
     async def _open(self, index: int) -> ClientConnection:
         headers = {"Origin": self.target.origin}
         if self.target.cookies:
             headers["Cookie"] = f"{self.target.cookie_name}={self.target.cookies[index]}"
         connection = await connect(
-            self.urls[index % len(self.urls)],
+            self.urls[self.room_of(index)],
             additional_headers=headers,
             compression=None,
             proxy=None,
@@ -125,7 +129,7 @@ class ManyRooms:
         self.sockets = list(await asyncio.gather(*(one(i) for i in range(count))))
         seconds = time.monotonic() - started
         for index in range(count):
-            self.members[index % len(self.urls)].append(index)
+            self.members[self.room_of(index)].append(index)
         handshakes.sort()
         return {
             "sockets": count,
@@ -159,6 +163,9 @@ class ManyRooms:
                 self.latencies.append(now - int(found[2]))
         except ConnectionClosed:
             self.closed += 1
+
+    def server_rss(self) -> int:
+        return sum(rss_kib(pid) for pid in self.target.server_pids)
 
     def _cpu(self) -> dict[str, float]:
         result = {"machine": machine_busy_seconds(), "client": time.process_time()}
@@ -272,19 +279,21 @@ async def drive_many(
     *,
     sockets: int,
     idle: float,
-    rate: float,
+    rate: float | None,
     duration: float,
     drain: float,
     redis_url: str | None,
     database_url: str | None,
     inbox_url: str | None = None,
 ) -> dict[str, Any]:
+    """Connect, measure the idle cost, then post `rate` posts/s (no posting when None)."""
     load = ManyRooms(target, urls)
     redis = RedisCounter(redis_url) if redis_url else None
     database = DatabaseCounter(database_url) if database_url else None
     result: dict[str, Any] = {}
     inboxes = None
     try:
+        rss_before = load.server_rss()
         result["connect"] = await load.open(sockets)
         if inbox_url is not None:
             from .inbox import Inboxes
@@ -298,8 +307,18 @@ async def drive_many(
         while time.monotonic() - load.last_frame < 1.0 and time.monotonic() - quiet_since < 30:  # noqa: ASYNC110
             await asyncio.sleep(0.2)
         await asyncio.sleep(1.0)
+        # Memory per socket: the servers' growth from before the first socket to now, over every
+        # socket (the inbox sockets too, when there are some).
+        rss_idle = load.server_rss()
+        opened = sockets * (2 if inboxes is not None else 1)
+        result["memory"] = {
+            "rss_before_kib": rss_before,
+            "rss_idle_kib": rss_idle,
+            "kib_per_socket": round((rss_idle - rss_before) / opened, 1),
+        }
         result["idle"] = await load.idle(idle, redis, database)
-        result["posts"] = await load.post(rate, duration, drain)
+        if rate is not None:
+            result["posts"] = await load.post(rate, duration, drain)
         if inboxes is not None:
             await inboxes.settle(drain)
             result["inbox"] = inboxes.result()

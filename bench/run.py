@@ -37,6 +37,7 @@ from .servers import (
     open_sockets,
     raise_open_files,
 )
+from .storm import drive_storm
 
 PEERS = ("ours", "tutorial", "raw")
 WARMUP_RATE = 10.0  # messages per second, for
@@ -75,7 +76,11 @@ class Spec:
     # rooms; `idle` seconds of measuring while nobody posts, then `rate` posts/s to random rooms.
     rooms: int = 1
     idle: float = 0.0
-    inboxes: bool = False  # scenario I: each user also has an inbox socket (ours only)
+    inboxes: bool = False  # scenario N: each user also has an inbox socket (ours only)
+    # Scenario S: `senders` more users in one more room, posting `rate` posts/s round-robin
+    # throughout; after `idle` s the server is killed and restarted, and `duration` s after
+    # every socket is back the chat stops.
+    restart: bool = False
 
 
 STANDARD = [
@@ -119,7 +124,7 @@ STANDARD = [
         drain=8,
     ),
     Spec(
-        "I",
+        "N",
         "the inbox: 1,000 users over 200 rooms, each with a room socket and an inbox socket; "
         "idle, then 20 posts/s",
         receivers=1000,
@@ -131,6 +136,30 @@ STANDARD = [
         drain=8,
         peers=("ours",),
         inboxes=True,
+    ),
+    Spec(
+        "S",
+        "reconnect storm: M's 2,000 sockets plus a chat room of 10 posting 5 posts/s; the server "
+        "killed and restarted, every socket back with `since`",
+        receivers=2000,
+        senders=10,
+        rooms=400,
+        idle=5,
+        rate=5,
+        duration=10,
+        drain=10,
+        peers=("ours",),  # the tutorial and raw peers keep no history to resume from
+        restart=True,
+        time_limit=600,
+    ),
+    Spec(
+        "I",
+        "idle capacity: 10,000 idle sockets on one process, one user each, over 2,000 rooms",
+        receivers=10000,
+        senders=0,
+        rooms=2000,
+        idle=30,
+        time_limit=900,
     ),
 ]
 
@@ -160,7 +189,7 @@ SMOKE = [
         time_limit=45,
     ),
     Spec(
-        "I",
+        "N",
         "smoke: 40 users over 8 rooms, each with an inbox socket; 10 posts/s for 2 s",
         receivers=40,
         senders=0,
@@ -171,6 +200,31 @@ SMOKE = [
         drain=3,
         peers=("ours",),
         inboxes=True,
+        time_limit=45,
+    ),
+    Spec(
+        "S",
+        "smoke: 40 users over 8 rooms and a chat room of 4 posting 5 posts/s; the server "
+        "killed and restarted",
+        receivers=40,
+        senders=4,
+        rooms=8,
+        idle=2,
+        rate=5,
+        duration=2,
+        drain=5,
+        peers=("ours",),
+        restart=True,
+        time_limit=60,
+    ),
+    Spec(
+        "I",
+        "smoke: 40 idle sockets over 8 rooms",
+        receivers=40,
+        senders=0,
+        rooms=8,
+        idle=2,
+        peers=("ours",),
         time_limit=45,
     ),
 ]
@@ -372,6 +426,7 @@ class Bench:
         self.rooms = [
             *(f"{s.key}{n}" for s in specs if s.rooms == 1 for n in s.processes),
             *(f"{s.key}-{n}" for s in specs if s.rooms > 1 for n in range(s.rooms)),
+            *(f"{s.key}-chat" for s in specs if s.restart),
         ]
         self.database = Database(os.environ.get("DATABASE_URL"))
         seed_env = {
@@ -458,7 +513,7 @@ class Bench:
                         urls,
                         sockets=spec.receivers,
                         idle=spec.idle,
-                        rate=spec.rate or 1.0,
+                        rate=spec.rate,
                         duration=spec.duration,
                         drain=spec.drain,
                         redis_url=redis.url,
@@ -480,7 +535,57 @@ class Bench:
                 server.stop()
             redis.stop()
 
+    def run_storm(self, spec: Spec) -> dict[str, Any]:
+        """Scenario S: our server killed and restarted under `receivers` + `senders` sockets."""
+        redis = Redis().start()
+        server = None
+        try:
+            server = Ours(Site(self.database, redis.url, {}), self.variant).start()
+            base = f"ws://127.0.0.1:{server.port}/ws/rooms"
+            names = [*(f"{spec.key}-{n}" for n in range(spec.rooms)), f"{spec.key}-chat"]
+            urls = [f"{base}/{self.seed['rooms'][name]}/" for name in names]
+            target = Target(
+                "ours",
+                urls[0],
+                server.url,
+                [server.pid],
+                [redis.pid],
+                cookies=self.seed["cookies"],
+                cookie_name=self.seed["cookie_name"],
+                ready_frame=True,
+            )
+            started = time.monotonic()
+            result = asyncio.run(
+                asyncio.wait_for(
+                    drive_storm(
+                        target,
+                        server,
+                        urls,
+                        sockets=spec.receivers,
+                        chatters=spec.senders,
+                        idle=spec.idle,
+                        rate=spec.rate or 1.0,
+                        duration=spec.duration,
+                        drain=spec.drain,
+                    ),
+                    spec.time_limit,
+                )
+            )
+            result["seconds"] = round(time.monotonic() - started, 1)
+            if server.process.poll() is not None:
+                raise RuntimeError(f"server exited during the run: {server.name}")
+            return result
+        except Exception as error:
+            logs = server.output(3000) if server is not None and server.process else ""
+            return {"error": f"{type(error).__name__}: {error}", "log": logs}
+        finally:
+            if server is not None:
+                server.stop()
+            redis.stop()
+
     def run_one(self, spec: Spec, peer: str, processes: int) -> dict[str, Any]:
+        if spec.restart:
+            return self.run_storm(spec)
         if spec.rooms > 1:
             return self.run_many(spec, peer)
         redis = Redis().start()
@@ -573,6 +678,23 @@ class Bench:
 def brief(run: dict[str, Any]) -> str:
     if "error" in run:
         return f"ERROR {run['error']}"
+    if "storm" in run:
+        s, c = run["storm"], run["chat"]
+        d = c["during_storm"]
+        return (
+            f"down {s['server_down_s']} s; {s['resumed']} of {s['sockets']} back in "
+            f"{s['back_s']} s ({s['failed_attempts']} failed attempts, {s['resets']} resets); "
+            f"chat lost {c['lost']} dup {c['duplicates']} gaps {c['gaps']}, resent "
+            f"{c['resent']} (deduped {c['deduped']}); p50 {d['p50_ms']} p99 {d['p99_ms']} ms "
+            f"during the storm; server CPU {s['server_cpu_percent']} %"
+        )
+    if "idle" in run and "posts" not in run:
+        i, m = run["idle"], run["memory"]
+        return (
+            f"connect {run['connect']['seconds']} s; {m['kib_per_socket']} KiB/socket; idle CPU "
+            f"{i['server_cpu_percent']} %, Redis {i.get('redis_commands_per_s')}/s, database "
+            f"{i.get('db_transactions_per_s')}/s"
+        )
     if "idle" in run:
         i, p = run["idle"], run["posts"]
         return (

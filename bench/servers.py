@@ -75,6 +75,17 @@ def open_sockets(pid: int) -> int:
     return count
 
 
+def listen_overflows() -> int:
+    """Connections the kernel dropped because a listener's accept queue was full, machine-wide
+    (TcpExt ListenOverflows in /proc/net/netstat): a storm of handshakes beyond the server's
+    listen backlog shows here, and each such client waits for its SYN to be sent again."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True))["ListenOverflows"])
+    return 0
+
+
 def machine() -> str:
     """One line about this machine for the report."""
     model = "unknown CPU"
@@ -149,6 +160,13 @@ class Process:
 
     def output(self, tail: int = 4000) -> str:
         return Path(self.log.name).read_text(errors="replace")[-tail:]
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer ends it: no shutdown, nothing said to Redis or
+        to the sockets. `start()` again serves on the same port."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
 
     def stop(self) -> None:
         if self.process is None:
