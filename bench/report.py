@@ -678,7 +678,7 @@ def write_markdown(data: dict, path: Path) -> None:
                 f"{num(rate, 0)} msg/s to the same {num(e['spec']['receivers'])} receivers "
                 f"({num(rate * e['spec']['receivers'])} deliveries/s, which every process count "
                 f"passes with room to spare) for {num(e['spec']['duration'])} s, after a "
-                "3 s warm-up at that rate, and measures what it costs: CPU seconds of all daphne "
+                "warm-up at that rate, and measures what it costs: CPU seconds of all daphne "
                 "processes (and of nginx and of Redis) per delivery, and Redis commands per post "
                 "(`INFO commandstats`: the commands a script runs are counted beside the script; "
                 "the phase's few idle ticks, one `EXPIRE` per process every 2 s, are included). "

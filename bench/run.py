@@ -333,7 +333,7 @@ async def drive(
         if spec.rate is not None and cost is not None:
             # A longer warm-up at the phase's own rate: every process has served posts before
             # its cost is measured, however the sockets fell over the processes.
-            warm = await load.run(spec.rate, 3, drain=3)
+            warm = await load.run(spec.rate, min(3.0, spec.duration), drain=3)
             result["warmup_at_rate"] = {k: warm[k] for k in ("sent", "lost", "p99_ms", "max_ms")}
             await load.settle(quiet=0.5, timeout=15)
             metered = Metered(load, cost)
