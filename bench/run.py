@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from .cost import Cost, Metered
 from .loadgen import Load, Target
 from .many import drive_many
 from .servers import (
@@ -70,6 +71,9 @@ class Spec:
     peers: tuple[str, ...] = PEERS
     processes: tuple[int, ...] = (1,)  # our daphne processes (behind nginx when `nginx`)
     nginx: bool = False
+    # Scenario E (issue 21): the fixed phase, after a warm-up at its rate, also measures CPU per
+    # delivery for the servers, nginx and Redis, and Redis commands per post (bench/cost.py).
+    cost: bool = False
     memory: bool = False  # report idle RSS per socket (scenario D)
     time_limit: float = 300.0  # seconds for one peer's run, connect to close
     # Many rooms (scenario M): `receivers` sockets, one user each, round-robin over `rooms`
@@ -104,13 +108,18 @@ STANDARD = [
     ),
     Spec(
         "E",
-        "scenario C through nginx over 1, 2 and 3 of our daphne processes",
+        "scenario C through nginx over 1, 2 and 3 of our daphne processes: the cost of a "
+        "delivery at 30 msg/s, then the rate stepped up",
         receivers=100,
         senders=6,
-        ladder=Ladder(start=30),
+        rate=30,  # 3,000 deliveries/s: every process count passes it with p99 near 15 ms
+        duration=10,
+        drain=5,
+        ladder=Ladder(start=30),  # the fixed phase is its first step
         peers=("ours",),
         processes=(1, 2, 3),
         nginx=True,
+        cost=True,
     ),
     Spec(
         "M",
@@ -173,6 +182,20 @@ SMOKE = [
         duration=2,
         drain=3,
         memory=True,
+        time_limit=45,
+    ),
+    Spec(
+        "E",
+        "smoke: through nginx over 1 and 2 processes, 10 receivers, 10 msg/s for 2 s",
+        receivers=10,
+        senders=2,
+        rate=10,
+        duration=2,
+        drain=3,
+        peers=("ours",),
+        processes=(1, 2),
+        nginx=True,
+        cost=True,
         time_limit=45,
     ),
     Spec(
@@ -334,9 +357,13 @@ async def saturate(
     return {"best": best, "first_fail": fail, "steps": steps}
 
 
-async def drive(target: Target, spec: Spec, noise: Noise) -> dict[str, Any]:
-    """Connect, measure idle memory, post, and step the rate, on one set of server processes."""
+async def drive(
+    target: Target, spec: Spec, noise: Noise, cost: Cost | None = None
+) -> dict[str, Any]:
+    """Connect, measure idle memory, post, and step the rate, on one set of server processes.
+    With `cost`, the fixed phase also reports what a delivery and a post cost (scenario E)."""
     load = Load(target)
+    metered = None
     result: dict[str, Any] = {}
     try:
         await load.open_senders(spec.senders)
@@ -357,9 +384,21 @@ async def drive(target: Target, spec: Spec, noise: Noise) -> dict[str, Any]:
         result["warmup"] = {k: warmup[k] for k in ("sent", "lost", "p99_ms", "max_ms")}
         await load.settle(quiet=0.5, timeout=15)
         known = None
+        if spec.rate is not None and cost is not None:
+            # A longer warm-up at the phase's own rate: every process has served posts before
+            # its cost is measured, however the sockets fell over the processes.
+            warm = await load.run(spec.rate, min(3.0, spec.duration), drain=3)
+            result["warmup_at_rate"] = {k: warm[k] for k in ("sent", "lost", "p99_ms", "max_ms")}
+            await load.settle(quiet=0.5, timeout=15)
+            metered = Metered(load, cost)
         if spec.rate is not None:
             known = await noise.run(
-                load, spec.rate, spec.duration, spec.drain, attempts=2, keep_latencies=True
+                metered or load,
+                spec.rate,
+                spec.duration,
+                spec.drain,
+                attempts=2,
+                keep_latencies=True,
             )
             result["fixed"] = known
             await load.settle(quiet=0.5, timeout=15)
@@ -369,6 +408,8 @@ async def drive(target: Target, spec: Spec, noise: Noise) -> dict[str, Any]:
         result["stale_frames"] = load.stale
         result["sockets_closed_by_server"] = load.closed
     finally:
+        if metered is not None:
+            metered.close()
         await load.close()
     return result
 
@@ -592,6 +633,7 @@ class Bench:
         servers: list = []
         nginx = None
         profilers: list[Profiler] = []
+        cost = None
         try:
             if peer == "ours":
                 site = Site(self.database, redis.url, {})
@@ -600,10 +642,14 @@ class Bench:
                     server.start()
                 port = servers[0].port
                 helpers = [redis.pid]
+                roles = {"redis": [redis.pid]}
                 if spec.nginx:
                     nginx = Nginx().start([s.port for s in servers])
                     port = nginx.port
                     helpers += [nginx.pid, *nginx.worker_pids()]
+                    roles["nginx"] = [nginx.pid, *nginx.worker_pids()]
+                if spec.cost:
+                    cost = Cost(redis.url, roles)
                 slug = self.seed["rooms"][f"{spec.key}{processes}"]
                 target = Target(
                     peer,
@@ -640,7 +686,9 @@ class Bench:
                     [servers[0].pid],
                 )
             started = time.monotonic()
-            result = asyncio.run(asyncio.wait_for(drive(target, spec, self.noise), spec.time_limit))
+            result = asyncio.run(
+                asyncio.wait_for(drive(target, spec, self.noise, cost), spec.time_limit)
+            )
             result["seconds"] = round(time.monotonic() - started, 1)
             dead = [s.name for s in servers if s.process.poll() is not None]
             if dead:
@@ -709,6 +757,13 @@ def brief(run: dict[str, Any]) -> str:
             f"{f['deliveries_per_s']}/s p50 {f['p50_ms']} p99 {f['p99_ms']} ms "
             f"lost {f['lost']} dup {f['duplicates']}"
         )
+        if "cost" in f:
+            c = f["cost"]
+            parts.append(
+                f"server {c['server_us_per_delivery']} µs/delivery, nginx "
+                f"{c.get('nginx_us_per_delivery')}, Redis {c['redis_us_per_delivery']}; "
+                f"{c['redis_commands_per_post']} Redis commands/post"
+            )
     if "ladder" in run and run["ladder"]["best"]:
         b = run["ladder"]["best"]
         parts.append(f"saturation {b['rate']} msg/s = {b['deliveries_per_s']}/s p99 {b['p99_ms']}")

@@ -28,10 +28,10 @@ def test_a_tiny_bench_run_of_all_three_peers_reports_sane_numbers(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=200,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert time.monotonic() - started < 150
+    assert time.monotonic() - started < 200
 
     data = json.loads(results.read_text())
     runs = data["scenarios"]["A"]["runs"]
@@ -54,6 +54,20 @@ def test_a_tiny_bench_run_of_all_three_peers_reports_sane_numbers(tmp_path):
     assert ours["lost"] == 0 and ours["duplicates"] == 0 and not ours["refused"], ours
     assert ours["delivered"] == ours["sent"] * RECEIVERS
     assert runs["ours"]["sockets_closed_by_server"] == 0
+
+    # E: ours through nginx over 1 and 2 processes, with what a delivery and a post cost.
+    e = data["scenarios"]["E"]["runs"]
+    assert list(e) == ["ours x1", "ours x2"]
+    for name, result in e.items():
+        assert "error" not in result, (name, result)
+        fixed = result["fixed"]
+        assert fixed["lost"] == 0 and fixed["delivered"] == fixed["sent"] * RECEIVERS, fixed
+        cost = fixed["cost"]
+        assert cost["posts"] == fixed["sent"] and cost["deliveries"] == fixed["delivered"]
+        assert cost["server_us_per_delivery"] > 0, cost
+        assert cost["nginx_us_per_delivery"] >= 0 and cost["redis_us_per_delivery"] >= 0
+        assert cost["redis_commands_per_post"] >= 1, cost  # a post rings the room's doorbell
+        assert sum(cost["redis_commands_by_name_per_post"].values()) > 0, cost
 
     # M: many small rooms, idle and then posts to random rooms (ours only in the smoke run).
     many = data["scenarios"]["M"]["runs"]["ours"]
@@ -104,6 +118,7 @@ def test_a_tiny_bench_run_of_all_three_peers_reports_sane_numbers(tmp_path):
     report = (tmp_path / "performance.md").read_text()
     assert "## A:" in report and "ours ÷ tutorial" in report
     assert "## N:" in report and "## S:" in report and "## I:" in report
+    assert "Redis commands per post (target: constant)" in report
 
 
 def test_the_search_bench_runs_and_reports(tmp_path):
