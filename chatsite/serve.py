@@ -11,6 +11,8 @@ through here, so they all run the same server:
 - redis-py's version is looked up once: it reads it from the installed package's metadata for
   every new connection (a scan of site-packages, on the event loop: 1 to 100 ms each time a
   connection pool grows, seen as stalls in the bench);
+- the listen backlog is 2,048 connections, not Twisted's 50: a reconnect storm after a restart
+  overflows 50 at once, and each overflowed client waits seconds to try again;
 - the application and daphne's limit on WebSocket frames (2 MiB: daphne applies it to the frames
   it sends too, and a resume replay may be up to `CHAT_MAX_REPLAY_BYTES`) are filled in.
 
@@ -84,6 +86,29 @@ def write_at_once() -> None:
     abstract.FileDescriptor.write = write
 
 
+# Connections the kernel holds for daphne before it accepts them. Twisted's default is 50: when
+# every page reconnects at once after a restart (a deploy), the rest of the SYNs overflow and
+# their clients wait 1, 3, 7 s to try again (the bench's scenario S saw 11,000 overflows for
+# 2,000 sockets). Linux caps it at net.core.somaxconn (4,096 by default).
+LISTEN_BACKLOG = 2048
+
+
+def listen_backlog(size: int = LISTEN_BACKLOG) -> None:
+    """Listen with this backlog on daphne's TCP endpoints (`-b`/`-p` and `tcp:` strings), unless
+    the endpoint string names its own (`-e tcp:8000:backlog=N`)."""
+    from twisted.internet import endpoints
+
+    parse = endpoints._serverParsers["tcp"]
+    if getattr(parse, "backlog", None) == size:
+        return
+
+    def parse_tcp(factory, port, interface="", backlog=None):
+        return parse(factory, port, interface, size if backlog is None else backlog)
+
+    parse_tcp.backlog = size
+    endpoints._serverParsers["tcp"] = parse_tcp
+
+
 def cache_redis_version() -> None:
     import functools
 
@@ -115,6 +140,7 @@ def main(argv: list[str] | None = None, *, direct_writes: bool = True) -> None:
     if os.environ.get("CHAT_TRANSPORT_STATS") == "1":
         atexit.register(report_transport_stats)
     cache_redis_version()
+    listen_backlog()
     from daphne.cli import CommandLineInterface
 
     from chat.realtime import transport  # after daphne.cli: daphne installs its reactor first

@@ -248,3 +248,28 @@ def test_a_socket_outside_daphne_takes_the_asgi_path_without_a_warning(
 
     assert connection_of(send) is None
     assert transport_warnings == []
+
+
+def test_daphne_listens_with_a_backlog_for_a_reconnect_storm():
+    """Twisted's default backlog is 50: 2,000 pages reconnecting at once after a restart overflow
+    it and wait seconds to retry (scenario S). chatsite.serve raises it; an endpoint string's own
+    `backlog=` still wins. In a subprocess: the test process's reactor is not daphne's."""
+    import subprocess
+    import sys
+
+    script = (
+        "from chatsite.serve import listen_backlog, LISTEN_BACKLOG; listen_backlog()\n"
+        "from twisted.internet import reactor, endpoints\n"
+        "from twisted.internet.protocol import Factory\n"
+        "ports = []\n"
+        "for text in ('tcp:port=0:interface=127.0.0.1', 'tcp:0:interface=127.0.0.1:backlog=7'):\n"
+        "    endpoint = endpoints.serverFromString(reactor, text)\n"
+        "    endpoint.listen(Factory()).addCallback(ports.append)\n"
+        "print(LISTEN_BACKLOG, *(port.backlog for port in ports))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    size, default, named = map(int, result.stdout.split())
+    assert size >= 1024 and default == size and named == 7
