@@ -2,6 +2,7 @@
 a time (the policy's, channels' get_user), in a fixed number of queries whatever their number."""
 
 import asyncio
+import json
 from datetime import timedelta
 from importlib import import_module
 
@@ -167,3 +168,56 @@ async def _workspace():
         return users, rooms, rooms[-1]
 
     return await database_sync_to_async(make)()
+
+
+@pytest.mark.usefixtures("sockets_closed")
+async def test_a_crowd_joining_many_rooms_sends_presence_in_a_few_channel_layer_messages(
+    monkeypatch,
+):
+    """Each first socket of a user in a room announces `joined` to every process. One
+    channel-layer message per join was most of a crowd's connect cost in Redis; the joins of a
+    moment now go together (events.PresenceBatch) and still reach every room's sockets."""
+    from chat.realtime import events
+
+    sent: list = []
+    send = events._send
+
+    async def counting(event):
+        sent.append(event)
+        await send(event)
+
+    monkeypatch.setattr(events, "_send", counting)
+    users, rooms, _ = await _workspace()
+    first = await asyncio.gather(*(join(users[i], rooms[i].slug) for i in range(9)))
+    sent.clear()
+    crowd = await asyncio.gather(
+        *(join(user, rooms[i % 9].slug) for i, user in enumerate(users[9:45], start=9))
+    )
+    names = {user.username for user in users[9:45]}
+
+    def announced() -> list[str]:
+        return [
+            json.loads(frame)["joined"]
+            for event in sent
+            if isinstance(event, events.PresenceBatch)
+            for _, frame in event.changes
+            if json.loads(frame)["joined"] in names
+        ]
+
+    # `joined` goes out after `ready`: wait for the crowd's last announcement.
+    for _ in range(100):
+        if len(announced()) >= len(crowd):
+            break
+        await asyncio.sleep(0.05)
+    batches = [event for event in sent if isinstance(event, events.PresenceBatch)]
+    assert sorted(announced()) == sorted(names)
+    assert len(batches) < len(crowd) / 3, [len(batch.changes) for batch in batches]
+    # Each room's first socket hears its room's joins, and nobody else's.
+    for i, socket in enumerate(first):
+        room_users = {users[j].username for j in range(9, 45) if j % 9 == i}
+        room_users.add(users[i].username)
+        online: set[str] = set()
+        while online != room_users:
+            frame = await socket.receive_type("presence")
+            assert frame["joined"] is None or frame["joined"] in room_users, frame
+            online = set(frame["online"])

@@ -139,19 +139,19 @@ async def test_the_hubs_tasks_start_with_its_first_room_and_stop_with_its_last(h
     tasks = list(hub.tasks)
     assert sorted(task.get_name() for task in tasks) == ["hub-read", "hub-sessions", "hub-tick"]
     # The room's group, and every hub's group for events about sockets anywhere (sessions).
-    assert hub.subscribed == {group_name(room.pk), events.SESSIONS_GROUP} and hub.channel
+    assert hub.subscribed == {group_name(room.pk), events.HUBS_GROUP} and hub.channel
 
     b = await FakeSocket(alice).open(hub, other.pk)
     c = await FakeSocket(alice).open(hub, room.pk)
     assert hub.tasks == tasks and not any(task.done() for task in tasks)
     assert a.feed is c.feed and a.feed.sockets == {a, c}
-    assert hub.subscribed == {group_name(room.pk), group_name(other.pk), events.SESSIONS_GROUP}
+    assert hub.subscribed == {group_name(room.pk), group_name(other.pk), events.HUBS_GROUP}
 
     await hub.detach(room.pk, a)
     assert room.pk in hub.feeds
     await hub.detach(room.pk, c)
     assert room.pk not in hub.feeds
-    assert hub.subscribed == {group_name(other.pk), events.SESSIONS_GROUP}
+    assert hub.subscribed == {group_name(other.pk), events.HUBS_GROUP}
     assert hub.tasks == tasks  # another room still here
 
     await hub.detach(other.pk, b)

@@ -369,10 +369,7 @@ class RoomConsumer(Consumer):
         return joined, online
 
     async def _announce(self, frame: str) -> None:
-        try:
-            await events.publish(events.PresenceChanged(room=self.room.pk, frame=frame))
-        except Exception:
-            logger.warning("presence: channel layer unavailable", exc_info=True)
+        events.announce_presence(self.room.pk, frame)
 
 
 class InboxConsumer(Consumer):

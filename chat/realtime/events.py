@@ -54,7 +54,9 @@ class RoomChanged:
 
 @dataclass(frozen=True)
 class PresenceChanged:
-    """Someone's first socket opened or last one closed: `frame` is the presence frame."""
+    """Someone's first socket opened or last one closed: `frame` is the presence frame. Sent to
+    the room's group by earlier versions (still handled, for a rolling deploy); this version
+    sends presence in PresenceBatch."""
 
     type: ClassVar[str] = "room.presence"
     room: int
@@ -111,8 +113,19 @@ class Notified:
     frame: str
 
 
-# Every hub is in this group while it holds sockets: events about sockets anywhere.
-SESSIONS_GROUP = "sessions"
+# Every hub is in this group while it holds sockets: events about sockets anywhere (sessions
+# that ended, presence batches).
+HUBS_GROUP = "hubs"
+
+
+@dataclass(frozen=True)
+class PresenceBatch:
+    """Presence frames of many rooms from one process (`announce_presence`), as one channel-layer
+    message to every hub: a crowd connecting after a deploy costs a message per batch, not one
+    per socket. `changes` is [[room id, frame], ...]; each hub keeps those of its rooms."""
+
+    type: ClassVar[str] = "hubs.presence"
+    changes: list
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,7 @@ Event = (
     | InboxChanged
     | Notified
     | SessionsChanged
+    | PresenceBatch
 )
 EVENTS: dict[str, type[Event]] = {
     cls.type: cls
@@ -145,6 +159,7 @@ EVENTS: dict[str, type[Event]] = {
         InboxChanged,
         Notified,
         SessionsChanged,
+        PresenceBatch,
     )
 }
 # The events addressed to a user rather than a room.
@@ -152,8 +167,8 @@ USER_EVENTS = (InboxChanged, Notified)
 
 
 def group_of(event: Event) -> str:
-    if isinstance(event, SessionsChanged):
-        return SESSIONS_GROUP
+    if isinstance(event, SessionsChanged | PresenceBatch):
+        return HUBS_GROUP
     if isinstance(event, USER_EVENTS):
         return user_group(event.user)
     return group_name(event.room)
@@ -262,6 +277,50 @@ async def _send(event: Event) -> None:
             group,
             exc_info=True,
         )
+
+
+# At most this many characters of frames in one PresenceBatch (a frame lists its room's online
+# users: up to ~13 KB in a room of 1,000).
+PRESENCE_BATCH_CHARACTERS = 256 * 1024
+
+
+class PresenceOut:
+    """One event loop's presence frames on their way to every hub: the first goes at once, those
+    that come while it is being sent go together next, and so on."""
+
+    def __init__(self) -> None:
+        self.pending: deque[list] = deque()
+        self.task: asyncio.Task | None = None
+
+    def put(self, room_id: int, frame: str) -> None:
+        self.pending.append([room_id, frame])
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._drain(), name="presence-out")
+
+    async def _drain(self) -> None:
+        while self.pending:
+            changes, size = [], 0
+            while self.pending and (not changes or size < PRESENCE_BATCH_CHARACTERS):
+                change = self.pending.popleft()
+                changes.append(change)
+                size += len(change[1])
+            await _send(PresenceBatch(changes=changes))
+
+
+_presence_out: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, PresenceOut]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def announce_presence(room_id: int, frame: str) -> None:
+    """From the event loop: a room's presence frame for its sockets on every process, sent with
+    the others of this moment (PresenceBatch). Best effort, as presence is: a batch the layer
+    does not take is logged and dropped."""
+    loop = asyncio.get_running_loop()
+    out = _presence_out.get(loop)
+    if out is None:
+        out = _presence_out[loop] = PresenceOut()
+    out.put(room_id, frame)
 
 
 async def publish(event: Event) -> None:

@@ -307,7 +307,7 @@ class Hub:
         self.channel = await self.layer.new_channel()
         self.joined_all = asyncio.get_running_loop().time()
         await self._mark()
-        await self._subscribe(events.SESSIONS_GROUP)
+        await self._subscribe(events.HUBS_GROUP)
         try:
             # Registers this process while it holds little or nothing: the first upkeep beat
             # would otherwise find its set incomplete and register every socket again.
@@ -341,7 +341,7 @@ class Hub:
     async def _leave(self, groups: list[str], channel: str | None, tasks: list) -> None:
         """Leave groups and wait for stopped tasks, outside the lock."""
         if tasks:  # the hub stopped: out of the process-wide group too
-            groups = [*groups, events.SESSIONS_GROUP]
+            groups = [*groups, events.HUBS_GROUP]
         for group in groups:
             try:
                 await self.layer.group_discard(group, channel)
@@ -352,7 +352,7 @@ class Hub:
 
     def _stop(self) -> list[asyncio.Task]:
         """Cancel the hub's tasks (no room left here); the next attach starts fresh ones."""
-        self.subscribed.discard(events.SESSIONS_GROUP)
+        self.subscribed.discard(events.HUBS_GROUP)
         tasks, self.tasks = self.tasks, []
         for task in tasks:
             task.cancel()
@@ -416,6 +416,12 @@ class Hub:
                 return
             case events.SessionsChanged(user=user):
                 await sessions.close_revoked([s for s in self.sockets() if s.user_id == user])
+                return
+            case events.PresenceBatch(changes=changes):
+                for room_id, frame in changes:
+                    feed = self.feeds.get(room_id)
+                    if feed is not None:
+                        await feed.presence.add(frame)
                 return
         feed = self.feeds.get(event.room)
         if feed is None:

@@ -78,6 +78,4 @@ async def keep_alive(held: Callable[[], list[str]]) -> None:
     state = shared_state()
     for room_id, username in await state.beat(held):
         online = await state.online(room_id)
-        await events.publish(
-            events.PresenceChanged(room=room_id, frame=presence_frame(online, left=username))
-        )
+        events.announce_presence(room_id, presence_frame(online, left=username))
