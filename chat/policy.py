@@ -33,8 +33,9 @@ frame's answer needs, and `CLOSE_CODES`/`HTTP_STATUS` say how a socket or a page
 from dataclasses import dataclass
 from enum import StrEnum
 
-from django.db.models import Exists, F, OuterRef, Q, QuerySet, Value
-from django.db.models.functions import Concat
+from django.db import connection
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.utils import timezone
 
 from .models import Membership, Message, Room, RoomRestriction
 from .realtime.protocol import ChatError, CloseCode, ErrorCode
@@ -404,19 +405,7 @@ def accesses(pairs: list[tuple[object, Room]], *, always: bool = False) -> list[
         # No room id is negative: with no pairs the query runs and finds nothing.
         rooms = {room.pk for _, room in logged_in} or {-1}
         users = {user.pk for user, _ in logged_in} or {-1}
-        restrictions = (
-            RoomRestriction.objects.active()
-            .filter(room_id__in=rooms, user_id__in=users)
-            .order_by()
-            .values_list("room_id", "user_id", "kind")
-        )
-        roles = (
-            Membership.objects.filter(room_id__in=rooms, user_id__in=users)
-            .order_by()
-            .annotate(kind=Concat(Value(ROLE_PREFIX), "role"))
-            .values_list("room_id", "user_id", "kind")
-        )
-        for room_id, user_id, kind in restrictions.union(roles, all=True):
+        for room_id, user_id, kind in _facts(sorted(rooms), sorted(users)):
             facts.setdefault((room_id, user_id), []).append(kind)
     answers = []
     for user, room in pairs:
@@ -431,6 +420,33 @@ def accesses(pairs: list[tuple[object, Room]], *, always: bool = False) -> list[
             )
         )
     return answers
+
+
+def _facts(rooms: list[int], users: list[int]) -> list[tuple[int, int, str]]:
+    """(room, user, kind) for these users' restrictions in force in these rooms (kind `ban` or
+    `mute`) and their memberships (kind `role:<role>`): one statement.
+
+    Written out rather than through the ORM: every frame a socket sends asks it, and compiling
+    the ORM's UNION took 1.7 ms of its 3.2 (issue 21). "In force" is
+    RestrictionQuerySet.active()'s rule (not lifted, no end or an end still ahead); a test holds
+    the two to the same answers (tests/test_policy.py)."""
+    restriction, membership = RoomRestriction._meta, Membership._meta
+    quote = connection.ops.quote_name
+    in_rooms = ", ".join(["%s"] * len(rooms))
+    in_users = ", ".join(["%s"] * len(users))
+    room_id, user_id = quote("room_id"), quote("user_id")
+    sql = (
+        f"SELECT {room_id}, {user_id}, {quote('kind')} FROM {quote(restriction.db_table)} "
+        f"WHERE {room_id} IN ({in_rooms}) AND {user_id} IN ({in_users}) "
+        f"AND {quote('lifted_at')} IS NULL AND ({quote('until')} IS NULL OR {quote('until')} > %s) "
+        f"UNION ALL SELECT {room_id}, {user_id}, %s || {quote('role')} "
+        f"FROM {quote(membership.db_table)} "
+        f"WHERE {room_id} IN ({in_rooms}) AND {user_id} IN ({in_users})"
+    )
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*rooms, *users, now, ROLE_PREFIX, *rooms, *users])
+        return cursor.fetchall()
 
 
 def rooms_at(slugs: list[str]) -> dict[str, Room]:

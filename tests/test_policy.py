@@ -98,3 +98,55 @@ def test_every_denial_has_an_error_frame(denial):
 def test_nothing_is_raised_when_allowed():
     policy.require(None)
     assert Room.objects.count() == 0
+
+
+def test_the_policys_facts_are_what_the_orm_says_of_restrictions_in_force_and_roles():
+    """policy._facts is written in SQL for speed; RestrictionQuerySet.active() and Membership are
+    the definitions it must agree with, for every kind of restriction and role."""
+    from datetime import timedelta
+
+    from django.db.models import Value
+    from django.db.models.functions import Concat
+
+    from chat.models import Membership, RoomRestriction
+
+    owner = create_user("owner")
+    users = [create_user(f"user{i}") for i in range(6)]
+    rooms = [create_room("One", owner), create_room("Two", owner)]
+    now = timezone.now()
+    Kind = RoomRestriction.Kind
+    for room in rooms:
+        RoomRestriction.objects.create(room=room, user=users[0], kind=Kind.BAN, created_by=owner)
+        RoomRestriction.objects.create(
+            room=room, user=users[1], kind=Kind.MUTE, until=now + timedelta(hours=1),
+            created_by=owner,
+        )  # fmt: skip
+        RoomRestriction.objects.create(
+            room=room, user=users[2], kind=Kind.BAN, until=now - timedelta(seconds=1),
+            created_by=owner,
+        )  # fmt: skip
+        RoomRestriction.objects.create(
+            room=room, user=users[3], kind=Kind.BAN, lifted_at=now, created_by=owner
+        )
+    Membership.objects.create(room=rooms[1], user=users[4], role=Membership.Role.OWNER)
+    Membership.objects.create(room=rooms[0], user=users[5])
+    room_ids = [room.pk for room in rooms]
+    user_ids = [user.pk for user in [owner, *users]]
+    expected = list(
+        RoomRestriction.objects.active()
+        .filter(room_id__in=room_ids, user_id__in=user_ids)
+        .values_list("room_id", "user_id", "kind")
+    ) + list(
+        Membership.objects.filter(room_id__in=room_ids, user_id__in=user_ids)
+        .annotate(kind=Concat(Value(policy.ROLE_PREFIX), "role"))
+        .values_list("room_id", "user_id", "kind")
+    )
+    found = policy._facts(room_ids, user_ids)
+    assert sorted(found) == sorted(expected)
+    assert {kind for _, _, kind in found} == {"ban", "mute", "role:owner", "role:member"}
+    # And one pair at a time, as a frame asks it.
+    assert policy.access(users[0], rooms[0]).can_read() is Denial.BANNED
+    assert policy.access(users[1], rooms[0]).can_post() is Denial.MUTED
+    assert policy.access(users[2], rooms[0]).can_read() is None
+    assert policy.access(users[3], rooms[0]).can_read() is None
+    assert policy.access(users[4], rooms[1]).role == Membership.Role.OWNER
