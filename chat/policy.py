@@ -422,6 +422,14 @@ def accesses(pairs: list[tuple[object, Room]], *, always: bool = False) -> list[
     return answers
 
 
+def banned_among(room: Room, user_ids: list[int]) -> set[int]:
+    """Which of these users a ban in force keeps out of the room (one query; none for none)."""
+    if not user_ids:
+        return set()
+    facts = _facts([room.pk], sorted(set(user_ids)))
+    return {user_id for _, user_id, kind in facts if kind == RoomRestriction.Kind.BAN}
+
+
 def _facts(rooms: list[int], users: list[int]) -> list[tuple[int, int, str]]:
     """(room, user, kind) for these users' restrictions in force in these rooms (kind `ban` or
     `mute`) and their memberships (kind `role:<role>`): one statement.
