@@ -515,13 +515,39 @@ class Bench:
     def close(self) -> None:
         self.database.drop()
 
-    def run_many(self, spec: Spec, peer: str) -> dict[str, Any]:
-        """Scenario M: `spec.receivers` sockets over `spec.rooms` rooms on one server process."""
+    def _on_one_server(self, start, drive, time_limit: float) -> dict[str, Any]:
+        """Start a Redis and a server (`start(redis)`), then run `drive(server, redis)` (a
+        coroutine) within `time_limit`: its result, or the error with the server's last log."""
         redis = Redis().start()
         server = None
         try:
+            server = start(redis)
+            started = time.monotonic()
+            result = asyncio.run(asyncio.wait_for(drive(server, redis), time_limit))
+            result["seconds"] = round(time.monotonic() - started, 1)
+            if server.process.poll() is not None:
+                raise RuntimeError(f"server exited during the run: {server.name}")
+            return result
+        except Exception as error:
+            logs = server.output(3000) if server is not None and server.process else ""
+            return {"error": f"{type(error).__name__}: {error}", "log": logs}
+        finally:
+            if server is not None:
+                server.stop()
+            redis.stop()
+
+    def run_many(self, spec: Spec, peer: str) -> dict[str, Any]:
+        """Scenario M: `spec.receivers` sockets over `spec.rooms` rooms on one server process."""
+
+        def start(redis: Redis):
             if peer == "ours":
-                server = Ours(Site(self.database, redis.url, {}), self.variant).start()
+                return Ours(Site(self.database, redis.url, {}), self.variant).start()
+            server = Tutorial(redis.url, self.tutorial_layer) if peer == "tutorial" else Raw()
+            server.start()
+            return server
+
+        def drive(server, redis: Redis):
+            if peer == "ours":
                 base = f"ws://127.0.0.1:{server.port}/ws/rooms"
                 inbox_url = f"ws://127.0.0.1:{server.port}/ws/inbox/" if spec.inboxes else None
                 urls = [
@@ -529,8 +555,6 @@ class Bench:
                 ]
                 cookies, ready = self.seed["cookies"], True
             else:
-                server = Tutorial(redis.url, self.tutorial_layer) if peer == "tutorial" else Raw()
-                server.start()
                 base = f"ws://127.0.0.1:{server.port}/ws/chat"
                 inbox_url = None
                 urls = [f"{base}/{spec.key}{n}/" for n in range(spec.rooms)]
@@ -546,42 +570,28 @@ class Bench:
                 ready_frame=ready,
             )
             database = self.database.url if peer == "ours" and self.database.admin_url else None
-            started = time.monotonic()
-            result = asyncio.run(
-                asyncio.wait_for(
-                    drive_many(
-                        target,
-                        urls,
-                        sockets=spec.receivers,
-                        idle=spec.idle,
-                        rate=spec.rate,
-                        duration=spec.duration,
-                        drain=spec.drain,
-                        redis_url=redis.url,
-                        database_url=database,
-                        inbox_url=inbox_url,
-                    ),
-                    spec.time_limit,
-                )
+            return drive_many(
+                target,
+                urls,
+                sockets=spec.receivers,
+                idle=spec.idle,
+                rate=spec.rate,
+                duration=spec.duration,
+                drain=spec.drain,
+                redis_url=redis.url,
+                database_url=database,
+                inbox_url=inbox_url,
             )
-            result["seconds"] = round(time.monotonic() - started, 1)
-            if server.process.poll() is not None:
-                raise RuntimeError(f"server exited during the run: {server.name}")
-            return result
-        except Exception as error:
-            logs = server.output(3000) if server is not None and server.process else ""
-            return {"error": f"{type(error).__name__}: {error}", "log": logs}
-        finally:
-            if server is not None:
-                server.stop()
-            redis.stop()
+
+        return self._on_one_server(start, drive, spec.time_limit)
 
     def run_storm(self, spec: Spec) -> dict[str, Any]:
         """Scenario S: our server killed and restarted under `receivers` + `senders` sockets."""
-        redis = Redis().start()
-        server = None
-        try:
-            server = Ours(Site(self.database, redis.url, {}), self.variant).start()
+
+        def start(redis: Redis):
+            return Ours(Site(self.database, redis.url, {}), self.variant).start()
+
+        def drive(server, redis: Redis):
             base = f"ws://127.0.0.1:{server.port}/ws/rooms"
             names = [*(f"{spec.key}-{n}" for n in range(spec.rooms)), f"{spec.key}-chat"]
             urls = [f"{base}/{self.seed['rooms'][name]}/" for name in names]
@@ -595,34 +605,19 @@ class Bench:
                 cookie_name=self.seed["cookie_name"],
                 ready_frame=True,
             )
-            started = time.monotonic()
-            result = asyncio.run(
-                asyncio.wait_for(
-                    drive_storm(
-                        target,
-                        server,
-                        urls,
-                        sockets=spec.receivers,
-                        chatters=spec.senders,
-                        idle=spec.idle,
-                        rate=spec.rate or 1.0,
-                        duration=spec.duration,
-                        drain=spec.drain,
-                    ),
-                    spec.time_limit,
-                )
+            return drive_storm(
+                target,
+                server,
+                urls,
+                sockets=spec.receivers,
+                chatters=spec.senders,
+                idle=spec.idle,
+                rate=spec.rate or 1.0,
+                duration=spec.duration,
+                drain=spec.drain,
             )
-            result["seconds"] = round(time.monotonic() - started, 1)
-            if server.process.poll() is not None:
-                raise RuntimeError(f"server exited during the run: {server.name}")
-            return result
-        except Exception as error:
-            logs = server.output(3000) if server is not None and server.process else ""
-            return {"error": f"{type(error).__name__}: {error}", "log": logs}
-        finally:
-            if server is not None:
-                server.stop()
-            redis.stop()
+
+        return self._on_one_server(start, drive, spec.time_limit)
 
     def run_one(self, spec: Spec, peer: str, processes: int) -> dict[str, Any]:
         if spec.restart:
