@@ -229,19 +229,30 @@ def _waiting_loop() -> asyncio.AbstractEventLoop | None:
 class Publisher:
     """Sends one event loop's events to the channel layer one at a time, in the order given."""
 
+    name = "publisher"
+
     def __init__(self) -> None:
-        self.pending: deque[Event] = deque()
+        self.pending: deque = deque()
         self.task: asyncio.Task | None = None
 
-    def put(self, event: Event) -> None:
-        self.pending.append(event)
+    def put(self, item) -> None:
+        self.pending.append(item)
         if self.task is None or self.task.done():
             # Runs only while there is something to send: no task outlives its loop's work.
-            self.task = asyncio.get_running_loop().create_task(self._drain(), name="publisher")
+            self.task = asyncio.get_running_loop().create_task(self._drain(), name=self.name)
 
     async def _drain(self) -> None:
         while self.pending:
             await _send(self.pending.popleft())
+
+
+def _of_loop(registry: weakref.WeakKeyDictionary, kind: type[Publisher]) -> Publisher:
+    """The running loop's publisher of this kind (made on first use, gone with its loop)."""
+    loop = asyncio.get_running_loop()
+    publisher = registry.get(loop)
+    if publisher is None:
+        publisher = registry[loop] = kind()
+    return publisher
 
 
 _publishers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Publisher]" = (
@@ -250,11 +261,7 @@ _publishers: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Publisher]" =
 
 
 def _enqueue(event: Event) -> None:
-    loop = asyncio.get_running_loop()
-    publisher = _publishers.get(loop)
-    if publisher is None:
-        publisher = _publishers[loop] = Publisher()
-    publisher.put(event)
+    _of_loop(_publishers, Publisher).put(event)
 
 
 async def _send(event: Event) -> None:
@@ -284,18 +291,11 @@ async def _send(event: Event) -> None:
 PRESENCE_BATCH_CHARACTERS = 256 * 1024
 
 
-class PresenceOut:
-    """One event loop's presence frames on their way to every hub: the first goes at once, those
-    that come while it is being sent go together next, and so on."""
+class PresenceOut(Publisher):
+    """One event loop's presence frames ([room id, frame]) on their way to every hub: the first
+    goes at once, those that come while it is being sent go together next, and so on."""
 
-    def __init__(self) -> None:
-        self.pending: deque[list] = deque()
-        self.task: asyncio.Task | None = None
-
-    def put(self, room_id: int, frame: str) -> None:
-        self.pending.append([room_id, frame])
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._drain(), name="presence-out")
+    name = "presence-out"
 
     async def _drain(self) -> None:
         while self.pending:
@@ -316,11 +316,7 @@ def announce_presence(room_id: int, frame: str) -> None:
     """From the event loop: a room's presence frame for its sockets on every process, sent with
     the others of this moment (PresenceBatch). Best effort, as presence is: a batch the layer
     does not take is logged and dropped."""
-    loop = asyncio.get_running_loop()
-    out = _presence_out.get(loop)
-    if out is None:
-        out = _presence_out[loop] = PresenceOut()
-    out.put(room_id, frame)
+    _of_loop(_presence_out, PresenceOut).put([room_id, frame])
 
 
 async def publish(event: Event) -> None:
