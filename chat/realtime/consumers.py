@@ -58,18 +58,16 @@ def openings(requests: list[tuple[object, str, int | None]]) -> list[Opening]:
     # Asked even when no room was found: a slug nobody has costs the same queries as a private
     # room one may not see, so no early answer tells them apart (as policy.room_for).
     access = dict(zip(found, policy.accesses(found, always=True), strict=True))
-    readable = []
-    for user, slug, _ in requests:
-        if slug in rooms and access[user, rooms[slug]].can_read() is None:
-            readable.append(rooms[slug])
-    selectors.read_latest_pages(readable)
+    # Each socket's room and the policy's answer there (None: it may read it).
+    decided = [
+        (rooms[slug], access[user, rooms[slug]].can_read())
+        if slug in rooms
+        else (None, policy.Denial.NO_SUCH_ROOM)
+        for user, slug, _ in requests
+    ]
+    selectors.read_latest_pages([room for room, denial in decided if denial is None])
     answers = []
-    for user, slug, since in requests:
-        room = rooms.get(slug)
-        if room is None:
-            answers.append(Opening(None, policy.Denial.NO_SUCH_ROOM))
-            continue
-        denial = access[user, room].can_read()
+    for (user, _, since), (room, denial) in zip(requests, decided, strict=True):
         if denial is not None:
             # Unknown and invisible alike (policy.room_for): a private room's name never shows.
             seen = denial is not policy.Denial.NO_SUCH_ROOM
