@@ -666,20 +666,18 @@ def file(request: HttpRequest, attachment_id: int, name: str = "") -> HttpRespon
     """`GET /files/<id>/<name>` (and `/files/thumbnails/<id>`, an image's thumbnail): the bytes,
     for whoever the policy lets read the file; 404 for anyone else, logged in or not. The name
     is for the reader's eyes and their browser's save dialog: the id alone finds the file."""
-    try:
-        download = attachments.download_for(
-            user=request.user, attachment_id=attachment_id, thumbnail=False
-        )
-        return attachments.response_for(download)
-    except attachments.NotFound:
-        raise Http404("No such file.") from None
+    return _serve_file(request, attachment_id, thumbnail=False)
 
 
 @require_GET
 def thumbnail(request: HttpRequest, attachment_id: int) -> HttpResponseBase:
+    return _serve_file(request, attachment_id, thumbnail=True)
+
+
+def _serve_file(request: HttpRequest, attachment_id: int, *, thumbnail: bool) -> HttpResponseBase:
     try:
         download = attachments.download_for(
-            user=request.user, attachment_id=attachment_id, thumbnail=True
+            user=request.user, attachment_id=attachment_id, thumbnail=thumbnail
         )
         return attachments.response_for(download)
     except attachments.NotFound:
