@@ -90,21 +90,13 @@ class ArchivedFilter(admin.SimpleListFilter):
         return queryset
 
 
-class MembershipInline(admin.TabularInline):
-    """A room's members with their roles, read here; removing one is an audited action on the
-    Memberships page (services.remove_member), which also closes their sockets."""
+class ReadOnlyInline(admin.TabularInline):
+    """An inline that shows rows and changes none (changes are made on their own pages)."""
 
-    model = Membership
-    fields = ["user", "role", "joined"]
-    readonly_fields = fields
     extra = 0
     max_num = 0
     can_delete = False
     show_change_link = False
-    verbose_name_plural = "members (remove them from the Memberships page)"
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).select_related("user")
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
@@ -116,7 +108,20 @@ class MembershipInline(admin.TabularInline):
         return False
 
 
-class AttachmentInline(admin.TabularInline):
+class MembershipInline(ReadOnlyInline):
+    """A room's members with their roles, read here; removing one is an audited action on the
+    Memberships page (services.remove_member), which also closes their sockets."""
+
+    model = Membership
+    fields = ["user", "role", "joined"]
+    readonly_fields = fields
+    verbose_name_plural = "members (remove them from the Memberships page)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user")
+
+
+class AttachmentInline(ReadOnlyInline):
     """A message's files (§8), read here: name (a link to the file, which the access policy lets
     moderators open, a hidden message's too), size, type. Hiding the message hides them from
     everyone else; the author's deletion erases them."""
@@ -124,10 +129,6 @@ class AttachmentInline(admin.TabularInline):
     model = Attachment
     fields = ["file", "size_shown", "content_type", "dimensions", "uploader", "created"]
     readonly_fields = fields
-    extra = 0
-    max_num = 0
-    can_delete = False
-    show_change_link = False
     verbose_name_plural = "attachments"
 
     def get_queryset(self, request):
@@ -152,15 +153,6 @@ class AttachmentInline(admin.TabularInline):
     # Shown wherever its message is (the message's page decides who sees it).
     def has_view_permission(self, request, obj=None) -> bool:
         return True
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Room)
